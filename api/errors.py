@@ -1,0 +1,46 @@
+"""Every error becomes JSON {"error": {"code", "message"}} with the right status; no tracebacks."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from facesense import errors as fe
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first matching class picks the status.
+STATUS = [
+    (fe.BadRequest, 400), (fe.NotFound, 404), (fe.Conflict, 409), (fe.PayloadTooLarge, 413),
+    (fe.SourceError, 422), (fe.ModelError, 422), (fe.TransientError, 503), (fe.ConfigError, 500),
+]
+
+
+def error_response(status: int, code: str, message: str):
+    """A JSON error body with a status."""
+    return jsonify({"error": {"code": code, "message": message}}), status
+
+
+def register(app: Flask) -> None:
+    """Install the handlers."""
+
+    @app.errorhandler(fe.FacesenseError)
+    def facesense_error(e: fe.FacesenseError):
+        status = next((s for cls, s in STATUS if isinstance(e, cls)), 500)
+        return error_response(status, e.code, str(e))
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException):
+        code = (e.name or "error").lower().replace(" ", "_")
+        message = e.description or e.name
+        if e.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            code, message = "too_large", f"request body exceeds the {limit}-byte limit"
+        return error_response(e.code or 500, code, message)
+
+    @app.errorhandler(Exception)
+    def unexpected(e: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal", "internal server error; see the server log")

@@ -1,0 +1,38 @@
+"""/v1/models: versions, aliases, promotion."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from api.schemas import check_fields, json_body
+from facesense.registry import check_name
+
+bp = Blueprint("models", __name__, url_prefix="/v1/models")
+
+
+def registry():
+    """The app's model registry."""
+    return current_app.extensions["facesense"].registry
+
+
+@bp.get("")
+def list_models():
+    """Every version (newest first) and every alias."""
+    return jsonify({"versions": registry().versions(), "aliases": registry().aliases()})
+
+
+@bp.get("/<version>")
+def get_model(version: str):
+    """One version's manifest, plus the aliases pointing at it."""
+    manifest = registry().manifest(version)
+    aliases = [name for name, a in registry().aliases().items() if a["version"] == version]
+    return jsonify({**manifest, "aliases": aliases})
+
+
+@bp.post("/<version>/promote")
+def promote(version: str):
+    """Point an alias (default production) at this version; the move is kept in history."""
+    body = check_fields(json_body(request), {"alias": str}, ())
+    alias = check_name(body.get("alias", "production"), "alias")
+    by = f"request from {request.remote_addr}"
+    return jsonify(registry().promote(version, alias, by=by))

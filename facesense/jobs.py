@@ -1,0 +1,159 @@
+"""Job records: a Redis hash per job (live state), a JSON copy in object storage (history)."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from enum import Enum
+
+import redis as redis_lib
+
+from facesense.errors import JobNotFound, ObjectNotFound
+from facesense.store import Store
+
+KEY_PREFIX = "facesense:"
+RECENT = KEY_PREFIX + "jobs"  # sorted set: job id scored by creation time
+COUNTERS = ("total", "done", "failed", "shards", "shards_done")
+
+
+class JobStatus(str, Enum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True once nothing more will happen to the job."""
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+FINISHED = [s.value for s in JobStatus if s.finished]
+
+# Count a shard once: SETBIT returns the old bit, so only the first delivery adds its counts.
+# The bitmap costs one bit per shard, so Redis memory stays flat as jobs grow.
+_COUNT_SHARD = """
+local first = redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0
+if first then
+  redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
+  redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
+  redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
+end
+return {first and 1 or 0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
+"""
+
+# Move to a new status unless the job already finished (a late shard can't resurrect it).
+_SET_STATUS = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return 0 end
+cur = cjson.decode(cur)
+for i = 2, #ARGV do if ARGV[i] == cur then return 0 end end
+redis.call('HSET', KEYS[1], 'status', cjson.encode(ARGV[1]))
+return 1
+"""
+
+
+def new_job_id() -> str:
+    """A time-sortable unique id: creation time in hex, then random."""
+    return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
+
+
+def now() -> float:
+    """Unix time, the one clock job records use."""
+    return round(time.time(), 3)
+
+
+class JobRecords:
+    """Create, read and update job records; Redis is the live copy, the store keeps finals."""
+
+    def __init__(self, redis: redis_lib.Redis, store: Store, ttl_s: int = 30 * 86400):
+        self.redis, self.store, self.ttl_s = redis, store, ttl_s
+        self._count_shard = redis.register_script(_COUNT_SHARD)
+        self._set_status = redis.register_script(_SET_STATUS)
+
+    @staticmethod
+    def key(job_id: str) -> str:
+        """The Redis hash of a job."""
+        return f"{KEY_PREFIX}job:{job_id}"
+
+    def create(self, job_type: str, job_id: str | None = None, **fields) -> dict:
+        """A new queued job record."""
+        job_id = job_id or new_job_id()
+        record = {"id": job_id, "type": job_type, "status": JobStatus.QUEUED.value,
+                  "created_at": now(), "started_at": None, "finished_at": None, "error": None,
+                  **{c: 0 for c in COUNTERS}, **fields}
+        pipe = self.redis.pipeline()
+        pipe.hset(self.key(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
+        pipe.expire(self.key(job_id), self.ttl_s)
+        pipe.zadd(RECENT, {job_id: record["created_at"]})
+        pipe.execute()
+        return record
+
+    def get(self, job_id: str) -> dict:
+        """The live record, or the final one from storage once Redis forgot it."""
+        raw = self.redis.hgetall(self.key(job_id)) if _valid_id(job_id) else {}
+        if raw:
+            return {k.decode(): json.loads(v) for k, v in raw.items()}
+        try:
+            return json.loads(self.store.get(f"jobs/{job_id}/job.json"))
+        except (ObjectNotFound, ValueError):
+            raise JobNotFound(f"no job {job_id!r}") from None
+
+    def exists(self, job_id: str) -> bool:
+        """True if Redis holds the job."""
+        return _valid_id(job_id) and bool(self.redis.exists(self.key(job_id)))
+
+    def update(self, job_id: str, **fields) -> None:
+        """Set some fields of a live record."""
+        self.redis.hset(self.key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+
+    def set_status(self, job_id: str, status: JobStatus, **fields) -> bool:
+        """Move to status unless the job already finished; returns whether it moved."""
+        moved = bool(self._set_status(keys=[self.key(job_id)], args=[status.value, *FINISHED]))
+        if moved:
+            stamp = "started_at" if status is JobStatus.RUNNING else "finished_at"
+            self.update(job_id, **{stamp: now()}, **fields)
+        return moved
+
+    def _bits(self, job_id: str) -> str:
+        return f"{KEY_PREFIX}job:{job_id}:shards"
+
+    def uncounted_shards(self, job_id: str, shards: int) -> list[int]:
+        """Indexes of the shards not yet counted."""
+        bits = self.redis.get(self._bits(job_id)) or b""
+        return [i for i in range(shards)
+                if not (i // 8 < len(bits) and bits[i // 8] >> (7 - i % 8) & 1)]
+
+    def count_shard(self, job_id: str, index: int, done: int, failed: int) -> tuple[bool, int]:
+        """Count one shard's images exactly once; returns (first time?, shards counted)."""
+        bits = self._bits(job_id)
+        first, counted = self._count_shard(keys=[self.key(job_id), bits],
+                                           args=[index, done, failed])
+        self.redis.expire(bits, self.ttl_s)
+        return bool(first), int(counted)
+
+    def recent(self, limit: int = 20, offset: int = 0) -> list[dict]:
+        """Newest jobs first; ids whose records expired are dropped from the index."""
+        ids = [i.decode() for i in self.redis.zrevrange(RECENT, offset, offset + limit - 1)]
+        out = []
+        for job_id in ids:
+            try:
+                out.append(self.get(job_id))
+            except JobNotFound:
+                self.redis.zrem(RECENT, job_id)
+        return out
+
+    def archive(self, job_id: str) -> dict:
+        """Write the final record to object storage, so history outlives Redis."""
+        record = self.get(job_id)
+        self.store.put(f"jobs/{job_id}/job.json", json.dumps(record, indent=2).encode())
+        return record
+
+
+def _valid_id(job_id: str) -> bool:
+    """Job ids are short hex strings; anything else can't name a job (or a storage key)."""
+    return 0 < len(job_id) <= 64 and all(c in "0123456789abcdef" for c in job_id)

@@ -1,0 +1,42 @@
+"""The Celery app shared by the API (which only sends tasks by name) and the workers."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from facesense.settings import Settings
+
+INFERENCE_QUEUE = "inference"
+TRAINING_QUEUE = "training"
+
+# Task names, so the API can send without importing worker code (or torch).
+PLAN_CLASSIFY = "facesense.classify.plan"
+CLASSIFY_SHARD = "facesense.classify.shard"
+FINALIZE_CLASSIFY = "facesense.classify.finalize"
+TRAIN = "facesense.train"
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app on the configured Redis: late acks, prefetch 1, requeue on worker loss."""
+    app = Celery("facesense", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_queues=[Queue(INFERENCE_QUEUE), Queue(TRAINING_QUEUE)],
+        task_default_queue=INFERENCE_QUEUE,
+        task_routes={"facesense.classify.*": {"queue": INFERENCE_QUEUE},
+                     TRAIN: {"queue": TRAINING_QUEUE}},
+        # At-least-once: ack after the task ran, requeue if the worker process dies mid-task.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,  # job state lives in our own records
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # reconnect for as long as Redis is away
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,  # for Flower
+        task_send_sent_event=True,
+    )
+    return app

@@ -1,0 +1,137 @@
+"""The model registry: immutable versions (weights + manifest) and aliases that move, in storage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+
+from facesense.errors import BadRequest, Conflict, ModelError, ModelNotFound, ObjectNotFound
+from facesense.store import Store
+
+PREFIX = "models"
+WEIGHTS = "weights.safetensors"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# The preprocessing a version expects unless its manifest says otherwise (ImageNet AlexNet's).
+DEFAULT_PREPROCESS = {"input_size": 224, "resize_size": 256,
+                      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+
+def new_version_id() -> str:
+    """A sortable, unique version name: v<UTC time>-<random>."""
+    return time.strftime("v%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of some bytes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def check_name(name: str, what: str = "model") -> str:
+    """Version and alias names are short and path-safe."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise BadRequest(f"invalid {what} name {name!r}: letters, digits, '.', '_', '-' only")
+    return name
+
+
+def validate_manifest(manifest: dict) -> dict:
+    """Check a manifest's required fields; returns it with preprocessing defaults filled in."""
+    classes = manifest.get("classes")
+    if (not isinstance(classes, list) or len(classes) < 2
+            or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes)):
+        raise ModelError("a model needs at least 2 distinct, non-empty class names")
+    pre = {**DEFAULT_PREPROCESS, **manifest.get("preprocess", {})}
+    if not (isinstance(pre["input_size"], int) and 63 <= pre["input_size"] <= 1024
+            and isinstance(pre["resize_size"], int) and pre["resize_size"] >= pre["input_size"]):
+        raise ModelError(f"bad preprocessing sizes: {pre}")
+    if len(pre["mean"]) != 3 or len(pre["std"]) != 3 or min(pre["std"]) <= 0:
+        raise ModelError("mean and std need 3 values each, std positive")
+    return {**manifest, "preprocess": pre}
+
+
+class Registry:
+    """Versions live at models/<version>/; aliases at models/aliases/<alias>.json with history."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def register(self, weights: bytes, manifest: dict, version: str | None = None) -> dict:
+        """Store a new immutable version; the manifest is written last, so it marks completion."""
+        version = check_name(version or new_version_id())
+        if self.store.exists(f"{PREFIX}/{version}/manifest.json"):
+            raise Conflict(f"model version {version!r} already exists; versions are immutable")
+        manifest = validate_manifest({**manifest, "version": version,
+                                      "weights_sha256": sha256(weights),
+                                      "weights_bytes": len(weights),
+                                      "created_at": manifest.get("created_at") or time.time()})
+        self.store.put(f"{PREFIX}/{version}/{WEIGHTS}", weights)
+        self.store.put(f"{PREFIX}/{version}/manifest.json", json.dumps(manifest, indent=2).encode())
+        return manifest
+
+    def manifest(self, version: str) -> dict:
+        """A version's manifest."""
+        try:
+            return json.loads(self.store.get(f"{PREFIX}/{check_name(version)}/manifest.json"))
+        except (ObjectNotFound, BadRequest):
+            raise ModelNotFound(f"no model version {version!r}") from None
+
+    def weights(self, manifest: dict) -> bytes:
+        """A version's weights, verified against the manifest's checksum."""
+        data = self.store.get(f"{PREFIX}/{manifest['version']}/{WEIGHTS}")
+        if sha256(data) != manifest["weights_sha256"]:
+            raise ModelError(f"model {manifest['version']}: weights checksum mismatch "
+                             "(corrupt or tampered file)")
+        return data
+
+    def alias(self, alias: str) -> dict | None:
+        """An alias record {alias, version, history}, or None."""
+        try:
+            return json.loads(self.store.get(f"{PREFIX}/aliases/{check_name(alias, 'alias')}.json"))
+        except ObjectNotFound:
+            return None
+
+    def resolve(self, name: str) -> dict:
+        """The manifest an alias or version names (aliases win, as jobs mostly name aliases)."""
+        try:
+            check_name(name)
+        except BadRequest:
+            raise ModelNotFound(f"no model version or alias {name!r}") from None
+        record = self.alias(name)
+        if record:
+            return self.manifest(record["version"])
+        try:
+            return self.manifest(name)
+        except ModelNotFound:
+            hint = (" (no model has been promoted yet: train one, or register one with "
+                    "`facesense models import WEIGHTS --classes a,b --promote`)"
+                    if name == "production" else "")
+            raise ModelNotFound(f"no model version or alias {name!r}{hint}") from None
+
+    def promote(self, version: str, alias: str = "production", by: str = "") -> dict:
+        """Point an alias at a version, recording the move in the alias's history."""
+        self.manifest(version)  # must exist
+        record = self.alias(alias) or {"alias": alias, "version": None, "history": []}
+        record["history"].append({"at": time.time(), "from": record["version"], "to": version,
+                                  "by": by})
+        record["version"] = version
+        self.store.put(f"{PREFIX}/aliases/{alias}.json", json.dumps(record, indent=2).encode())
+        return record
+
+    def versions(self) -> list[dict]:
+        """Every version's manifest, newest first."""
+        names = [k.split("/")[1] for k in self.store.list(PREFIX)
+                 if k.endswith("/manifest.json") and k.count("/") == 2]
+        manifests = [self.manifest(n) for n in names]
+        return sorted(manifests, key=lambda m: m.get("created_at", 0), reverse=True)
+
+    def aliases(self) -> dict[str, dict]:
+        """Every alias record by name."""
+        keys = (k for k in self.store.list(f"{PREFIX}/aliases") if k.endswith(".json"))
+        out = {}
+        for key in keys:
+            record = json.loads(self.store.get(key))
+            out[record["alias"]] = record
+        return out

@@ -1,0 +1,144 @@
+"""Result rows, their merge into results.jsonl / results.csv, and the per-group summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+
+from facesense.errors import ObjectNotFound
+from facesense.store import Store
+
+
+def job_key(job_id: str, name: str) -> str:
+    """Where a job's file lives in the store."""
+    return f"jobs/{job_id}/{name}"
+
+
+def shard_key(job_id: str, index: int) -> str:
+    """The deterministic output key of one shard: a redelivered shard overwrites, never adds."""
+    return job_key(job_id, f"shards/{index:06d}.jsonl")
+
+
+def plan_key(job_id: str, index: int) -> str:
+    """The list of image keys one shard scores."""
+    return job_key(job_id, f"plan/{index:06d}.json")
+
+
+def csv_header(classes: list[str]) -> list[str]:
+    """results.csv columns: one probability column per class."""
+    return ["image", "group", "label", "confidence", *[f"p_{c}" for c in classes], "error"]
+
+
+def csv_row(row: dict, classes: list[str]) -> list:
+    """One result row as CSV cells."""
+    probs = row.get("probs") or {}
+    conf = row.get("confidence")
+    return [row["image"], row["group"], row.get("label") or "",
+            "" if conf is None else f"{conf:.6f}",
+            *["" if c not in probs else f"{probs[c]:.6f}" for c in classes], row.get("error") or ""]
+
+
+class Summary:
+    """Counts, shares and mean confidence per label, overall and per group, in O(groups) memory."""
+
+    def __init__(self, classes: list[str]):
+        self.classes = classes
+        self.overall = _Tally(classes)
+        self.groups: dict[str, _Tally] = defaultdict(lambda: _Tally(classes))
+
+    def add(self, row: dict) -> None:
+        """Count one result row."""
+        self.overall.add(row)
+        self.groups[row["group"]].add(row)
+
+    def to_dict(self) -> dict:
+        """The summary as JSON-ready data."""
+        return {"classes": self.classes, "overall": self.overall.to_dict(),
+                "groups": {g: t.to_dict() for g, t in sorted(self.groups.items())}}
+
+
+class _Tally:
+    def __init__(self, classes: list[str]):
+        self.images = self.failed = 0
+        self.count = dict.fromkeys(classes, 0)
+        self.conf_sum = dict.fromkeys(classes, 0.0)
+
+    def add(self, row: dict) -> None:
+        self.images += 1
+        if row.get("error"):
+            self.failed += 1
+            return
+        self.count[row["label"]] += 1
+        self.conf_sum[row["label"]] += row["confidence"]
+
+    def to_dict(self) -> dict:
+        scored = self.images - self.failed
+        return {"images": self.images, "scored": scored, "failed": self.failed,
+                "labels": {c: {"count": n, "share": round(n / scored, 6) if scored else 0.0,
+                               "mean_confidence": round(self.conf_sum[c] / n, 6) if n else None}
+                           for c, n in self.count.items()}}
+
+
+def iter_lines(stream, chunk_size: int = 1 << 16) -> Iterator[bytes]:
+    """Lines of a binary stream read in chunks (S3 bodies are not full io objects)."""
+    rest = b""
+    while chunk := stream.read(chunk_size):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest
+
+
+def iter_jsonl(stream) -> Iterator[dict]:
+    """Rows of a JSON-lines stream, read line by line."""
+    for line in iter_lines(stream):
+        if line.strip():
+            yield json.loads(line)
+
+
+def shard_rows(store: Store, job_id: str, shards: int) -> Iterator[dict]:
+    """Every shard's rows in shard order; a missing shard file is a bug, so it raises."""
+    for index in range(shards):
+        with store.open(shard_key(job_id, index)) as stream:
+            yield from iter_jsonl(stream)
+
+
+def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str]) -> dict:
+    """Stream rows into results.jsonl and results.csv (via temp files), then summary.json."""
+    summary = Summary(classes)
+    with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", newline="") as cf:
+        writer = csv.writer(cf)
+        writer.writerow(csv_header(classes))
+        for row in rows:
+            jf.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
+            writer.writerow(csv_row(row, classes))
+            summary.add(row)
+        jf.seek(0)
+        store.put_stream(job_key(job_id, "results.jsonl"), jf)
+        cf.flush()
+        cf.seek(0)
+        store.put_stream(job_key(job_id, "results.csv"), cf.buffer)
+    data = summary.to_dict()
+    # summary.json last: its presence means the results beside it are complete.
+    store.put(job_key(job_id, "summary.json"), json.dumps(data, indent=2).encode())
+    return data
+
+
+def read_page(store: Store, job_id: str, offset: int, limit: int) -> list[dict]:
+    """Rows [offset, offset + limit) of a finished job's results, streamed."""
+    rows = []
+    try:
+        stream = store.open(job_key(job_id, "results.jsonl"))
+    except ObjectNotFound:
+        return rows
+    with stream:
+        for i, row in enumerate(iter_jsonl(stream)):
+            if i >= offset + limit:
+                break
+            if i >= offset:
+                rows.append(row)
+    return rows

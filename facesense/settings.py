@@ -1,0 +1,115 @@
+"""One settings object, built once from FACESENSE_* environment variables and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facesense.errors import ConfigError
+
+PREFIX = "FACESENSE_"
+
+
+def _setting(default, help: str):
+    """A dataclass field carrying its help text (for the README table and `facesense config`)."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable; every field maps to FACESENSE_<FIELD NAME IN CAPITALS>."""
+
+    redis_url: str = _setting("", "Redis URL (broker + job records); empty: `facesense up` starts a private one")  # noqa: E501
+    store: str = _setting("", "Object storage URL: a folder, file://..., or s3://bucket/prefix; empty: <data_dir>/store")  # noqa: E501
+    data_dir: str = _setting("./var", "Folder for the embedded Redis, local store and caches")
+    allowed_roots: tuple[str, ...] = _setting((), "Local folders a job may read, ':'-separated; empty: the working directory")  # noqa: E501
+    s3_endpoint_url: str = _setting("", "S3 endpoint for MinIO / SeaweedFS; empty: AWS (or AWS_ENDPOINT_URL)")  # noqa: E501
+    s3_region: str = _setting("", "S3 region; empty: the AWS default chain")
+    shard_size: int = _setting(256, "Images per shard task: the unit of work shared among workers")
+    batch_size: int = _setting(0, "Images per forward pass; 0: 64 on CPU, 256 on CUDA")
+    decode_threads: int = _setting(0, "Fetch + decode threads per worker; 0: cores + 2")
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = _setting("auto", "auto, fp32, bf16 or fp16; auto: fp16 autocast on CUDA, fp32 on CPU")  # noqa: E501
+    default_model: str = _setting("production", "Model alias (or version) used when a job names none")  # noqa: E501
+    api_host: str = _setting("127.0.0.1", "Address the API listens on")
+    api_port: int = _setting(8000, "Port the API listens on")
+    api_url: str = _setting("", "API URL the CLI talks to; empty: http://<api_host>:<api_port>")
+    max_upload_bytes: int = _setting(2 << 30, "Largest request body (uploads) in bytes; larger: 413")
+    max_zip_members: int = _setting(100_000, "Most members accepted in an uploaded .zip")
+    max_zip_bytes: int = _setting(20 << 30, "Most uncompressed bytes accepted from an uploaded .zip")
+    max_image_bytes: int = _setting(64 << 20, "Largest image file scored; larger ones become error rows")  # noqa: E501
+    max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")  # noqa: E501
+    task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
+    visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")  # noqa: E501
+    log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
+    job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")  # noqa: E501
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Build settings from FACESENSE_* variables; keyword overrides win."""
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(PREFIX + f.name.upper())
+            if raw is not None and f.name not in overrides:
+                values[f.name] = _parse(f, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def store_url(self) -> str:
+        """The store URL, defaulting to a folder under the data dir."""
+        return self.store or str(Path(self.data_dir) / "store")
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """Allowed local roots, resolved (symlinks followed)."""
+        roots = self.allowed_roots or (os.getcwd(),)
+        return tuple(Path(r).resolve() for r in roots)
+
+    @property
+    def client_api_url(self) -> str:
+        """Where the CLI finds the API."""
+        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    def env(self) -> dict[str, str]:
+        """These settings as FACESENSE_* variables, to hand to a child process."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[PREFIX + f.name.upper()] = ":".join(value) if isinstance(value, tuple) else str(value)
+        return out
+
+
+def setting_names() -> list[str]:
+    """Every FACESENSE_* variable name."""
+    return [PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(variable, default, help) for each setting."""
+    rows = []
+    for f in dataclasses.fields(Settings):
+        default = ":".join(f.default) if isinstance(f.default, tuple) else f.default
+        rows.append((PREFIX + f.name.upper(), str(default), f.metadata["help"]))
+    return rows
+
+
+def _parse(f: dataclasses.Field, raw: str):
+    """Convert one environment string to the field's type, with a clear error."""
+    kind = f.type if isinstance(f.type, str) else f.type.__name__
+    try:
+        if kind == "int":
+            return int(raw.replace("_", ""))
+        if kind.startswith("tuple"):
+            return tuple(p for p in raw.split(":") if p)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from None

@@ -1,0 +1,119 @@
+"""Fixtures that start real servers once per run: redis-server, SeaweedFS S3, a Celery worker."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import pytest
+
+# boto3 signs requests even for the test S3 server, which accepts any key; never ask EC2 metadata.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "facesense-test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "facesense-test-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+from facesense.embedded import start_redis, start_workers, stop  # noqa: E402
+from facesense.settings import Settings  # noqa: E402
+from tests.servers import s3_client, start_seaweed  # noqa: E402
+
+BUCKET = "facesense-test"
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory):
+    """A per-run folder; it is also the allowed root for local sources."""
+    return tmp_path_factory.mktemp("facesense")
+
+
+@pytest.fixture(scope="session")
+def redis_url(base_dir):
+    """A real redis-server on a free loopback port."""
+    proc, url = start_redis(base_dir / "redis")
+    yield url
+    stop([proc])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(base_dir):
+    """A real SeaweedFS S3 server on loopback, with the test bucket created."""
+    proc, endpoint = start_seaweed(base_dir / "seaweed")
+    s3_client(endpoint).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    stop([proc])
+
+
+@pytest.fixture(scope="session")
+def s3(s3_endpoint):
+    """A boto3 client for the test S3 server."""
+    return s3_client(s3_endpoint)
+
+
+@pytest.fixture(scope="session")
+def settings(base_dir, redis_url, s3_endpoint) -> Settings:
+    """Settings shared by the test worker and the in-process API: S3 store, small shards."""
+    return Settings(redis_url=redis_url, store=f"s3://{BUCKET}/store",
+                    s3_endpoint_url=s3_endpoint, allowed_roots=(str(base_dir),),
+                    data_dir=str(base_dir / "var"), shard_size=64, batch_size=32,
+                    decode_threads=4, task_max_retries=2)
+
+
+@pytest.fixture(scope="session")
+def model_version(settings) -> dict:
+    """A seeded, randomly initialised 2-class AlexNet registered and promoted to production."""
+    import torch
+
+    from facesense.registry import Registry
+    from facesense.store import store_from_settings
+    from trainer.model import build_alexnet, register_state
+
+    torch.manual_seed(0)
+    registry = Registry(store_from_settings(settings))
+    manifest = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"],
+                              source="tests: random init")
+    registry.promote(manifest["version"], "production", by="tests")
+    return manifest
+
+
+@pytest.fixture(scope="session")
+def worker(settings, model_version, base_dir):
+    """One real Celery worker process (solo pool) on the inference and training queues."""
+    from facesense.queue import make_celery
+
+    procs = start_workers(settings, 1, env={"FACESENSE_LOG_LEVEL": "INFO"})
+    app = make_celery(settings)
+    deadline = time.monotonic() + 120
+    while not app.control.ping(timeout=1):
+        if procs[0].poll() is not None or time.monotonic() > deadline:
+            stop(procs)
+            pytest.fail("the Celery worker did not start")
+    yield procs[0]
+    stop(procs)
+
+
+@pytest.fixture
+def client(settings, model_version):
+    """A test client of the API app (in process, real Redis and S3 behind it)."""
+    from api import create_app
+
+    return create_app(settings).test_client()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name for prefixes and folders."""
+    return uuid.uuid4().hex[:8]
+
+
+def wait_for_job(client, job_id: str, timeout: float = 240) -> dict:
+    """Poll the API until the job finishes; returns its record."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.get(f"/v1/jobs/{job_id}").get_json()
+        if record["status"] in ("succeeded", "failed", "cancelled"):
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {record['status']} after {timeout}s: "
+                                 f"{record}")
+        time.sleep(0.25)

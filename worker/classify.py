@@ -1,0 +1,108 @@
+"""A scoring job as plain functions: plan into shards, score a shard, finalise the results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from itertools import islice
+
+from facesense.errors import FacesenseError, SourceError
+from facesense.jobs import JobStatus
+from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
+from facesense.results import job_key, plan_key, shard_key, shard_rows, write_results
+from facesense.sources import list_images, open_source
+from worker.context import Context
+from worker.inference import score
+
+log = logging.getLogger(__name__)
+
+
+def batched(items, n: int):
+    """Successive lists of n items (the last may be shorter); itertools.batched is 3.12+."""
+    it = iter(items)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def plan(ctx: Context, job_id: str) -> int:
+    """List the source, write one plan file per shard, queue the shards; returns the shard count.
+
+    Safe to run twice: plans are deterministic and only shards not yet counted are re-queued.
+    """
+    record = ctx.jobs.get(job_id)
+    if JobStatus(record["status"]).finished:
+        return 0
+    if record.get("shards"):  # redelivered after the shards were queued
+        return _queue_missing_shards(ctx, job_id, record["shards"])
+    manifest = ctx.registry.manifest(record["model_version"])
+    ctx.jobs.set_status(job_id, JobStatus.RUNNING, model_version=manifest["version"],
+                        classes=manifest["classes"], precision=ctx.models.precision,
+                        device=str(ctx.models.device))
+    source = open_source(record["source"], ctx.settings, ctx.store)
+    total = shards = 0
+    for index, keys in enumerate(batched(list_images(source), ctx.settings.shard_size)):
+        ctx.store.put(plan_key(job_id, index), json.dumps(keys).encode())
+        total, shards = total + len(keys), index + 1
+    if not total:
+        raise SourceError(f"no images found in {record['source']} "
+                          "(extensions: jpg, jpeg, png, webp, bmp, gif, tif, tiff)")
+    ctx.jobs.update(job_id, total=total, shards=shards)
+    for index in range(shards):
+        ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
+    log.info("job %s: %d images in %d shards", job_id, total, shards)
+    return shards
+
+
+def _queue_missing_shards(ctx: Context, job_id: str, shards: int) -> int:
+    missing = ctx.jobs.uncounted_shards(job_id, shards)
+    for index in missing:
+        ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
+    return len(missing)
+
+
+def run_shard(ctx: Context, job_id: str, index: int) -> bool:
+    """Score one shard and count it once; queues the finaliser after the last shard.
+
+    The output key is deterministic, so a redelivered shard overwrites its own rows and the
+    count bitmap ignores it: no duplicate rows, no double counting. Returns True if scored.
+    """
+    record = ctx.jobs.get(job_id)
+    if JobStatus(record["status"]).finished:
+        return False
+    keys = json.loads(ctx.store.get(plan_key(job_id, index)))
+    loaded = ctx.models.get(record["model_version"])
+    source = open_source(record["source"], ctx.settings, ctx.store)
+    rows = list(score(keys, loaded, source.get, batch_size=ctx.batch_size, threads=ctx.threads,
+                      max_pixels=ctx.settings.max_image_pixels,
+                      max_bytes=ctx.settings.max_image_bytes))
+    failed = sum(1 for r in rows if r["error"])
+    body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
+    ctx.store.put(shard_key(job_id, index), body.encode())
+    _, counted = ctx.jobs.count_shard(job_id, index, len(rows), failed)
+    if counted >= record["shards"]:
+        ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
+    return True
+
+
+def finalize(ctx: Context, job_id: str) -> dict | None:
+    """Merge shard outputs into results.jsonl / .csv / summary.json and finish the job."""
+    record = ctx.jobs.get(job_id)
+    if JobStatus(record["status"]).finished:
+        return None
+    if record["shards_done"] < record["shards"]:
+        raise FacesenseError(f"finalise called with {record['shards_done']} of "
+                             f"{record['shards']} shards done")
+    rows = shard_rows(ctx.store, job_id, record["shards"])
+    summary = write_results(ctx.store, job_id, rows, record["classes"])
+    results = {name: ctx.store.uri_for(job_key(job_id, name))
+               for name in ("results.jsonl", "results.csv", "summary.json")}
+    if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=results, summary=summary):
+        ctx.jobs.archive(job_id)
+    return summary
+
+
+def fail(ctx: Context, job_id: str, reason: str) -> None:
+    """Mark a job failed with a reason (unless it already finished) and archive it."""
+    log.warning("job %s failed: %s", job_id, reason)
+    if ctx.jobs.exists(job_id) and ctx.jobs.set_status(job_id, JobStatus.FAILED, error=reason):
+        ctx.jobs.archive(job_id)

@@ -1,0 +1,77 @@
+"""What a worker process needs, built once per process: settings, store, records, models."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis as redis_lib
+import torch
+
+from facesense.jobs import JobRecords
+from facesense.registry import Registry
+from facesense.settings import Settings
+from facesense.store import Store, store_from_settings
+from trainer.model import load_model
+from worker.inference import (
+    LoadedModel,
+    default_batch_size,
+    default_threads,
+    resolve_device,
+    resolve_precision,
+)
+
+
+class ModelCache:
+    """Loaded model versions by name; a version is immutable, so a cached copy never goes stale."""
+
+    def __init__(self, registry: Registry, device: torch.device, precision: str, size: int = 2):
+        self.registry, self.device, self.precision, self.size = registry, device, precision, size
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> LoadedModel:
+        """The loaded version, loading (and checksum-verifying) it on first use."""
+        with self._lock:
+            if version in self._models:
+                self._models.move_to_end(version)
+                return self._models[version]
+            manifest = self.registry.manifest(version)
+            model = load_model(manifest, self.registry.weights(manifest), self.device)
+            loaded = LoadedModel(version, manifest["classes"], manifest["preprocess"], model,
+                                 self.device, self.precision)
+            self._models[version] = loaded
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+            return loaded
+
+
+@dataclass
+class Context:
+    """A worker's dependencies, passed to the plain job functions."""
+
+    settings: Settings
+    store: Store
+    jobs: JobRecords
+    registry: Registry
+    models: ModelCache
+    enqueue: Callable[[str, list], None]  # send a task by name with positional args
+    batch_size: int = 0
+    threads: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> Context:
+    """Wire a Context from settings."""
+    store = store_from_settings(settings)
+    registry = Registry(store)
+    redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device)
+    return Context(settings=settings, store=store, jobs=JobRecords(redis, store, settings.job_ttl_s),
+                   registry=registry, models=ModelCache(registry, device, precision),
+                   enqueue=enqueue,
+                   batch_size=settings.batch_size or default_batch_size(device),
+                   threads=settings.decode_threads or default_threads())

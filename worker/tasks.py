@@ -1,0 +1,59 @@
+"""Celery tasks: thin shells that build the context once and call the plain job functions."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from celery import Task
+
+from facesense.errors import FacesenseError, TransientError
+from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY
+from worker import classify
+from worker.celery_app import app, settings
+from worker.context import Context, build_context
+
+log = logging.getLogger(__name__)
+
+
+@functools.cache
+def context() -> Context:
+    """This process's context, built on first use (after any fork)."""
+    return build_context(settings, lambda name, args: app.send_task(name, args=args))
+
+
+def run_job_step(task: Task, job_id: str, step, *args):
+    """Run one step; transient errors retry with backoff, anything else fails the job clearly."""
+    ctx = context()
+    try:
+        return step(ctx, job_id, *args)
+    except TransientError as e:
+        if task.request.retries < settings.task_max_retries:
+            delay = min(60, 2 ** task.request.retries)
+            log.warning("job %s: %s; retry in %ss", job_id, e, delay)
+            raise task.retry(exc=e, countdown=delay) from None
+        classify.fail(ctx, job_id, f"gave up after {task.request.retries} retries: {e}")
+    except FacesenseError as e:
+        classify.fail(ctx, job_id, str(e))
+    except Exception as e:
+        log.exception("job %s: unexpected error", job_id)
+        classify.fail(ctx, job_id, f"internal error: {type(e).__name__}: {e}")
+    return None
+
+
+@app.task(name=PLAN_CLASSIFY, bind=True)
+def plan_classify(self, job_id: str):
+    """List a scoring job's source and queue its shards."""
+    run_job_step(self, job_id, classify.plan)
+
+
+@app.task(name=CLASSIFY_SHARD, bind=True)
+def classify_shard(self, job_id: str, index: int):
+    """Score one shard of a job."""
+    run_job_step(self, job_id, classify.run_shard, index)
+
+
+@app.task(name=FINALIZE_CLASSIFY, bind=True)
+def finalize_classify(self, job_id: str):
+    """Merge a job's shard outputs and mark it succeeded."""
+    run_job_step(self, job_id, classify.finalize)
