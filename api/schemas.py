@@ -25,7 +25,7 @@ def check_fields(data: dict, fields: dict[str, type], required: tuple[str, ...])
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     wrong = [f"{k} (expected {fields[k].__name__})" for k, v in data.items()
-             if not isinstance(v, fields[k]) or isinstance(v, bool) and fields[k] is not bool]
+             if not isinstance(v, fields[k]) or (isinstance(v, bool) and fields[k] is not bool)]
     if wrong:
         raise BadRequest(f"wrong type for: {', '.join(wrong)}")
     missing = [k for k in required if k not in data]

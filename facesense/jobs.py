@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from enum import Enum
+from enum import StrEnum
 
 import redis as redis_lib
 
@@ -17,7 +17,7 @@ RECENT = KEY_PREFIX + "jobs"  # sorted set: job id scored by creation time
 COUNTERS = ("total", "done", "failed", "shards", "shards_done")
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """Where a job is in its life."""
 
     QUEUED = "queued"

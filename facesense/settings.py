@@ -22,30 +22,30 @@ def _setting(default, help: str):
 class Settings:
     """Everything configurable; every field maps to FACESENSE_<FIELD NAME IN CAPITALS>."""
 
-    redis_url: str = _setting("", "Redis URL (broker + job records); empty: `facesense up` starts a private one")  # noqa: E501
-    store: str = _setting("", "Object storage URL: a folder, file://..., or s3://bucket/prefix; empty: <data_dir>/store")  # noqa: E501
+    redis_url: str = _setting("", "Redis URL (broker + job records); empty: `facesense up` starts a private one")
+    store: str = _setting("", "Object storage URL: a folder, file://..., or s3://bucket/prefix; empty: <data_dir>/store")
     data_dir: str = _setting("./var", "Folder for the embedded Redis, local store and caches")
-    allowed_roots: tuple[str, ...] = _setting((), "Local folders a job may read, ':'-separated; empty: the working directory")  # noqa: E501
-    s3_endpoint_url: str = _setting("", "S3 endpoint for MinIO / SeaweedFS; empty: AWS (or AWS_ENDPOINT_URL)")  # noqa: E501
+    allowed_roots: tuple[str, ...] = _setting((), "Local folders a job may read, ':'-separated; empty: the working directory")
+    s3_endpoint_url: str = _setting("", "S3 endpoint for MinIO / SeaweedFS; empty: AWS (or AWS_ENDPOINT_URL)")
     s3_region: str = _setting("", "S3 region; empty: the AWS default chain")
     shard_size: int = _setting(256, "Images per shard task: the unit of work shared among workers")
     batch_size: int = _setting(0, "Images per forward pass; 0: 64 on CPU, 256 on CUDA")
     decode_threads: int = _setting(0, "Fetch + decode threads per worker; 0: cores + 2")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
-    precision: str = _setting("auto", "auto, fp32, bf16 or fp16; auto: fp16 autocast on CUDA, fp32 on CPU")  # noqa: E501
-    default_model: str = _setting("production", "Model alias (or version) used when a job names none")  # noqa: E501
+    precision: str = _setting("auto", "auto, fp32, bf16 or fp16; auto: fp16 autocast on CUDA, fp32 on CPU")
+    default_model: str = _setting("production", "Model alias (or version) used when a job names none")
     api_host: str = _setting("127.0.0.1", "Address the API listens on")
     api_port: int = _setting(8000, "Port the API listens on")
     api_url: str = _setting("", "API URL the CLI talks to; empty: http://<api_host>:<api_port>")
     max_upload_bytes: int = _setting(2 << 30, "Largest request body (uploads) in bytes; larger: 413")
     max_zip_members: int = _setting(100_000, "Most members accepted in an uploaded .zip")
     max_zip_bytes: int = _setting(20 << 30, "Most uncompressed bytes accepted from an uploaded .zip")
-    max_image_bytes: int = _setting(64 << 20, "Largest image file scored; larger ones become error rows")  # noqa: E501
-    max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")  # noqa: E501
+    max_image_bytes: int = _setting(64 << 20, "Largest image file scored; larger ones become error rows")
+    max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
-    visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")  # noqa: E501
+    visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
-    job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")  # noqa: E501
+    job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:

@@ -14,9 +14,9 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "facesense-test-secret")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
-from facesense.embedded import start_redis, start_workers, stop  # noqa: E402
-from facesense.settings import Settings  # noqa: E402
-from tests.servers import s3_client, start_seaweed  # noqa: E402
+from facesense.embedded import start_redis, start_workers, stop
+from facesense.settings import Settings
+from tests.servers import s3_client, start_seaweed
 
 BUCKET = "facesense-test"
 

@@ -42,7 +42,9 @@ def start_seaweed(data_dir: Path) -> tuple[subprocess.Popen, str]:
         [weed_binary(), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
          f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
          "-s3", f"-s3.port={s3}", f"-metricsPort={metrics}", "-volume.max=0",
-         "-master.volumeSizeLimitMB=256"],
+         "-master.volumeSizeLimitMB=256",
+         # Iceberg and Lance listen on fixed ports by default: off, so two runs can coexist.
+         "-s3.port.iceberg=0", "-s3.port.lance=0"],
         stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"
     client = s3_client(endpoint)

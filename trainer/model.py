@@ -73,8 +73,9 @@ def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn
     return model.eval().to(device, memory_format=torch.channels_last)
 
 
-def register_state(registry: Registry, state: dict, classes: list[str], **manifest) -> dict:
+def register_state(registry: Registry, state: dict, classes: list[str],
+                   version: str | None = None, **manifest) -> dict:
     """Register a state dict as a new immutable version; returns its manifest."""
     check_state(state, len(classes))
     return registry.register(to_bytes(state), {"classes": list(classes), "arch": "alexnet",
-                                               **manifest})
+                                               **manifest}, version=version)

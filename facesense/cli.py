@@ -1,0 +1,230 @@
+"""The `facesense` command: run the stack, submit and follow jobs, manage model versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from facesense.client import ApiError, Client
+from facesense.errors import FacesenseError
+from facesense.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parser().parse_args(argv)
+    settings = Settings.from_env()
+    try:
+        return args.func(args, settings) or 0
+    except (ApiError, FacesenseError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser, one sub-command per action."""
+    p = argparse.ArgumentParser(prog="facesense", description=__doc__)
+    p.add_argument("--api", help="API URL (default: FACESENSE_API_URL or the embedded one)")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the embedded stack: private Redis, workers, API")
+    up.add_argument("--host", help="API address (default 127.0.0.1)")
+    up.add_argument("--port", type=int, help="API port (default 8000)")
+    up.add_argument("--data", help="data folder for Redis and the local store (default ./var)")
+    up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.set_defaults(func=cmd_up)
+
+    worker = sub.add_parser("worker", help="start one worker against the configured Redis")
+    worker.add_argument("--queues", default="inference,training",
+                        help="queues to serve (default inference,training)")
+    worker.set_defaults(func=cmd_worker)
+
+    submit = sub.add_parser("submit", help="queue a scoring job; prints its id")
+    submit.add_argument("source", nargs="+",
+                        help="s3://bucket/prefix or a folder the server may read; "
+                             "with --upload, local files or folders")
+    submit.add_argument("--model", help="model version or alias (default: production)")
+    submit.add_argument("--upload", action="store_true", help="upload local files to the API")
+    submit.add_argument("--wait", action="store_true", help="follow progress until done")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="show a job's state and progress")
+    status.add_argument("job_id")
+    status.add_argument("--wait", action="store_true", help="follow with a progress bar")
+    status.set_defaults(func=cmd_status)
+
+    results = sub.add_parser("results", help="print a job's results (JSON lines) or save CSV")
+    results.add_argument("job_id")
+    results.add_argument("--csv", metavar="FILE", help="write the CSV to FILE ('-' for stdout)")
+    results.set_defaults(func=cmd_results)
+
+    jobs = sub.add_parser("jobs", help="list recent jobs")
+    jobs.add_argument("--limit", type=int, default=20)
+    jobs.set_defaults(func=cmd_jobs)
+
+    models = sub.add_parser("models", help="list model versions and aliases")
+    models.set_defaults(func=cmd_models)
+    msub = models.add_subparsers(metavar="ACTION")
+    imp = msub.add_parser("import", help="register AlexNet weights trained elsewhere")
+    imp.add_argument("weights", help="a state dict (.pt/.pth, loaded weights-only) or .safetensors")
+    imp.add_argument("--classes", required=True, help="class names in output order, e.g. happy,sad")
+    imp.add_argument("--version", help="version name (default: generated)")
+    imp.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
+                     help="also point ALIAS (default production) at it")
+    imp.set_defaults(func=cmd_models_import)
+    prom = msub.add_parser("promote", help="point an alias at a version")
+    prom.add_argument("version")
+    prom.add_argument("--alias", default="production")
+    prom.set_defaults(func=cmd_models_promote)
+    return p
+
+
+def client(args, settings: Settings) -> Client:
+    """An API client for --api or the configured URL."""
+    return Client(args.api or settings.client_api_url)
+
+
+def cmd_up(args, settings: Settings) -> int:
+    """Run the embedded stack in the foreground."""
+    from facesense import embedded
+    from facesense.logs import setup_logging
+
+    changes = {k: v for k, v in (("api_host", args.host), ("api_port", args.port),
+                                 ("data_dir", args.data)) if v is not None}
+    settings = settings.replace(**changes)
+    setup_logging(settings.log_level)
+    embedded.run(settings, workers=args.workers)
+    return 0
+
+
+def cmd_worker(args, settings: Settings) -> int:
+    """Replace this process with a Celery worker (solo pool: one process per GPU)."""
+    from facesense.embedded import worker_command
+
+    if not settings.redis_url:
+        raise FacesenseError("set FACESENSE_REDIS_URL: a worker needs the shared Redis")
+    cmd = worker_command(args.queues)
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
+def cmd_submit(args, settings: Settings) -> int:
+    """Queue a job and print its id (or follow it with --wait)."""
+    api = client(args, settings)
+    if args.upload:
+        job = api.upload([Path(s) for s in args.source], model=args.model)
+    else:
+        if len(args.source) != 1:
+            raise FacesenseError("give one source (or use --upload for several local files)")
+        source = args.source[0]
+        if "://" not in source and Path(source).exists():
+            source = str(Path(source).resolve())  # the server resolves paths from its own cwd
+        job = api.submit(source, model=args.model)
+    print(job["id"])
+    if args.wait:
+        return follow(api, job["id"])
+    return 0
+
+
+def cmd_status(args, settings: Settings) -> int:
+    """Print a job's state, or follow it."""
+    api = client(args, settings)
+    if args.wait:
+        return follow(api, args.job_id)
+    print(json.dumps(api.job(args.job_id), indent=2))
+    return 0
+
+
+def follow(api: Client, job_id: str) -> int:
+    """Draw a progress bar until the job finishes; exit code 0 only if it succeeded."""
+    def draw(record: dict):
+        p = record["progress"]
+        total, done = p["total"], p["done"]
+        width = 30
+        filled = int(width * done / total) if total else 0
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r{record['status']:<9} [{bar}] {done}/{total or '?'} "
+              f"({p['failed']} failed)", end="", file=sys.stderr, flush=True)
+
+    record = api.wait(job_id, on_update=draw)
+    print(file=sys.stderr)
+    if record["status"] != "succeeded":
+        print(f"job {job_id} {record['status']}: {record.get('error') or ''}", file=sys.stderr)
+        return 1
+    print(json.dumps(record.get("summary"), indent=2))
+    return 0
+
+
+def cmd_results(args, settings: Settings) -> int:
+    """Print result rows as JSON lines, or write the CSV."""
+    api = client(args, settings)
+    if args.csv == "-":
+        for chunk in api.csv(args.job_id):
+            sys.stdout.buffer.write(chunk)
+        return 0
+    if args.csv:
+        with open(args.csv, "wb") as out:
+            for chunk in api.csv(args.job_id):
+                out.write(chunk)
+        print(f"wrote {args.csv}", file=sys.stderr)
+        return 0
+    for row in api.rows(args.job_id):
+        print(json.dumps(row))
+    return 0
+
+
+def cmd_jobs(args, settings: Settings) -> int:
+    """One line per recent job."""
+    for job in client(args, settings).jobs(args.limit):
+        p = job["progress"]
+        print(f"{job['id']}  {job['type']:<8} {job['status']:<9} "
+              f"{p['done']}/{p['total']} ({p['failed']} failed)  {job.get('source', '')}")
+    return 0
+
+
+def cmd_models(args, settings: Settings) -> int:
+    """Versions (newest first) with the aliases pointing at them."""
+    data = client(args, settings).models()
+    by_version: dict[str, list[str]] = {}
+    for name, alias in data["aliases"].items():
+        by_version.setdefault(alias["version"], []).append(name)
+    for m in data["versions"]:
+        acc = (m.get("metrics") or {}).get("accuracy")
+        print(f"{m['version']}  classes={','.join(m['classes'])}  "
+              f"accuracy={'-' if acc is None else f'{acc:.3f}'}  "
+              f"aliases={','.join(by_version.get(m['version'], [])) or '-'}")
+    return 0
+
+
+def cmd_models_import(args, settings: Settings) -> int:
+    """Register weights into the configured store (needs torch: run where workers run)."""
+    from facesense.registry import Registry
+    from facesense.store import store_from_settings
+    from trainer.model import read_state_file, register_state
+
+    registry = Registry(store_from_settings(settings))
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    state = read_state_file(args.weights)
+    manifest = register_state(registry, state, classes, version=args.version,
+                              source=f"imported from {Path(args.weights).name}")
+    print(manifest["version"])
+    if args.promote:
+        registry.promote(manifest["version"], args.promote, by="facesense models import")
+        print(f"{args.promote} -> {manifest['version']}", file=sys.stderr)
+    return 0
+
+
+def cmd_models_promote(args, settings: Settings) -> int:
+    """Move an alias through the API."""
+    record = client(args, settings).promote(args.version, args.alias)
+    print(f"{record['alias']} -> {record['version']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

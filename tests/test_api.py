@@ -1,0 +1,143 @@
+"""The HTTP API: submissions, polling, models, health, and JSON errors with the right status."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from api import create_app
+from tests.conftest import wait_for_job
+from tests.imagegen import encode, make_folder, make_image
+
+
+def error_of(resp, status: int) -> dict:
+    """Assert a JSON error body with this status; returns it."""
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.mimetype == "application/json"
+    body = resp.get_json()["error"]
+    assert body["code"] and body["message"]
+    return body
+
+
+def test_malformed_json_is_400(client):
+    resp = client.post("/v1/jobs", data="{not json", content_type="application/json")
+    assert "not valid JSON" in error_of(resp, 400)["message"]
+
+
+def test_unknown_fields_and_wrong_types_are_named(client, base_dir):
+    resp = client.post("/v1/jobs", json={"type": "classify", "source": str(base_dir),
+                                          "colour": "red", "speed": 3})
+    assert "colour, speed" in error_of(resp, 400)["message"]
+    resp = client.post("/v1/jobs", json={"type": "classify", "source": 42})
+    assert "source (expected str)" in error_of(resp, 400)["message"]
+    resp = client.post("/v1/jobs", json={"type": "classify"})
+    assert "source" in error_of(resp, 400)["message"]
+    resp = client.post("/v1/jobs", json=["classify"])
+    assert "JSON object" in error_of(resp, 400)["message"]
+
+
+def test_unusable_sources_are_422(client, base_dir):
+    assert "outside the allowed roots" in error_of(
+        client.post("/v1/jobs", json={"type": "classify", "source": "/etc"}), 422)["message"]
+    assert "does not exist" in error_of(
+        client.post("/v1/jobs", json={"type": "classify", "source": str(base_dir / "nope")}),
+        422)["message"]
+    assert "unsupported source" in error_of(
+        client.post("/v1/jobs", json={"type": "classify", "source": "ftp://x/y"}), 422)["message"]
+
+
+def test_unknown_job_and_model_are_404(client, base_dir):
+    assert error_of(client.get("/v1/jobs/0123456789ab"), 404)["code"] == "job_not_found"
+    assert error_of(client.get("/v1/jobs/..%2Fetc"), 404)
+    assert error_of(client.get("/v1/models/v-missing"), 404)["code"] == "model_not_found"
+    resp = client.post("/v1/jobs", json={"type": "classify", "source": str(base_dir),
+                                         "model": "no-such-version"})
+    assert error_of(resp, 404)["code"] == "model_not_found"
+    assert error_of(client.get("/no/such/route"), 404)
+
+
+def test_scoring_with_no_model_fails_at_once_with_a_hint(settings, base_dir, unique):
+    empty = create_app(settings.replace(store=f"{settings.store}-empty-{unique}")).test_client()
+    body = error_of(empty.post("/v1/jobs", json={"type": "classify", "source": str(base_dir)}),
+                    404)
+    assert "facesense models import" in body["message"]
+
+
+def test_oversized_upload_is_413(settings):
+    small = create_app(settings.replace(max_upload_bytes=1000)).test_client()
+    resp = small.post("/v1/jobs", data={"type": "classify",
+                                        "files": (io.BytesIO(b"x" * 5000), "a.jpg")})
+    assert "1000-byte limit" in error_of(resp, 413)["message"]
+
+
+def test_results_before_the_job_finishes_are_409(client, model_version, redis_url, settings):
+    import redis
+
+    from facesense.jobs import JobRecords
+    from facesense.store import store_from_settings
+
+    jobs = JobRecords(redis.Redis.from_url(redis_url), store_from_settings(settings))
+    job = jobs.create("classify", source="store:none", model="production")
+    assert "no results yet" in error_of(client.get(f"/v1/jobs/{job['id']}/results"), 409)[
+        "message"]
+
+
+def test_health_reports_redis_and_store(client, settings):
+    resp = client.get("/healthz")
+    assert resp.status_code == 200 and resp.get_json() == {"status": "ok", "redis": "ok",
+                                                           "store": "ok"}
+    down = create_app(settings.replace(redis_url="redis://127.0.0.1:1/0")).test_client()
+    resp = down.get("/healthz")
+    assert resp.status_code == 503 and resp.get_json()["redis"].startswith("error")
+
+
+def test_models_lists_versions_and_aliases(client, model_version):
+    data = client.get("/v1/models").get_json()
+    assert model_version["version"] in [v["version"] for v in data["versions"]]
+    assert data["aliases"]["production"]["version"] == model_version["version"]
+    one = client.get(f"/v1/models/{model_version['version']}").get_json()
+    assert one["classes"] == ["happy", "sad"] and "production" in one["aliases"]
+    assert len(one["weights_sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_multipart_files_are_stored_then_scored(client, worker):
+    files = [(io.BytesIO(encode(make_image(__import__("random").Random(i), (120, 90)), "JPEG")),
+              f"ad{i % 2}/face{i}.jpg") for i in range(4)]
+    resp = client.post("/v1/jobs", data={"type": "classify", "files": files})
+    assert resp.status_code == 202, resp.get_json()
+    job = resp.get_json()
+    assert job["source"] == f"store:jobs/{job['id']}/inputs"
+    record = wait_for_job(client, job["id"])
+    assert record["status"] == "succeeded"
+    assert {g: v["images"] for g, v in record["summary"]["groups"].items()} == {"ad0": 2, "ad1": 2}
+
+
+@pytest.mark.slow
+def test_a_zip_upload_is_unpacked_and_scored(client, worker, tmp_path):
+    make_folder(tmp_path / "z", 6, groups=("a", "b"), max_side=200, corrupt=False)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in sorted((tmp_path / "z").rglob("*")):
+            if p.is_file():
+                zf.write(p, p.relative_to(tmp_path / "z").as_posix())
+    buf.seek(0)
+    resp = client.post("/v1/jobs", data={"type": "classify", "files": (buf, "batch.zip")})
+    assert resp.status_code == 202, resp.get_json()
+    record = wait_for_job(client, resp.get_json()["id"])
+    assert record["status"] == "succeeded" and record["progress"]["total"] == 6  # README skipped
+
+
+def test_job_list_is_newest_first_and_pagination_is_clamped(client, base_dir, unique):
+    folder = base_dir / f"list-{unique}"
+    make_folder(folder, 2, max_side=100, corrupt=False)
+    for _ in range(2):
+        assert client.post("/v1/jobs", json={"type": "classify", "source": str(folder)}
+                           ).status_code == 202
+    data = client.get("/v1/jobs?limit=100000").get_json()
+    assert data["limit"] == 200
+    created = [j["created_at"] for j in data["jobs"]]
+    assert created == sorted(created, reverse=True) and len(created) >= 2
+    assert error_of(client.get("/v1/jobs?limit=abc"), 400)

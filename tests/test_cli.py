@@ -1,0 +1,119 @@
+"""The CLI against the embedded stack: `facesense up` with its own Redis, worker and API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from facesense.embedded import free_port
+from tests.imagegen import make_folder
+
+pytestmark = pytest.mark.slow
+
+
+def facesense(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the CLI in a child process."""
+    proc = subprocess.run([sys.executable, "-m", "facesense.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """`facesense up` on a free port with a data dir of its own; stopped with SIGTERM."""
+    import torch
+
+    from trainer.model import build_alexnet
+
+    data = tmp_path_factory.mktemp("embedded")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
+    env.update(FACESENSE_DATA_DIR=str(data), FACESENSE_ALLOWED_ROOTS=str(data),
+               FACESENSE_API_PORT=str(port), FACESENSE_SHARD_SIZE="16")
+    torch.manual_seed(1)
+    weights = data / "alexnet.pt"
+    torch.save(build_alexnet(2).state_dict(), weights)
+    imported = facesense("models", "import", str(weights), "--classes", "happy,sad",
+                         "--promote", env=env)
+    version = imported.stdout.strip()
+    proc = subprocess.Popen([sys.executable, "-m", "facesense.cli", "up", "--workers", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "facesense up did not come up"
+        time.sleep(0.3)
+    yield {"env": env, "data": data, "proc": proc, "version": version, "port": port}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def test_models_import_registers_and_promotes(stack):
+    out = facesense("models", env=stack["env"]).stdout
+    assert stack["version"] in out and "production" in out
+
+
+def test_submit_wait_and_results_through_the_cli(stack):
+    folder = stack["data"] / "images"
+    counts = make_folder(folder, 40, max_side=600)
+    submitted = facesense("submit", str(folder), "--wait", env=stack["env"])
+    job_id = submitted.stdout.splitlines()[0]
+    summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
+    assert summary["overall"]["images"] == sum(counts.values())
+    assert "43/43" in submitted.stderr  # the progress bar reached the end
+
+    rows = [json.loads(line) for line in facesense("results", job_id, env=stack["env"])
+            .stdout.splitlines()]
+    assert len(rows) == 43 and sum(1 for r in rows if r["error"]) == 3
+    csv_path = stack["data"] / "out.csv"
+    facesense("results", job_id, "--csv", str(csv_path), env=stack["env"])
+    assert len(csv_path.read_text().splitlines()) == 44
+
+    status = json.loads(facesense("status", job_id, env=stack["env"]).stdout)
+    assert status["status"] == "succeeded" and status["model_version"] == stack["version"]
+    assert job_id in facesense("jobs", env=stack["env"]).stdout
+
+
+def test_upload_submission_keeps_sub_folders_as_groups(stack):
+    folder = stack["data"] / "upload"
+    make_folder(folder, 6, groups=("ad1", "ad2"), max_side=300, corrupt=False)
+    submitted = facesense("submit", "--upload", str(folder), "--wait", env=stack["env"])
+    summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
+    assert {g: v["images"] for g, v in summary["groups"].items()} == {"ad1": 3, "ad2": 3}
+
+
+def test_errors_are_clear_and_exit_non_zero(stack):
+    missing = facesense("submit", "/definitely/not/here", env=stack["env"], check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    unknown = facesense("status", "0123abcd", env=stack["env"], check=False)
+    assert unknown.returncode == 1 and "no job" in unknown.stderr
+    down = facesense("--api", "http://127.0.0.1:9", "jobs", env=stack["env"], check=False)
+    assert down.returncode == 1 and "cannot reach the API" in down.stderr
+
+
+def test_sigterm_stops_redis_worker_and_api(stack):
+    proc = stack["proc"]
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{stack['port']}/healthz", timeout=2)
+    # The private Redis kept its data on disk (append-only file) for the next start.
+    assert list((stack["data"] / "redis").rglob("*.aof*"))
+    leftovers = subprocess.run(["pgrep", "-f", str(stack["data"])], capture_output=True,
+                               text=True).stdout.split()
+    assert not leftovers

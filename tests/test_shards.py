@@ -1,0 +1,93 @@
+"""The plain job functions: at-least-once delivery gives exactly-once results."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from facesense.jobs import JobStatus
+from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
+from facesense.results import read_page
+from facesense.sources import normalize_source
+from tests.imagegen import make_folder
+from worker import classify
+from worker.context import build_context
+
+
+@pytest.fixture
+def ctx(settings, model_version):
+    """A worker context whose queue is a list we inspect, instead of a broker."""
+    sent: list[tuple[str, list]] = []
+    context = build_context(settings.replace(shard_size=10),
+                            lambda name, args: sent.append((name, args)))
+    context.extra["sent"] = sent
+    return context
+
+
+def new_job(ctx, folder, model_version) -> str:
+    record = ctx.jobs.create("classify", source=normalize_source(str(folder), ctx.settings),
+                             model="production", model_version=model_version["version"],
+                             classes=model_version["classes"])
+    return record["id"]
+
+
+def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, base_dir, model_version, unique):
+    # Given a 25-image job planned into 3 shards of at most 10
+    folder = base_dir / f"dup-{unique}"
+    make_folder(folder, 25, max_side=300, corrupt=False)
+    job_id = new_job(ctx, folder, model_version)
+    assert classify.plan(ctx, job_id) == 3
+    assert [a for n, a in ctx.extra["sent"]] == [[job_id, 0], [job_id, 1], [job_id, 2]]
+
+    # When shard 0 is delivered twice (a worker died before its ack) and the others once
+    for index in (0, 0, 1, 2):
+        assert classify.run_shard(ctx, job_id, index)
+    finals = [a for n, a in ctx.extra["sent"] if n == FINALIZE_CLASSIFY]
+    assert finals == [[job_id]]
+    classify.finalize(ctx, job_id)
+
+    # Then every image appears exactly once and the counters were not doubled
+    record = ctx.jobs.get(job_id)
+    assert record["status"] == JobStatus.SUCCEEDED.value
+    assert (record["total"], record["done"], record["shards_done"]) == (25, 25, 3)
+    rows = read_page(ctx.store, job_id, 0, 1000)
+    assert len(rows) == 25 and len({r["image"] for r in rows}) == 25
+    assert record["summary"]["overall"]["images"] == 25
+
+
+def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, base_dir, model_version, unique):
+    folder = base_dir / f"replan-{unique}"
+    make_folder(folder, 25, max_side=200, corrupt=False)
+    job_id = new_job(ctx, folder, model_version)
+    classify.plan(ctx, job_id)
+    classify.run_shard(ctx, job_id, 1)
+    ctx.extra["sent"].clear()
+    assert classify.plan(ctx, job_id) == 2  # shards 0 and 2 are still to do
+    assert [a for n, a in ctx.extra["sent"] if n == CLASSIFY_SHARD] == [[job_id, 0], [job_id, 2]]
+
+
+def test_a_finished_job_ignores_late_shards(ctx, base_dir, model_version, unique):
+    folder = base_dir / f"late-{unique}"
+    make_folder(folder, 5, max_side=200, corrupt=False)
+    job_id = new_job(ctx, folder, model_version)
+    classify.plan(ctx, job_id)
+    classify.run_shard(ctx, job_id, 0)
+    classify.finalize(ctx, job_id)
+    assert classify.run_shard(ctx, job_id, 0) is False
+    assert classify.finalize(ctx, job_id) is None
+    assert ctx.jobs.get(job_id)["done"] == 5
+
+
+def test_an_empty_source_fails_the_job_with_a_reason(ctx, base_dir, model_version, unique):
+    folder = base_dir / f"empty-{unique}"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no images here")
+    job_id = new_job(ctx, folder, model_version)
+    with pytest.raises(Exception, match="no images found"):
+        classify.plan(ctx, job_id)
+    classify.fail(ctx, job_id, "no images found")
+    record = ctx.jobs.get(job_id)
+    assert record["status"] == "failed" and "no images" in record["error"]
+    archived = json.loads(ctx.store.get(f"jobs/{job_id}/job.json"))
+    assert archived["status"] == "failed"
