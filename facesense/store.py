@@ -87,14 +87,23 @@ class LocalStore:
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under prefix, recursively, in sorted order; temp files are skipped."""
         base = self.root / prefix if prefix else self.root
-        if not base.is_dir():
+        if base.is_dir():
+            yield from self._walk(base)
+
+    def _walk(self, folder: Path) -> Iterator[str]:
+        # Sort each folder's entries as their keys sort (a sub-folder as 'name/'), so keys come
+        # out in S3's order, not files-then-folders; symlinked folders are not followed.
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted((e.name + "/" if e.is_dir() else e.name, e) for e in it)
+        except OSError:  # unreadable folder: skipped, as os.walk did
             return
-        for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
-            dirnames.sort()
-            rel = Path(dirpath).relative_to(self.root).as_posix()
-            for name in sorted(filenames):
-                if not name.startswith(".tmp-"):
-                    yield name if rel == "." else f"{rel}/{name}"
+        for name, entry in entries:
+            if name.endswith("/"):
+                if not entry.is_symlink():
+                    yield from self._walk(Path(entry.path))
+            elif not name.startswith(".tmp-"):
+                yield Path(entry.path).relative_to(self.root).as_posix()
 
     def exists(self, key: str) -> bool:
         """True if the object exists."""

@@ -1,0 +1,32 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install test lint up bench clean
+
+install: $(STAMP)
+
+# torch and torchvision come from the package index as their CUDA builds (they run on CPU too).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[test]"
+	touch $(STAMP)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
+
+up: install
+	$(VENV)/bin/facesense up
+
+bench: install
+	$(PY) -m bench.job_walltime 300
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
