@@ -1,0 +1,12 @@
+# The API image: Flask under gunicorn, no torch (small and quick to start).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY facesense ./facesense
+COPY api ./api
+COPY worker ./worker
+COPY trainer ./trainer
+RUN pip install --no-cache-dir ".[server]"
+USER nobody
+EXPOSE 8000
+CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--workers", "4", "--threads", "4", "--timeout", "300", "api:create_app()"]
