@@ -115,8 +115,12 @@ class JobRecords:
         """Move to status unless the job already finished; returns whether it moved."""
         moved = bool(self._set_status(keys=[self.key(job_id)], args=[status.value, *FINISHED]))
         if moved:
-            stamp = "started_at" if status is JobStatus.RUNNING else "finished_at"
-            self.update(job_id, **{stamp: now()}, **fields)
+            if status.finished:
+                fields["finished_at"] = now()
+            elif status is JobStatus.RUNNING:
+                fields["started_at"] = now()
+            if fields:
+                self.update(job_id, **fields)
         return moved
 
     def _bits(self, job_id: str) -> str:

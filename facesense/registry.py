@@ -61,6 +61,8 @@ class Registry:
     def register(self, weights: bytes, manifest: dict, version: str | None = None) -> dict:
         """Store a new immutable version; the manifest is written last, so it marks completion."""
         version = check_name(version or new_version_id())
+        if version == "aliases":  # models/aliases/ holds the alias records
+            raise BadRequest("'aliases' is reserved and can't name a model version")
         if self.store.exists(f"{PREFIX}/{version}/manifest.json"):
             raise Conflict(f"model version {version!r} already exists; versions are immutable")
         manifest = validate_manifest({**manifest, "version": version,

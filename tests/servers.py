@@ -44,7 +44,8 @@ def start_seaweed(data_dir: Path) -> tuple[subprocess.Popen, str]:
          "-s3", f"-s3.port={s3}", f"-metricsPort={metrics}", "-volume.max=0",
          "-master.volumeSizeLimitMB=256",
          # Iceberg and Lance listen on fixed ports by default: off, so two runs can coexist.
-         "-s3.port.iceberg=0", "-s3.port.lance=0"],
+         "-s3.port.iceberg=0", "-s3.port.lance=0",
+         "-volume.preStopSeconds=0"],  # its default 10 s wait makes every run's teardown slow
         stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"
     client = s3_client(endpoint)

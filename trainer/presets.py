@@ -6,6 +6,7 @@ import io
 import warnings
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 # We enforce our own pixel limit (a setting) before decoding, so Pillow's global one is off.
@@ -45,9 +46,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000) -> np.ndarray:
-    """Image bytes -> (size, size, 3) uint8: resize shorter side, centre crop, as spec says."""
-    size, resize = spec["input_size"], spec["resize_size"]
+def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000,
+               crop: int | None = None) -> np.ndarray:
+    """Image bytes -> (size, size, 3) uint8: resize shorter side, centre crop, as spec says.
+
+    crop overrides the crop side: training keeps resize_size squares and crops them at random.
+    """
+    size, resize = crop or spec["input_size"], spec["resize_size"]
     img = open_image(data, max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
@@ -67,3 +72,23 @@ def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000) -> np.
         raise
     except Exception as e:  # truncated, corrupt, unsupported: one row's error, not a crash
         raise ImageRejected(f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+def normalize(batch: torch.Tensor, spec: dict, device: torch.device) -> torch.Tensor:
+    """uint8 NHWC batch -> normalised float NCHW (channels-last) on device, as spec says."""
+    if device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    else:
+        batch = batch.to(device)
+    mean = torch.tensor(spec["mean"], device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec["std"], device=device).view(1, 3, 1, 1) * 255
+    x = batch.permute(0, 3, 1, 2).float().sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def spec_for(image_size: int, resize_size: int | None = None) -> dict:
+    """A preprocessing spec for a square input side (ImageNet normalisation)."""
+    from facesense.registry import DEFAULT_PREPROCESS
+
+    return {**DEFAULT_PREPROCESS, "input_size": image_size,
+            "resize_size": resize_size or round(image_size * 8 / 7)}

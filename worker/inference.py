@@ -13,7 +13,7 @@ import torch
 
 from facesense.errors import FacesenseError, ObjectNotFound, TransientError
 from facesense.sources import group_of
-from trainer.presets import ImageRejected, preprocess
+from trainer.presets import ImageRejected, normalize, preprocess
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -28,11 +28,6 @@ class LoadedModel:
     model: torch.nn.Module
     device: torch.device
     precision: str  # fp32, bf16 or fp16
-
-    def __post_init__(self):
-        shape = (1, 3, 1, 1)
-        self.mean = torch.tensor(self.spec["mean"], device=self.device).view(shape) * 255
-        self.std = torch.tensor(self.spec["std"], device=self.device).view(shape) * 255
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -65,11 +60,7 @@ def default_threads() -> int:
 
 def forward(loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
     """uint8 NHWC batch -> class probabilities (float32), normalised on the device."""
-    x = torch.from_numpy(batch)
-    if loaded.device.type == "cuda":
-        x = x.pin_memory().to(loaded.device, non_blocking=True)
-    x = x.permute(0, 3, 1, 2).float().sub_(loaded.mean).div_(loaded.std)
-    x = x.contiguous(memory_format=torch.channels_last)
+    x = normalize(torch.from_numpy(batch), loaded.spec, loaded.device)
     dtype = PRECISIONS[loaded.precision]
     with torch.inference_mode(), torch.autocast(loaded.device.type, dtype=dtype,
                                                 enabled=dtype is not None):

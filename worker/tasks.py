@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 
+import redis
 from celery import Task
 
 from facesense.errors import FacesenseError, TransientError
@@ -27,7 +28,7 @@ def run_job_step(task: Task, job_id: str, step, *args):
     ctx = context()
     try:
         return step(ctx, job_id, *args)
-    except TransientError as e:
+    except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
         if task.request.retries < settings.task_max_retries:
             delay = min(60, 2 ** task.request.retries)
             log.warning("job %s: %s; retry in %ss", job_id, e, delay)

@@ -1,0 +1,200 @@
+"""Result rows: the per-group summary, CSV cells, the merged files, pages and streamed lines."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from facesense.errors import ObjectNotFound
+from facesense.results import (
+    Summary,
+    csv_header,
+    csv_row,
+    iter_jsonl,
+    iter_lines,
+    job_key,
+    plan_key,
+    read_page,
+    shard_key,
+    shard_rows,
+    write_results,
+)
+from facesense.store import LocalStore
+
+CLASSES = ["happy", "sad"]
+
+
+def scored(image: str, label: str, confidence: float) -> dict:
+    other = 1.0 - confidence
+    probs = {label: confidence, next(c for c in CLASSES if c != label): other}
+    return {"image": image, "group": image.partition("/")[0] if "/" in image else "",
+            "label": label, "confidence": confidence, "probs": probs, "error": None}
+
+
+def failed(image: str, reason: str = "cannot decode image") -> dict:
+    return {"image": image, "group": image.partition("/")[0] if "/" in image else "",
+            "label": None, "confidence": None, "probs": None, "error": reason}
+
+
+ROWS = [
+    scored("v1/a.jpg", "happy", 0.9),
+    scored("v1/b.jpg", "happy", 0.7),
+    scored("v1/c.jpg", "sad", 0.6),
+    failed("v1/d.jpg"),
+    scored("v2/a.jpg", "sad", 0.8),
+    failed("v3/x.jpg", "too large"),
+    scored("top.jpg", "happy", 0.5),
+]
+
+
+# --- summary ------------------------------------------------------------------------------
+
+
+def test_summary_counts_shares_and_mean_confidence_per_group():
+    summary = Summary(CLASSES)
+    for row in ROWS:
+        summary.add(row)
+    data = summary.to_dict()
+    assert data["classes"] == CLASSES
+    assert list(data["groups"]) == ["", "v1", "v2", "v3"]  # sorted
+    v1 = data["groups"]["v1"]
+    assert (v1["images"], v1["scored"], v1["failed"]) == (4, 3, 1)
+    assert v1["labels"]["happy"] == {"count": 2, "share": round(2 / 3, 6),
+                                     "mean_confidence": 0.8}
+    assert v1["labels"]["sad"] == {"count": 1, "share": round(1 / 3, 6), "mean_confidence": 0.6}
+    assert data["groups"]["v2"]["labels"]["happy"] == {"count": 0, "share": 0.0,
+                                                       "mean_confidence": None}
+    assert data["groups"][""]["labels"]["happy"]["count"] == 1
+
+
+def test_summary_overall_counts_every_row_and_its_failures():
+    summary = Summary(CLASSES)
+    for row in ROWS:
+        summary.add(row)
+    overall = summary.to_dict()["overall"]
+    assert (overall["images"], overall["scored"], overall["failed"]) == (7, 5, 2)
+    assert overall["labels"]["happy"]["count"] == 3
+    assert overall["labels"]["happy"]["share"] == 0.6
+    assert overall["labels"]["happy"]["mean_confidence"] == pytest.approx(0.7)
+    assert overall["labels"]["sad"]["mean_confidence"] == pytest.approx(0.7)
+
+
+def test_group_with_only_failures_has_zero_shares():
+    summary = Summary(CLASSES)
+    summary.add(failed("v3/x.jpg"))
+    v3 = summary.to_dict()["groups"]["v3"]
+    assert (v3["images"], v3["scored"], v3["failed"]) == (1, 0, 1)
+    assert all(v == {"count": 0, "share": 0.0, "mean_confidence": None}
+               for v in v3["labels"].values())
+
+
+def test_empty_summary_is_well_formed():
+    data = Summary(CLASSES).to_dict()
+    assert data["groups"] == {}
+    assert data["overall"]["images"] == 0
+
+
+# --- CSV ----------------------------------------------------------------------------------
+
+
+def test_csv_header_has_one_probability_column_per_class():
+    assert csv_header(["happy", "sad", "angry"]) == [
+        "image", "group", "label", "confidence", "p_happy", "p_sad", "p_angry", "error"]
+
+
+def test_csv_row_of_a_scored_image():
+    assert csv_row(scored("v1/a.jpg", "happy", 0.9), CLASSES) == [
+        "v1/a.jpg", "v1", "happy", "0.900000", "0.900000", "0.100000", ""]
+
+
+def test_csv_row_of_a_failed_image_has_empty_scores_and_the_reason():
+    assert csv_row(failed("v1/d.jpg"), CLASSES) == [
+        "v1/d.jpg", "v1", "", "", "", "", "cannot decode image"]
+
+
+def test_csv_row_leaves_a_missing_class_probability_empty():
+    row = {**scored("a.jpg", "happy", 0.9), "probs": {"happy": 0.9}}
+    assert csv_row(row, CLASSES)[4:6] == ["0.900000", ""]
+
+
+# --- merged files and pages ---------------------------------------------------------------
+
+
+def test_write_results_writes_jsonl_csv_and_summary(tmp_path):
+    store = LocalStore(tmp_path)
+    data = write_results(store, "job1", iter(ROWS), CLASSES)
+    lines = store.get(job_key("job1", "results.jsonl")).decode().splitlines()
+    assert [json.loads(line) for line in lines] == ROWS
+    table = list(csv.reader(io.StringIO(store.get(job_key("job1", "results.csv")).decode())))
+    assert table[0] == csv_header(CLASSES)
+    assert table[1:] == [[str(c) for c in csv_row(r, CLASSES)] for r in ROWS]
+    assert json.loads(store.get(job_key("job1", "summary.json"))) == data
+    assert data["overall"]["images"] == len(ROWS)
+
+
+def test_csv_quotes_commas_and_keeps_unicode(tmp_path):
+    store = LocalStore(tmp_path)
+    rows = [scored("Café, Pärís/ä \"1\".jpg", "happy", 0.9)]
+    write_results(store, "job2", rows, CLASSES)
+    table = list(csv.reader(io.StringIO(store.get(job_key("job2", "results.csv"))
+                                        .decode("utf-8"))))
+    assert table[1][:2] == ["Café, Pärís/ä \"1\".jpg", "Café, Pärís"]
+
+
+def test_read_page_returns_rows_from_offset_up_to_limit(tmp_path):
+    store = LocalStore(tmp_path)
+    rows = [scored(f"v1/{i:02d}.jpg", "happy", 0.9) for i in range(10)]
+    write_results(store, "job3", rows, CLASSES)
+    assert read_page(store, "job3", 0, 3) == rows[:3]
+    assert read_page(store, "job3", 3, 3) == rows[3:6]
+    assert read_page(store, "job3", 8, 5) == rows[8:]
+    assert read_page(store, "job3", 10, 5) == []
+    assert read_page(store, "job3", 0, 100) == rows
+
+
+def test_read_page_of_a_job_without_results_is_empty(tmp_path):
+    assert read_page(LocalStore(tmp_path), "nojob", 0, 10) == []
+
+
+def test_shard_rows_reads_every_shard_in_order(tmp_path):
+    store = LocalStore(tmp_path)
+    shards = [ROWS[:3], ROWS[3:4], ROWS[4:]]
+    for index, rows in reversed(list(enumerate(shards))):
+        store.put(shard_key("job4", index),
+                  b"".join(json.dumps(r).encode() + b"\n" for r in rows))
+    assert list(shard_rows(store, "job4", 3)) == ROWS
+
+
+def test_shard_rows_raises_on_a_missing_shard(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put(shard_key("job5", 0), b"")
+    with pytest.raises(ObjectNotFound):
+        list(shard_rows(store, "job5", 2))
+
+
+def test_shard_and_plan_keys_are_deterministic():
+    assert shard_key("j", 3) == "jobs/j/shards/000003.jsonl"
+    assert plan_key("j", 12) == "jobs/j/plan/000012.json"
+
+
+# --- streamed lines -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, 5, 7, 64])
+def test_iter_lines_splits_across_chunk_boundaries(chunk_size):
+    data = b"first\nsecond line\n\nx\n" + b"y" * 20 + b"\nlast-without-newline"
+    assert list(iter_lines(io.BytesIO(data), chunk_size)) == data.split(b"\n")
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 1 << 16])
+def test_iter_lines_yields_no_empty_line_after_a_final_newline(chunk_size):
+    assert list(iter_lines(io.BytesIO(b"a\nbb\n"), chunk_size)) == [b"a", b"bb"]
+    assert list(iter_lines(io.BytesIO(b""), chunk_size)) == []
+
+
+def test_iter_jsonl_skips_blank_lines():
+    stream = io.BytesIO(b'{"a": 1}\n\n  \n{"a": 2}\n')
+    assert list(iter_jsonl(stream)) == [{"a": 1}, {"a": 2}]

@@ -1,0 +1,177 @@
+"""Labelled datasets in ImageFolder layout: classes, a stratified split, a local cache, decoding."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from facesense.errors import FacesenseError, ObjectNotFound
+from facesense.sources import is_image_key
+from facesense.store import LocalStore, Store
+from trainer.presets import ImageRejected, preprocess
+
+log = logging.getLogger(__name__)
+
+
+class DatasetError(FacesenseError):
+    """The dataset can't be trained on: too few classes, an empty class, no images."""
+
+    code = "bad_dataset"
+
+
+@dataclass
+class Dataset:
+    """Decoded images ready for training: uint8 NHWC tensors and integer labels."""
+
+    classes: list[str]
+    train_x: torch.Tensor  # (N, resize, resize, 3): random crops are taken each epoch
+    train_y: torch.Tensor
+    val_x: torch.Tensor  # (M, size, size, 3): centre crops, exactly as inference sees them
+    val_y: torch.Tensor
+    val_keys: list[str]
+    fingerprint: str
+    counts: dict = field(default_factory=dict)  # per class: train, val
+    skipped: list[dict] = field(default_factory=list)  # corrupt images: key and reason
+
+
+def find_layout(keys: list[str]) -> tuple[str, dict[str, list[str]], dict[str, list[str]] | None]:
+    """('split' or 'folders', class -> keys for train (or all), class -> keys for val or None)."""
+    by_top = defaultdict(list)
+    for key in keys:
+        top, sep, rest = key.partition("/")
+        if sep:
+            by_top[top].append(rest)
+    if "train" in by_top and "val" in by_top:
+        return "split", _by_class(by_top["train"], "train/"), _by_class(by_top["val"], "val/")
+    return "folders", _by_class(keys, ""), None
+
+
+def _by_class(keys: list[str], prefix: str) -> dict[str, list[str]]:
+    out = defaultdict(list)
+    for key in keys:
+        cls, sep, _ = key.partition("/")
+        if sep:
+            out[cls].append(prefix + key)
+    return dict(out)
+
+
+def class_folders(source: Store, layout: str) -> set[str]:
+    """Class folders that exist even with no images in them (local folders only)."""
+    if not isinstance(source, LocalStore):
+        return set()
+    root = source.root / "train" if layout == "split" else source.root
+    return {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def stratified_split(by_class: dict[str, list[str]], val_split: float, seed: int):
+    """Per class, a seeded shuffle; the first val_split share (at least one) is validation."""
+    train, val = {}, {}
+    for cls in sorted(by_class):
+        keys = sorted(by_class[cls])
+        random.Random(f"{seed}:{cls}").shuffle(keys)
+        n_val = max(1, round(len(keys) * val_split))
+        val[cls], train[cls] = keys[:n_val], keys[n_val:]
+    return train, val
+
+
+def check_classes(train: dict[str, list[str]], val: dict[str, list[str]] | None,
+                  folders: set[str]) -> list[str]:
+    """Sorted class names; fewer than 2, or an empty class, is an error that says which."""
+    classes = sorted(set(train) | folders)
+    if len(classes) < 2:
+        raise DatasetError(f"found {len(classes)} class folder(s) ({', '.join(classes) or 'none'});"
+                           " training needs at least 2: root/<class>/<image>")
+    empty = [c for c in classes if not train.get(c)]
+    if empty:
+        raise DatasetError(f"class folder(s) with no images: {', '.join(empty)}")
+    if val is not None:
+        extra = sorted(set(val) - set(classes))
+        if extra:
+            raise DatasetError(f"val/ has classes missing from train/: {', '.join(extra)}")
+    return classes
+
+
+def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_dir: Path,
+              max_pixels: int, threads: int = 4) -> Dataset:
+    """List, split, fetch once into the cache, and decode a labelled folder."""
+    keys = [k for k in source.list() if is_image_key(k)]
+    layout, by_class, val_by_class = find_layout(keys)
+    if layout == "folders":
+        classes = check_classes(by_class, None, class_folders(source, layout))
+        if any(len(by_class[c]) < 2 for c in classes):
+            small = [c for c in classes if len(by_class[c]) < 2]
+            raise DatasetError(f"class(es) with fewer than 2 images, too few to split: "
+                               f"{', '.join(small)}")
+        train_keys, val_keys = stratified_split(by_class, val_split, seed)
+    else:
+        classes = check_classes(by_class, val_by_class, class_folders(source, layout))
+        train_keys, val_keys = by_class, {c: sorted(val_by_class.get(c, [])) for c in classes}
+    fetch = _cached_fetch(source, cache_dir)
+    digest = hashlib.sha256()
+    skipped: list[dict] = []
+
+    def decode(key: str, crop: int | None):
+        try:
+            data = fetch(key)
+            digest_part = hashlib.sha256(data).hexdigest()
+            return key, preprocess(data, spec, max_pixels=max_pixels, crop=crop), digest_part
+        except (ImageRejected, ObjectNotFound) as e:
+            return key, str(e), None
+
+    def decode_all(split: dict[str, list[str]], crop: int | None):
+        items = [(k, classes.index(c)) for c in classes for k in sorted(split.get(c, []))]
+        xs, ys, names = [], [], []
+        with ThreadPoolExecutor(threads) as pool:
+            for (key, label), (_, arr, part) in zip(
+                    items, pool.map(lambda it: decode(it[0], crop), items), strict=True):
+                if part is None:
+                    skipped.append({"image": key, "error": arr})
+                    continue
+                digest.update(f"{key}:{part}\n".encode())
+                xs.append(arr)
+                ys.append(label)
+                names.append(key)
+        side = crop or spec["input_size"]
+        x = torch.from_numpy(np.stack(xs)) if xs else torch.empty((0, side, side, 3), dtype=torch.uint8)
+        return x, torch.tensor(ys, dtype=torch.long), names
+
+    train_x, train_y, _ = decode_all(train_keys, spec["resize_size"])
+    val_x, val_y, val_names = decode_all(val_keys, None)
+    counts = {c: {"train": int((train_y == i).sum()), "val": int((val_y == i).sum())}
+              for i, c in enumerate(classes)}
+    unusable = [c for c, n in counts.items() if n["train"] == 0]
+    if unusable:
+        raise DatasetError(f"class(es) with no usable training images: {', '.join(unusable)} "
+                           f"({len(skipped)} corrupt images skipped)")
+    if len(val_y) == 0:
+        raise DatasetError("no usable validation images")
+    return Dataset(classes, train_x, train_y, val_x, val_y, val_names, digest.hexdigest(),
+                   counts, skipped)
+
+
+def _cached_fetch(source: Store, cache_dir: Path):
+    """Local folders are read in place; remote images are fetched once into cache_dir."""
+    if isinstance(source, LocalStore):
+        return source.get
+    root = cache_dir / hashlib.sha256(source.uri.encode()).hexdigest()[:16]
+
+    def fetch(key: str) -> bytes:
+        path = root / key
+        if path.is_file():
+            return path.read_bytes()
+        data = source.get(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+        return data
+
+    return fetch
