@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from api.schemas import CLASSIFY_FIELDS, check_fields, int_arg, json_body
+from api.schemas import CLASSIFY_FIELDS, TRAIN_FIELDS, check_fields, int_arg, json_body
 from facesense.errors import BadRequest, Conflict
 from facesense.jobs import COUNTERS, JobStatus, new_job_id
-from facesense.queue import PLAN_CLASSIFY
+from facesense.queue import PLAN_CLASSIFY, TRAIN
 from facesense.results import job_key, read_page
 from facesense.sources import normalize_source, save_uploads, upload_source
+from facesense.trainparams import PROMOTE_POLICIES, TrainParams
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 
@@ -28,37 +29,84 @@ def public(record: dict) -> dict:
 
 @bp.post("")
 def submit():
-    """Queue a job from JSON {type, source, model} or multipart (type=classify + files)."""
-    s = services()
-    job_id = new_job_id()
+    """Queue a job: JSON {type: classify, source, model} or {type: train, dataset, params,
+    promote}, or multipart (type=classify + files)."""
     if request.mimetype == "multipart/form-data":
-        form = check_fields(request.form.to_dict(), {"type": str, "model": str}, ("type",))
-        files = [(f.filename or "", f.stream) for key in request.files
-                 for f in request.files.getlist(key)]
-        if form["type"] != "classify":
-            raise BadRequest("multipart uploads are for type 'classify'")
-        if not files:
-            raise BadRequest("the upload holds no files")
-        model = s.registry.resolve(form.get("model") or s.settings.default_model)
-        inputs = f"jobs/{job_id}/inputs"
-        save_uploads(files, s.store.child(inputs), s.settings)
-        source = upload_source(inputs)
+        record = submit_upload()
+    elif request.mimetype == "application/json":
+        body = json_body(request)
+        kind = body.get("type")
+        if kind == "classify":
+            record = submit_classify(check_fields(body, CLASSIFY_FIELDS, ("type", "source")))
+        elif kind == "train":
+            record = submit_train(check_fields(body, TRAIN_FIELDS, ("type", "dataset")))
+        else:
+            raise BadRequest(f"unknown job type {kind!r}: use 'classify' or 'train'")
     else:
-        if request.mimetype != "application/json":
-            raise BadRequest("send application/json or multipart/form-data")
-        body = check_fields(json_body(request), CLASSIFY_FIELDS, ("type", "source"))
-        if body["type"] != "classify":
-            raise BadRequest(f"unknown job type {body['type']!r}: use 'classify'")
-        source = normalize_source(body["source"], s.settings)
-        model = s.registry.resolve(body.get("model") or s.settings.default_model)
-        form = body
-    record = s.jobs.create("classify", job_id=job_id, source=source,
-                           model=form.get("model") or s.settings.default_model,
-                           model_version=model["version"], classes=model["classes"])
-    s.celery.send_task(PLAN_CLASSIFY, args=[job_id])
+        raise BadRequest("send application/json or multipart/form-data")
     response = jsonify(public(record))
-    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    response.headers["Location"] = f"/v1/jobs/{record['id']}"
     return response, 202
+
+
+def submit_classify(body: dict) -> dict:
+    """A scoring job on an S3 prefix or a server-side folder."""
+    s = services()
+    source = normalize_source(body["source"], s.settings)
+    return queue_classify(new_job_id(), source, body.get("model"))
+
+
+def submit_upload() -> dict:
+    """A scoring job on uploaded files, stored before anything is queued."""
+    s = services()
+    form = check_fields(request.form.to_dict(), {"type": str, "model": str}, ("type",))
+    if form["type"] != "classify":
+        raise BadRequest("multipart uploads are for type 'classify'")
+    files = [(f.filename or "", f.stream) for key in request.files
+             for f in request.files.getlist(key)]
+    if not files:
+        raise BadRequest("the upload holds no files")
+    s.registry.resolve(form.get("model") or s.settings.default_model)  # fail before storing
+    job_id = new_job_id()
+    inputs = f"jobs/{job_id}/inputs"
+    save_uploads(files, s.store.child(inputs), s.settings)
+    return queue_classify(job_id, upload_source(inputs), form.get("model"))
+
+
+def queue_classify(job_id: str, source: str, model: str | None) -> dict:
+    """Record a scoring job with the exact model version, then queue its planner."""
+    s = services()
+    name = model or s.settings.default_model
+    manifest = s.registry.resolve(name)
+    record = s.jobs.create("classify", job_id=job_id, source=source, model=name,
+                           model_version=manifest["version"], classes=manifest["classes"])
+    s.celery.send_task(PLAN_CLASSIFY, args=[job_id])
+    return record
+
+
+def submit_train(body: dict) -> dict:
+    """A training job on the training queue."""
+    s = services()
+    dataset = normalize_source(body["dataset"], s.settings)
+    params = TrainParams.parse(body.get("params"))
+    if params.base:
+        s.registry.resolve(params.base)  # 404 now rather than a failed job later
+    promote = body.get("promote", "never")
+    if promote not in PROMOTE_POLICIES:
+        raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
+    record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote)
+    s.celery.send_task(TRAIN, args=[record["id"]])
+    return record
+
+
+@bp.post("/<job_id>/cancel")
+def cancel(job_id: str):
+    """Stop a job: queued work is skipped, running work stops at its next batch."""
+    s = services()
+    record = s.jobs.get(job_id)
+    if not s.jobs.set_status(job_id, JobStatus.CANCELLED, error="cancelled by request"):
+        raise Conflict(f"job {job_id} already finished (status: {record['status']})")
+    return jsonify(public(s.jobs.archive(job_id)))
 
 
 @bp.get("")

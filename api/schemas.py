@@ -7,6 +7,7 @@ from flask import Request
 from facesense.errors import BadRequest
 
 CLASSIFY_FIELDS = {"type": str, "source": str, "model": str}
+TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str}
 
 
 def json_body(request: Request) -> dict:

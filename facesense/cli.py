@@ -53,6 +53,19 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--wait", action="store_true", help="follow progress until done")
     submit.set_defaults(func=cmd_submit)
 
+    train = sub.add_parser("train", help="queue a training job on a labelled folder")
+    train.add_argument("dataset", help="s3://bucket/prefix or a server-side folder "
+                                       "(root/<class>/<image>, or root/train + root/val)")
+    train.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                       help="a training param, e.g. --param epochs=8 (repeatable; JSON values)")
+    train.add_argument("--promote", choices=("never", "if_better", "always"), default="never")
+    train.add_argument("--wait", action="store_true", help="follow progress until done")
+    train.set_defaults(func=cmd_train)
+
+    cancel = sub.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=cmd_cancel)
+
     status = sub.add_parser("status", help="show a job's state and progress")
     status.add_argument("job_id")
     status.add_argument("--wait", action="store_true", help="follow with a progress bar")
@@ -81,6 +94,16 @@ def parser() -> argparse.ArgumentParser:
     prom.add_argument("version")
     prom.add_argument("--alias", default="production")
     prom.set_defaults(func=cmd_models_promote)
+    classify = sub.add_parser("classify", help="score one image locally (path or http(s) URL)")
+    classify.add_argument("image", help="an image file or an http(s) URL")
+    classify.add_argument("--model", help="model version or alias (default: production)")
+    classify.add_argument("--json", action="store_true", help="print all probabilities as JSON")
+    classify.set_defaults(func=cmd_classify)
+
+    demo = sub.add_parser("demo", help="train on synthetic faces, score a campaign, compare")
+    demo.add_argument("--data", default="var/demo", help="folder for the demo (default var/demo)")
+    demo.add_argument("--port", type=int, help="API port for the demo stack (default: free)")
+    demo.set_defaults(func=cmd_demo)
     return p
 
 
@@ -131,6 +154,33 @@ def cmd_submit(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_train(args, settings: Settings) -> int:
+    """Queue a training job and print its id."""
+    params = {}
+    for item in args.param:
+        name, sep, raw = item.partition("=")
+        if not sep:
+            raise FacesenseError(f"--param needs NAME=VALUE, got {item!r}")
+        try:
+            params[name] = json.loads(raw)
+        except ValueError:
+            params[name] = raw  # bare strings: --param optimizer=sgd
+    dataset = args.dataset
+    if "://" not in dataset and Path(dataset).exists():
+        dataset = str(Path(dataset).resolve())
+    api = client(args, settings)
+    job = api.train(dataset, params, args.promote)
+    print(job["id"])
+    return follow(api, job["id"]) if args.wait else 0
+
+
+def cmd_cancel(args, settings: Settings) -> int:
+    """Cancel a job."""
+    record = client(args, settings).cancel(args.job_id)
+    print(f"{record['id']} {record['status']}")
+    return 0
+
+
 def cmd_status(args, settings: Settings) -> int:
     """Print a job's state, or follow it."""
     api = client(args, settings)
@@ -156,7 +206,11 @@ def follow(api: Client, job_id: str) -> int:
     if record["status"] != "succeeded":
         print(f"job {job_id} {record['status']}: {record.get('error') or ''}", file=sys.stderr)
         return 1
-    print(json.dumps(record.get("summary"), indent=2))
+    if record["type"] == "train":
+        print(json.dumps({"model_version": record["model_version"], "metrics": record["metrics"],
+                          "promotion": record.get("promotion")}, indent=2))
+    else:
+        print(json.dumps(record.get("summary"), indent=2))
     return 0
 
 
@@ -224,6 +278,38 @@ def cmd_models_promote(args, settings: Settings) -> int:
     record = client(args, settings).promote(args.version, args.alias)
     print(f"{record['alias']} -> {record['version']}")
     return 0
+
+
+def cmd_classify(args, settings: Settings) -> int:
+    """Load the model here (needs torch) and print label and confidence for one image."""
+    from facesense.fetch import fetch_image
+    from facesense.registry import Registry
+    from facesense.store import store_from_settings
+    from worker.context import ModelCache
+    from worker.inference import resolve_device, resolve_precision, score
+
+    registry = Registry(store_from_settings(settings))
+    manifest = registry.resolve(args.model or settings.default_model)
+    device = resolve_device(settings.device)
+    loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
+        manifest["version"])
+    data = fetch_image(args.image, max_bytes=settings.max_image_bytes)
+    (row,) = score([args.image], loaded, lambda _: data, batch_size=1, threads=1,
+                   max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
+    if args.json:
+        print(json.dumps({**row, "model_version": manifest["version"]}))
+    elif row["error"]:
+        print(f"error: {row['error']}", file=sys.stderr)
+    else:
+        print(f"{row['label']} {row['confidence']:.4f}")
+    return 1 if row["error"] else 0
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    """The demo: embedded stack, synthetic training set, promotion, campaign scoring."""
+    from facesense.demo_run import run_demo
+
+    return run_demo(Path(args.data), port=args.port)
 
 
 if __name__ == "__main__":

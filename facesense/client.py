@@ -59,6 +59,15 @@ class Client:
             for _, fh in handles:
                 fh.close()
 
+    def train(self, dataset: str, params: dict | None = None, promote: str = "never") -> dict:
+        """Queue a training job on a labelled folder the server can read."""
+        body = {"type": "train", "dataset": dataset, "params": params or {}, "promote": promote}
+        return self._call("POST", "/v1/jobs", json=body).json()
+
+    def cancel(self, job_id: str) -> dict:
+        """Cancel a job."""
+        return self._call("POST", f"/v1/jobs/{job_id}/cancel").json()
+
     def job(self, job_id: str) -> dict:
         """A job's record."""
         return self._call("GET", f"/v1/jobs/{job_id}").json()

@@ -32,18 +32,25 @@ def draw_face(rng: random.Random, happy: bool, size: int | None = None) -> Image
     d.ellipse((cx - fw / 2, cy - fh / 2, cx + fw / 2, cy + fh / 2), fill=skin)
     ink = tuple(max(0, c - 120) for c in skin)
     eye_dx, eye_y, eye_r = fw * rng.uniform(0.17, 0.24), cy - fh * 0.12, fw * 0.05
+    line = max(3, int(fw * rng.uniform(0.04, 0.06)))
     for sx in (-1, 1):
         ex = cx + sx * eye_dx
         d.ellipse((ex - eye_r, eye_y - eye_r, ex + eye_r, eye_y + eye_r), fill=ink)
-        d.line((ex - eye_r * 1.6, eye_y - eye_r * 2.6, ex + eye_r * 1.6, eye_y - eye_r * 2.4),
-               fill=ink, width=max(2, int(fw * 0.02)))
-    mw, mh, my = fw * rng.uniform(0.3, 0.45), fh * rng.uniform(0.12, 0.2), cy + fh * 0.22
+        # Brows: raised arches when happy; slanted up towards the nose when sad.
+        inner, outer = ex - sx * eye_r * 1.8, ex + sx * eye_r * 1.8
+        by = eye_y - eye_r * 2.6
+        if happy:
+            d.arc((min(inner, outer), by - eye_r, max(inner, outer), by + eye_r * 1.5), 200, 340,
+                  fill=ink, width=line // 2 + 1)
+        else:
+            d.line((inner, by - eye_r * 1.2, outer, by + eye_r * 0.6), fill=ink,
+                   width=line // 2 + 1)
+    mw, mh, my = fw * rng.uniform(0.38, 0.55), fh * rng.uniform(0.14, 0.24), cy + fh * 0.2
     box = (cx - mw / 2, my - mh, cx + mw / 2, my + mh)
-    width = max(3, int(fw * rng.uniform(0.03, 0.05)))
     if happy:  # the lower half of an ellipse: a smile
-        d.arc(box, 20, 160, fill=ink, width=width)
+        d.arc(box, 15, 165, fill=ink, width=line)
     else:  # the upper half, lower down: a frown
-        d.arc((box[0], box[1] + mh, box[2], box[3] + mh), 200, 340, fill=ink, width=width)
+        d.arc((box[0], box[1] + mh, box[2], box[3] + mh), 195, 345, fill=ink, width=line)
     img = img.rotate(rng.uniform(-20, 20), resample=Image.BILINEAR, fillcolor=bg)
     img = img.resize((w, h), Image.LANCZOS)
     if rng.random() < 0.5:

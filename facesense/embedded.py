@@ -84,10 +84,11 @@ def worker_command(queues: str = "inference,training", name: str = "worker") -> 
             "--without-gossip", "--without-mingle", "-l", "INFO"]
 
 
-def start_workers(settings: Settings, count: int, env: dict | None = None) -> list[subprocess.Popen]:
+def start_workers(settings: Settings, count: int, env: dict | None = None,
+                  queues: str = "inference,training") -> list[subprocess.Popen]:
     """count worker processes with these settings in their environment."""
     child_env = {**os.environ, **settings.env(), **(env or {})}
-    return [subprocess.Popen(worker_command(name=f"worker{i}"), env=child_env)
+    return [subprocess.Popen(worker_command(queues, name=f"worker{i}"), env=child_env)
             for i in range(count)]
 
 

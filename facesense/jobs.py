@@ -57,6 +57,14 @@ return 1
 """
 
 
+# Extend (ttl > 0) or drop (ttl 0) a lease, but only for the owner that holds it.
+_RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) else redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+
 def new_job_id() -> str:
     """A time-sortable unique id: creation time in hex, then random."""
     return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
@@ -74,6 +82,7 @@ class JobRecords:
         self.redis, self.store, self.ttl_s = redis, store, ttl_s
         self._count_shard = redis.register_script(_COUNT_SHARD)
         self._set_status = redis.register_script(_SET_STATUS)
+        self._renew = redis.register_script(_RENEW_LEASE)
 
     @staticmethod
     def key(job_id: str) -> str:
@@ -139,6 +148,26 @@ class JobRecords:
                                            args=[index, done, failed])
         self.redis.expire(bits, self.ttl_s)
         return bool(first), int(counted)
+
+    def get_field(self, job_id: str, name: str):
+        """One field of a live record (None if absent): cheap enough to check every batch."""
+        raw = self.redis.hget(self.key(job_id), name)
+        return None if raw is None else json.loads(raw)
+
+    def acquire_lease(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        """Take the job's lease unless another owner holds a live one (re-entrant for owner)."""
+        key = f"{self.key(job_id)}:lease"
+        if self.redis.set(key, owner, nx=True, ex=ttl_s):
+            return True
+        return self.renew_lease(job_id, owner, ttl_s)
+
+    def renew_lease(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        """Extend the lease if owner still holds it."""
+        return bool(self._renew(keys=[f"{self.key(job_id)}:lease"], args=[owner, ttl_s]))
+
+    def release_lease(self, job_id: str, owner: str) -> None:
+        """Give the lease up if owner holds it."""
+        self._renew(keys=[f"{self.key(job_id)}:lease"], args=[owner, 0])
 
     def recent(self, limit: int = 20, offset: int = 0) -> list[dict]:
         """Newest jobs first; ids whose records expired are dropped from the index."""

@@ -58,7 +58,8 @@ class Registry:
     def __init__(self, store: Store):
         self.store = store
 
-    def register(self, weights: bytes, manifest: dict, version: str | None = None) -> dict:
+    def register(self, weights: bytes, manifest: dict, version: str | None = None,
+                 files: dict[str, bytes] | None = None) -> dict:
         """Store a new immutable version; the manifest is written last, so it marks completion."""
         version = check_name(version or new_version_id())
         if version == "aliases":  # models/aliases/ holds the alias records
@@ -70,6 +71,8 @@ class Registry:
                                       "weights_bytes": len(weights),
                                       "created_at": manifest.get("created_at") or time.time()})
         self.store.put(f"{PREFIX}/{version}/{WEIGHTS}", weights)
+        for name, data in (files or {}).items():  # e.g. history.json
+            self.store.put(f"{PREFIX}/{version}/{check_name(name, 'file')}", data)
         self.store.put(f"{PREFIX}/{version}/manifest.json", json.dumps(manifest, indent=2).encode())
         return manifest
 

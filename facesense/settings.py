@@ -44,6 +44,7 @@ class Settings:
     max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
     visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
+    lease_ttl_s: int = _setting(60, "Seconds a training job's lease outlives its worker's last heartbeat")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
     job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
 

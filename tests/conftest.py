@@ -78,18 +78,23 @@ def model_version(settings) -> dict:
 
 @pytest.fixture(scope="session")
 def worker(settings, model_version, base_dir):
-    """One real Celery worker process (solo pool) on the inference and training queues."""
-    from facesense.queue import make_celery
-
-    procs = start_workers(settings, 1, env={"FACESENSE_LOG_LEVEL": "INFO"})
-    app = make_celery(settings)
-    deadline = time.monotonic() + 120
-    while not app.control.ping(timeout=1):
-        if procs[0].poll() is not None or time.monotonic() > deadline:
-            stop(procs)
-            pytest.fail("the Celery worker did not start")
+    """One real Celery worker process (solo pool) on the inference queue."""
+    procs = start_workers(settings, 1, queues="inference")
+    wait_for_workers(settings, procs)
     yield procs[0]
     stop(procs)
+
+
+def wait_for_workers(settings, procs, count: int = 1) -> None:
+    """Block until count workers answer a ping (or fail the test if one exits)."""
+    from facesense.queue import make_celery
+
+    app = make_celery(settings)
+    deadline = time.monotonic() + 120
+    while len(app.control.ping(timeout=1)) < count:
+        if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+            stop(procs)
+            pytest.fail("the Celery worker did not start")
 
 
 @pytest.fixture

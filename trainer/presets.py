@@ -63,8 +63,8 @@ def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000,
             w, h = img.size
             scale = resize / min(w, h)
             # Crop box in source pixels, so one resize does resize + centre crop together.
-            cw, ch = size / scale, size / scale
-            left, top = (w - cw) / 2, (h - ch) / 2
+            cw, ch = min(size / scale, w), min(size / scale, h)
+            left, top = max(0.0, (w - cw) / 2), max(0.0, (h - ch) / 2)  # no float overshoot
             img = img.resize((size, size), Image.BILINEAR,
                              box=(left, top, left + cw, top + ch), reducing_gap=None)
             return np.asarray(img, dtype=np.uint8)

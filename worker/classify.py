@@ -74,7 +74,10 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
     source = open_source(record["source"], ctx.settings, ctx.store)
     rows = list(score(keys, loaded, source.get, batch_size=ctx.batch_size, threads=ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
-                      max_bytes=ctx.settings.max_image_bytes))
+                      max_bytes=ctx.settings.max_image_bytes,
+                      should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled"))
+    if len(rows) < len(keys):  # cancelled mid-shard
+        return False
     failed = sum(1 for r in rows if r["error"])
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     ctx.store.put(shard_key(job_id, index), body.encode())

@@ -69,8 +69,12 @@ def forward(loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
 
 
 def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str], bytes], *,
-          batch_size: int, threads: int, max_pixels: int, max_bytes: int) -> Iterator[dict]:
-    """One result row per key, in order; decoding of batch k+1 overlaps the forward of batch k."""
+          batch_size: int, threads: int, max_pixels: int, max_bytes: int,
+          should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+    """One result row per key, in order; decoding of batch k+1 overlaps the forward of batch k.
+
+    Stops early (fewer rows than keys) when should_stop() turns true between batches.
+    """
     def load(key: str):
         try:
             data = fetch(key)
@@ -88,7 +92,7 @@ def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str], bytes
             return [(k, pool.submit(load, k)) for k in islice(keys, batch_size)]
 
         pending = submit()
-        while pending:
+        while pending and not should_stop():
             upcoming = submit()  # queued now, decoded while this batch runs forward
             yield from _score_batch(pending, loaded)
             pending = upcoming

@@ -9,8 +9,8 @@ import redis
 from celery import Task
 
 from facesense.errors import FacesenseError, TransientError
-from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY
-from worker import classify
+from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
+from worker import classify, training
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
 
@@ -28,6 +28,9 @@ def run_job_step(task: Task, job_id: str, step, *args):
     ctx = context()
     try:
         return step(ctx, job_id, *args)
+    except training.LeaseBusy:
+        # A live worker holds the job: check again once its lease could have lapsed.
+        raise task.retry(countdown=settings.lease_ttl_s, max_retries=None) from None
     except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
         if task.request.retries < settings.task_max_retries:
             delay = min(60, 2 ** task.request.retries)
@@ -58,3 +61,9 @@ def classify_shard(self, job_id: str, index: int):
 def finalize_classify(self, job_id: str):
     """Merge a job's shard outputs and mark it succeeded."""
     run_job_step(self, job_id, classify.finalize)
+
+
+@app.task(name=TRAIN, bind=True)
+def train(self, job_id: str):
+    """Train a model version from a labelled folder (resumes from its last checkpoint)."""
+    run_job_step(self, job_id, training.run_training)

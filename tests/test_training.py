@@ -1,0 +1,143 @@
+"""Training as a job: API -> real training worker -> a registered version -> promotion -> scoring."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from facesense.demo import make_dataset
+from facesense.embedded import start_workers, stop
+from tests.conftest import wait_for_job, wait_for_workers
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"epochs": 3, "batch_size": 8, "image_size": 64, "patience": 0}
+
+
+@pytest.fixture(scope="module")
+def faces(base_dir):
+    """A small generated 2-class ImageFolder dataset."""
+    root = base_dir / "faces-small"
+    make_dataset(root, per_class=16, seed=5)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trainer_settings(settings):
+    """A training worker that notices a dead peer quickly (short visibility timeout and lease)."""
+    return settings.replace(visibility_timeout=4, lease_ttl_s=3)
+
+
+def start_trainer(trainer_settings):
+    procs = start_workers(trainer_settings, 1, queues="training")
+    wait_for_workers(trainer_settings, procs, count=1)
+    return procs[0]
+
+
+@pytest.fixture(scope="module")
+def training_worker(trainer_settings, worker):
+    proc = start_trainer(trainer_settings)
+    yield proc
+    stop([proc])
+
+
+def test_train_promote_and_score_with_the_new_version(client, training_worker, faces,
+                                                      model_version):
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": SMALL, "promote": "never"})
+    assert resp.status_code == 202, resp.get_json()
+    record = wait_for_job(client, resp.get_json()["id"])
+    assert record["status"] == "succeeded", record
+    assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
+    assert record["progress"]["done"] == 3 and record["promotion"]["promoted"] is False
+
+    version = record["model_version"]
+    manifest = client.get(f"/v1/models/{version}").get_json()
+    assert manifest["classes"] == ["happy", "sad"] and manifest["job_id"] == record["id"]
+    assert manifest["preprocess"]["input_size"] == 64
+    metrics = manifest["metrics"]
+    assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 2
+    assert sum(map(sum, metrics["confusion_matrix"])) == manifest["dataset"]["counts"]["happy"][
+        "val"] + manifest["dataset"]["counts"]["sad"]["val"]
+    assert set(metrics["per_class"]["happy"]) == {"precision", "recall", "f1", "support"}
+    assert manifest["params"]["epochs"] == 3 and len(manifest["dataset"]["fingerprint"]) == 64
+    assert len(manifest["weights_sha256"]) == 64
+
+    # Promote by request, then score explicitly with that alias's holder.
+    promoted = client.post(f"/v1/models/{version}/promote", json={"alias": "candidate"})
+    assert promoted.status_code == 200
+    assert promoted.get_json()["history"][-1]["to"] == version
+    scoring = client.post("/v1/jobs", json={"type": "classify", "source": str(faces / "happy"),
+                                            "model": "candidate"}).get_json()
+    scored = wait_for_job(client, scoring["id"])
+    assert scored["status"] == "succeeded" and scored["model_version"] == version
+    assert scored["progress"]["total"] == 16
+
+
+def test_if_better_compares_with_the_alias_holder(client, training_worker, faces):
+    # The random-init production model (tests' fixture) sits near chance on these faces; a
+    # version trained on them is promoted only if it does better on the same validation images.
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {**SMALL, "epochs": 1}, "promote": "if_better"})
+    record = wait_for_job(client, resp.get_json()["id"])
+    promotion = record["promotion"]
+    assert "incumbent_accuracy" in promotion
+    assert promotion["promoted"] == (promotion["candidate_accuracy"]
+                                     > promotion["incumbent_accuracy"])
+
+
+def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
+                                                              training_worker):
+    stop([training_worker])  # this test brings its own worker, to kill it
+    victim = start_trainer(trainer_settings)
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {**SMALL, "epochs": 5}})
+    job_id = resp.get_json()["id"]
+    deadline = time.monotonic() + 180
+    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
+        assert time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = time.time()
+    survivor = start_trainer(trainer_settings)
+    try:
+        record = wait_for_job(client, job_id, timeout=300)
+    finally:
+        stop([survivor])
+    assert record["status"] == "succeeded", record
+    history = record["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
+    assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
+    assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
+
+
+def test_unknown_and_bad_params_are_named(client, faces):
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {"epochz": 3, "lr": "fast"}})
+    assert resp.status_code == 400
+    assert "epochz" in resp.get_json()["error"]["message"]
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {"image_size": 32, "optimizer": "lbfgs"}})
+    message = resp.get_json()["error"]["message"]
+    assert resp.status_code == 400 and "image_size" in message and "optimizer" in message
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "promote": "sometimes"})
+    assert resp.status_code == 400 and "promote" in resp.get_json()["error"]["message"]
+
+
+def test_a_one_class_dataset_fails_before_training(client, training_worker, base_dir):
+    root = base_dir / "one-class"
+    make_dataset(root, per_class=3)
+    (root / "sad").rename(root / "sad-later")  # still 2 folders... make it one:
+    for p in (root / "sad-later").iterdir():
+        p.unlink()
+    (root / "sad-later").rmdir()
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(root)})
+    record = wait_for_job(client, resp.get_json()["id"])
+    assert record["status"] == "failed"
+    assert "at least 2" in record["error"] and "happy" in record["error"]
