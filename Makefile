@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test lint up bench clean
+.PHONY: install demo test lint up bench clean
 
 install: $(STAMP)
 
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[test]"
 	touch $(STAMP)
+
+# Trains on synthetic faces, promotes, scores a 3-variant campaign, prints shares vs truth.
+demo: install
+	$(VENV)/bin/facesense demo
 
 test: install
 	$(PY) -m ruff check .

@@ -13,3 +13,4 @@ def setup_logging(level: str = "INFO") -> None:
     )
     for noisy in ("botocore", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("werkzeug").setLevel(max(logging.getLevelName(level.upper()), logging.INFO))

@@ -91,17 +91,16 @@ def save_uploads(files: list[tuple[str, BinaryIO]], target: Store, settings: Set
     """Store uploaded images (or one .zip, unpacked) under target; returns how many images."""
     if len(files) == 1 and files[0][0].lower().endswith(".zip"):
         return save_zip(files[0][1], target, settings)
-    count = 0
-    for filename, stream in files:
-        key = upload_key(filename)
-        if not is_image_key(key):
-            raise BadRequest(f"upload {filename!r} is not an image "
-                             f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-        target.put_stream(key, stream)
-        count += 1
-    if not count:
+    keys = [upload_key(filename) for filename, _ in files]  # all names checked before any write
+    bad = [name for (name, _), key in zip(files, keys, strict=True) if not is_image_key(key)]
+    if bad:
+        raise BadRequest(f"not image file(s): {', '.join(map(repr, bad[:5]))} "
+                         f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if not files:
         raise SourceError("the upload holds no files")
-    return count
+    for key, (_, stream) in zip(keys, files, strict=True):
+        target.put_stream(key, stream)
+    return len(files)
 
 
 def save_zip(stream: BinaryIO, target: Store, settings: Settings) -> int:
@@ -116,14 +115,10 @@ def save_zip(stream: BinaryIO, target: Store, settings: Settings) -> int:
                               f"{settings.max_zip_members}")
     if sum(m.file_size for m in members) > settings.max_zip_bytes:
         raise PayloadTooLarge(f"the .zip unpacks to more than {settings.max_zip_bytes} bytes")
-    count = 0
-    for member in members:
-        key = upload_key(member.filename)
-        if not is_image_key(key):
-            continue
+    images = [(m, key) for m in members if is_image_key(key := upload_key(m.filename))]
+    if not images:  # every name was checked above, before anything was written
+        raise SourceError("the uploaded .zip holds no images")
+    for member, key in images:
         with archive.open(member) as src:
             target.put_stream(key, src)
-        count += 1
-    if not count:
-        raise SourceError("the uploaded .zip holds no images")
-    return count
+    return len(images)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 from facesense.errors import BadRequest
@@ -18,7 +19,7 @@ def _p(default, help: str, **limits):
 class TrainParams:
     """Sound defaults for training AlexNet from scratch on a small labelled folder."""
 
-    epochs: int = _p(12, "Most passes over the training images", lo=1, hi=1000)
+    epochs: int = _p(15, "Most passes over the training images", lo=1, hi=1000)
     batch_size: int = _p(32, "Images per optimisation step", lo=1, hi=4096)
     lr: float = _p(3e-4, "Learning rate (peak; cosine decay over the epochs)", lo=1e-7, hi=10.0)
     optimizer: str = _p("adamw", "adamw or sgd (momentum 0.9, nesterov)",
@@ -31,7 +32,7 @@ class TrainParams:
     augment: bool = _p(True, "Random crops, flips and colour jitter on training images")
     seed: int = _p(0, "Seed for the split, the initial weights and the batch order", lo=0,
                    hi=2**31 - 1)
-    patience: int = _p(4, "Stop after this many epochs without a better validation loss "
+    patience: int = _p(5, "Stop after this many epochs without a better validation loss "
                        "(0: never stop early)", lo=0, hi=1000)
     base: str | None = _p(None, "A model version to fine-tune from; the head is replaced when "
                           "classes differ")
@@ -85,4 +86,4 @@ def _check(f: dataclasses.Field, value) -> str | None:
 
 def describe() -> list[tuple[str, str, str]]:
     """(name, default, help) per param, for the README."""
-    return [(f.name, repr(f.default), f.metadata["help"]) for f in dataclasses.fields(TrainParams)]
+    return [(f.name, json.dumps(f.default), f.metadata["help"]) for f in dataclasses.fields(TrainParams)]

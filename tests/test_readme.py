@@ -18,3 +18,10 @@ def test_every_setting_is_in_the_configuration_table():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in README
     assert (ROOT / ".ci" / "run").read_text().strip().endswith("make test")
+
+
+def test_every_training_param_is_in_the_params_table():
+    from facesense.trainparams import describe as params
+
+    for name, default, help_text in params():
+        assert f"| `{name}` | `{default}` | {help_text} |" in README, name

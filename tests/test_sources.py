@@ -217,7 +217,7 @@ def test_save_uploads_stores_each_image_under_its_name(tmp_path):
 
 def test_save_uploads_refuses_a_non_image(tmp_path):
     target = LocalStore(tmp_path)
-    with pytest.raises(BadRequest, match="not an image"):
+    with pytest.raises(BadRequest, match="not image file"):
         save_uploads([("notes.txt", io.BytesIO(b"x"))], target, Settings())
     assert list(target.list()) == []
 
@@ -289,3 +289,11 @@ def test_zip_member_escaping_the_target_is_refused(tmp_path):
 def test_zip_without_images_is_a_source_error(tmp_path):
     with pytest.raises(SourceError, match="no images"):
         save_zip(make_zip({"readme.txt": b"r"}), LocalStore(tmp_path), Settings())
+
+
+def test_a_bad_name_late_in_an_upload_writes_nothing(tmp_path):
+    target = LocalStore(tmp_path)
+    files = [("ok.jpg", io.BytesIO(b"x")), ("../escape.jpg", io.BytesIO(b"y"))]
+    with pytest.raises(BadRequest):
+        save_uploads(files, target, Settings())
+    assert list(target.list()) == []

@@ -78,7 +78,7 @@ def test_a_class_with_only_corrupt_images_fails(tmp_path):
 
 def test_params_have_defaults_and_reject_unknown_names():
     assert TrainParams.parse({}).epochs >= 1
-    with pytest.raises(Exception, match="unknown param.*colour"):
+    with pytest.raises(Exception, match=r"unknown param.*colour"):
         TrainParams.parse({"colour": 1})
     with pytest.raises(Exception, match="image_size must be between 63"):
         TrainParams.parse({"image_size": 32})

@@ -16,17 +16,8 @@ HEAD = "classifier.6"  # the last Linear layer: its rows are the classes
 
 
 def build_alexnet(num_classes: int) -> torch.nn.Module:
-    """A torchvision AlexNet with num_classes outputs, He-initialised (as torchvision's VGG):
-    PyTorch's default init leaves a BatchNorm-free net at chance for several epochs."""
-    model = alexnet(weights=None, num_classes=num_classes)
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            torch.nn.init.zeros_(m.bias)
-        elif isinstance(m, torch.nn.Linear):
-            torch.nn.init.normal_(m.weight, 0, 0.01)
-            torch.nn.init.zeros_(m.bias)
-    return model
+    """A freshly initialised torchvision AlexNet with num_classes outputs."""
+    return alexnet(weights=None, num_classes=num_classes)
 
 
 def to_bytes(model_or_state: torch.nn.Module | dict) -> bytes:

@@ -151,8 +151,7 @@ def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device,
                    lr=scheduler.get_last_lr()[0], seconds=round(time.perf_counter() - started, 2),
                    finished_at=round(time.time(), 3), resumed=bool(saved))
         history.append(row)
-        if best is None or (val["accuracy"], -val["loss"]) > (best["metrics"]["accuracy"],
-                                                              -best["metrics"]["loss"]):
+        if best is None or val["loss"] < best["metrics"]["loss"] - 1e-4:  # lower val loss wins
             best = {"epoch": epoch, "metrics": val,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             if checkpoints:

@@ -62,7 +62,7 @@ def _train(ctx: Context, job_id: str, record: dict, owner: str) -> dict | None:
                      val_split=params.val_split, seed=params.seed, spec=spec,
                      cache_dir=Path(ctx.settings.data_dir) / "cache" / "datasets",
                      max_pixels=ctx.settings.max_image_pixels, threads=ctx.threads)
-    ctx.jobs.update(job_id, classes=data.classes, dataset={
+    ctx.jobs.update(job_id, classes=data.classes, dataset_info={
         "fingerprint": data.fingerprint, "counts": data.counts, "skipped": len(data.skipped),
         "skipped_examples": data.skipped[:20]}, total=params.epochs)
     init, parent = initial_state(params, data.classes, ctx.registry)
