@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 CHECK = """
-import sys
-import api, api.jobs, api.models, api.health, api.errors
-import facesense.cli, facesense.client, facesense.embedded, facesense.jobs, facesense.queue
-import facesense.registry, facesense.results, facesense.settings, facesense.sources
-import facesense.store
+import importlib, pkgutil, sys
+import api, facesense
+for pkg in (api, facesense):  # every module of both packages
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{{pkg.__name__}}.{{mod.name}}")
 from api import create_app
 from facesense.settings import Settings
 create_app(Settings(redis_url="redis://127.0.0.1:1/0", store="{store}"))

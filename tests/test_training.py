@@ -10,7 +10,8 @@ import pytest
 
 from facesense.demo import make_dataset
 from facesense.embedded import start_workers, stop
-from tests.conftest import wait_for_job, wait_for_workers
+from tests.conftest import BUCKET, wait_for_job, wait_for_workers
+from tests.imagegen import upload_folder
 
 pytestmark = pytest.mark.slow
 
@@ -77,12 +78,18 @@ def test_train_promote_and_score_with_the_new_version(client, training_worker, f
     assert scored["progress"]["total"] == 16
 
 
-def test_if_better_compares_with_the_alias_holder(client, training_worker, faces):
+def test_if_better_compares_with_the_alias_holder_on_an_s3_dataset(client, training_worker,
+                                                                    faces, s3, unique):
     # The random-init production model (tests' fixture) sits near chance on these faces; a
     # version trained on them is promoted only if it does better on the same validation images.
-    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
-                                         "params": {**SMALL, "epochs": 1}, "promote": "if_better"})
+    upload_folder(s3, BUCKET, f"datasets/{unique}", faces)
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": f"s3://{BUCKET}/datasets/"
+                                         f"{unique}", "params": {**SMALL, "epochs": 1},
+                                         "promote": "if_better"})
     record = wait_for_job(client, resp.get_json()["id"])
+    assert record["status"] == "succeeded", record
+    assert record["dataset_info"]["counts"]["happy"]["train"] + record["dataset_info"][
+        "counts"]["happy"]["val"] == 16
     promotion = record["promotion"]
     assert "incumbent_accuracy" in promotion
     assert promotion["promoted"] == (promotion["candidate_accuracy"]
