@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes, JSON_SORT_KEYS=False)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes)
+    app.json.sort_keys = False  # records read in their natural order
     store = store_from_settings(settings)
     redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30,
                                      socket_connect_timeout=5, retry_on_timeout=True)

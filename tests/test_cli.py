@@ -106,6 +106,59 @@ def test_errors_are_clear_and_exit_non_zero(stack):
     assert down.returncode == 1 and "cannot reach the API" in down.stderr
 
 
+def test_classify_one_image_from_a_path_and_a_url(stack):
+    import functools
+    import http.server
+    import threading
+
+    from facesense.demo import draw_face, jpeg
+
+    rng = __import__("random").Random(4)
+    image = stack["data"] / "one.jpg"
+    image.write_bytes(jpeg(draw_face(rng, True), rng))
+    out = facesense("classify", str(image), env=stack["env"]).stdout.split()
+    assert out[0] in ("happy", "sad") and 0.5 <= float(out[1]) <= 1
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=stack["data"])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/one.jpg"
+        row = json.loads(facesense("classify", url, "--json", env=stack["env"]).stdout)
+    finally:
+        server.shutdown()
+    assert row["label"] == out[0] and row["model_version"] == stack["version"]
+    assert set(row["probs"]) == {"happy", "sad"}
+    bad = facesense("classify", str(stack["data"] / "missing.jpg"), env=stack["env"], check=False)
+    assert bad.returncode == 1 and "no image file" in bad.stderr
+
+
+def test_standalone_trainer_registers_and_promotes(tmp_path):
+    from facesense.demo import make_dataset
+
+    make_dataset(tmp_path / "faces", per_class=8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
+    env["FACESENSE_DATA_DIR"] = str(tmp_path / "var")
+    proc = subprocess.run([sys.executable, "-m", "trainer", str(tmp_path / "faces"), "--epochs",
+                           "2", "--val-split", "0.25", "--image-size", "64", "--batch-size", "8",
+                           "--store", str(tmp_path / "store"), "--promote"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    manifest = json.loads((tmp_path / "store" / "models" / result["version"] /
+                           "manifest.json").read_text())
+    assert manifest["metrics"]["epochs_run"] == 2 and manifest["classes"] == ["happy", "sad"]
+    history = json.loads((tmp_path / "store" / "models" / result["version"] /
+                          "history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2]
+    alias = json.loads((tmp_path / "store" / "models" / "aliases" / "production.json").read_text())
+    assert alias["version"] == result["version"]
+    bad = subprocess.run([sys.executable, "-m", "trainer", str(tmp_path / "faces" / "happy"),
+                          "--store", str(tmp_path / "store")], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "at least 2" in bad.stderr
+
+
 def test_sigterm_stops_redis_worker_and_api(stack):
     proc = stack["proc"]
     proc.send_signal(signal.SIGTERM)

@@ -96,33 +96,6 @@ def test_if_better_compares_with_the_alias_holder_on_an_s3_dataset(client, train
                                      > promotion["incumbent_accuracy"])
 
 
-def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
-                                                              training_worker):
-    stop([training_worker])  # this test brings its own worker, to kill it
-    victim = start_trainer(trainer_settings)
-    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
-                                         "params": {**SMALL, "epochs": 5}})
-    job_id = resp.get_json()["id"]
-    deadline = time.monotonic() + 180
-    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
-        assert time.monotonic() < deadline, "no epoch finished"
-        time.sleep(0.05)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    killed_at = time.time()
-    survivor = start_trainer(trainer_settings)
-    try:
-        record = wait_for_job(client, job_id, timeout=300)
-    finally:
-        stop([survivor])
-    assert record["status"] == "succeeded", record
-    history = record["history"]
-    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
-    # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
-    assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
-    assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
-
-
 def test_unknown_and_bad_params_are_named(client, faces):
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
                                          "params": {"epochz": 3, "lr": "fast"}})
@@ -148,3 +121,30 @@ def test_a_one_class_dataset_fails_before_training(client, training_worker, base
     record = wait_for_job(client, resp.get_json()["id"])
     assert record["status"] == "failed"
     assert "at least 2" in record["error"] and "happy" in record["error"]
+
+
+def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
+                                                              training_worker):
+    stop([training_worker])  # this test (the module's last) brings its own worker, to kill it
+    victim = start_trainer(trainer_settings)
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {**SMALL, "epochs": 5}})
+    job_id = resp.get_json()["id"]
+    deadline = time.monotonic() + 180
+    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
+        assert time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = time.time()
+    survivor = start_trainer(trainer_settings)
+    try:
+        record = wait_for_job(client, job_id, timeout=300)
+    finally:
+        stop([survivor])
+    assert record["status"] == "succeeded", record
+    history = record["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5]
+    # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
+    assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
+    assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
