@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import redis
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
@@ -39,6 +40,13 @@ def register(app: Flask) -> None:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             code, message = "too_large", f"request body exceeds the {limit}-byte limit"
         return error_response(e.code or 500, code, message)
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def redis_down(e: Exception):
+        log.warning("Redis unavailable: %s", e)
+        return error_response(503, "unavailable", "the job database (Redis) is unavailable; "
+                              "retry shortly")
 
     @app.errorhandler(Exception)
     def unexpected(e: Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from api.schemas import CLASSIFY_FIELDS, TRAIN_FIELDS, check_fields, int_arg, json_body
-from facesense.errors import BadRequest, Conflict
+from facesense.errors import BadRequest, Conflict, TransientError
 from facesense.jobs import COUNTERS, JobStatus, new_job_id
 from facesense.queue import PLAN_CLASSIFY, TRAIN
 from facesense.results import job_key, read_page
@@ -80,7 +80,17 @@ def queue_classify(job_id: str, source: str, model: str | None) -> dict:
     manifest = s.registry.resolve(name)
     record = s.jobs.create("classify", job_id=job_id, source=source, model=name,
                            model_version=manifest["version"], classes=manifest["classes"])
-    s.celery.send_task(PLAN_CLASSIFY, args=[job_id])
+    return send(record, PLAN_CLASSIFY)
+
+
+def send(record: dict, task: str) -> dict:
+    """Queue a job's first task; if the broker refuses, the job fails now (never stuck queued)."""
+    s = services()
+    try:
+        s.celery.send_task(task, args=[record["id"]])
+    except Exception as e:
+        s.jobs.set_status(record["id"], JobStatus.FAILED, error=f"could not queue the job: {e}")
+        raise TransientError(f"could not queue the job: {type(e).__name__}") from None
     return record
 
 
@@ -95,8 +105,7 @@ def submit_train(body: dict) -> dict:
     if promote not in PROMOTE_POLICIES:
         raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
     record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote)
-    s.celery.send_task(TRAIN, args=[record["id"]])
-    return record
+    return send(record, TRAIN)
 
 
 @bp.post("/<job_id>/cancel")

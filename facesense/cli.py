@@ -294,7 +294,7 @@ def cmd_classify(args, settings: Settings) -> int:
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
         manifest["version"])
     data = fetch_image(args.image, max_bytes=settings.max_image_bytes)
-    (row,) = score([args.image], loaded, lambda _: data, batch_size=1, threads=1,
+    (row,) = score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,
                    max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
     if args.json:
         print(json.dumps({**row, "model_version": manifest["version"]}))

@@ -46,16 +46,19 @@ end
 return {first and 1 or 0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
 """
 
-# Move to a new status unless the job already finished (a late shard can't resurrect it).
+# Move to a new status unless the job already finished (a late shard can't resurrect it);
+# the fields that go with the move are written in the same step, so no reader sees one alone.
+# ARGV: status, number of finished states k, k finished states, then field/value pairs.
 _SET_STATUS = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return 0 end
 cur = cjson.decode(cur)
-for i = 2, #ARGV do if ARGV[i] == cur then return 0 end end
+local k = tonumber(ARGV[2])
+for i = 3, 2 + k do if ARGV[i] == cur then return 0 end end
 redis.call('HSET', KEYS[1], 'status', cjson.encode(ARGV[1]))
+for i = 3 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 """
-
 
 # Extend (ttl > 0) or drop (ttl 0) a lease, but only for the owner that holds it.
 _RENEW_LEASE = """
@@ -121,16 +124,14 @@ class JobRecords:
         self.redis.hset(self.key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
 
     def set_status(self, job_id: str, status: JobStatus, **fields) -> bool:
-        """Move to status unless the job already finished; returns whether it moved."""
-        moved = bool(self._set_status(keys=[self.key(job_id)], args=[status.value, *FINISHED]))
-        if moved:
-            if status.finished:
-                fields["finished_at"] = now()
-            elif status is JobStatus.RUNNING:
-                fields["started_at"] = now()
-            if fields:
-                self.update(job_id, **fields)
-        return moved
+        """Move to status (with fields, atomically) unless already finished; returns if moved."""
+        if status.finished:
+            fields["finished_at"] = now()
+        elif status is JobStatus.RUNNING:
+            fields["started_at"] = now()
+        pairs = [x for k, v in fields.items() for x in (k, json.dumps(v))]
+        return bool(self._set_status(keys=[self.key(job_id)],
+                                     args=[status.value, len(FINISHED), *FINISHED, *pairs]))
 
     def _bits(self, job_id: str) -> str:
         return f"{KEY_PREFIX}job:{job_id}:shards"

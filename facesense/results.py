@@ -110,7 +110,9 @@ def shard_rows(store: Store, job_id: str, shards: int) -> Iterator[dict]:
 def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str]) -> dict:
     """Stream rows into results.jsonl and results.csv (via temp files), then summary.json."""
     summary = Summary(classes)
-    with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", newline="", encoding="utf-8") as cf:
+    # backslashreplace: a file name that isn't valid UTF-8 must not fail the whole job
+    text = {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
+    with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", **text) as cf:
         writer = csv.writer(cf)
         writer.writerow(csv_header(classes))
         for row in rows:

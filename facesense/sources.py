@@ -118,7 +118,11 @@ def save_zip(stream: BinaryIO, target: Store, settings: Settings) -> int:
     images = [(m, key) for m in members if is_image_key(key := upload_key(m.filename))]
     if not images:  # every name was checked above, before anything was written
         raise SourceError("the uploaded .zip holds no images")
-    for member, key in images:
-        with archive.open(member) as src:
-            target.put_stream(key, src)
+    try:
+        for member, key in images:
+            with archive.open(member) as src:
+                target.put_stream(key, src)
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError, OSError, EOFError) as e:
+        # corrupt member (CRC), encrypted, unsupported compression: the archive is unusable
+        raise SourceError(f"the uploaded .zip can't be unpacked: {e}") from None
     return len(images)

@@ -252,6 +252,19 @@ class _s3_errors:
         return False
 
 
+class TooLarge(ValueError):
+    """An object is larger than the caller's limit (checked while streaming, not after)."""
+
+
+def read_limited(store: Store, key: str, max_bytes: int) -> bytes:
+    """An object's bytes, refusing (TooLarge) as soon as more than max_bytes arrive."""
+    with store.open(key) as stream:
+        data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise TooLarge(f"file is larger than the {max_bytes}-byte limit")
+    return data
+
+
 def parse_s3_url(url: str) -> tuple[str, str]:
     """'s3://bucket/some/prefix' -> ('bucket', 'some/prefix')."""
     rest = url[len("s3://"):]

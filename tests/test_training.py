@@ -23,6 +23,7 @@ def faces(base_dir):
     """A small generated 2-class ImageFolder dataset."""
     root = base_dir / "faces-small"
     make_dataset(root, per_class=16, seed=5)
+    (root / "sad" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
     return root
 
 
@@ -54,6 +55,8 @@ def test_train_promote_and_score_with_the_new_version(client, training_worker, f
     assert record["status"] == "succeeded", record
     assert [row["epoch"] for row in record["history"]] == [1, 2, 3]
     assert record["progress"]["done"] == 3 and record["promotion"]["promoted"] is False
+    assert record["dataset_info"]["skipped"] == 1
+    assert record["dataset_info"]["skipped_examples"][0]["image"] == "sad/broken.jpg"
 
     version = record["model_version"]
     manifest = client.get(f"/v1/models/{version}").get_json()
@@ -121,6 +124,24 @@ def test_a_one_class_dataset_fails_before_training(client, training_worker, base
     record = wait_for_job(client, resp.get_json()["id"])
     assert record["status"] == "failed"
     assert "at least 2" in record["error"] and "happy" in record["error"]
+
+
+def test_cancel_stops_training_and_publishes_nothing(client, training_worker, faces):
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {**SMALL, "epochs": 40}})
+    job_id = resp.get_json()["id"]
+    deadline = time.monotonic() + 120
+    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
+        assert time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
+    time.sleep(4)  # more than an epoch: a job that ignored the cancel would move on
+    record = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert record["status"] == "cancelled" and record["epoch"] <= 2
+    assert job_id not in [v.get("job_id") for v in client.get("/v1/models").get_json()["versions"]]
+    again = client.post(f"/v1/jobs/{job_id}/cancel")
+    assert again.status_code == 409
 
 
 def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,

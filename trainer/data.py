@@ -15,7 +15,7 @@ import torch
 
 from facesense.errors import FacesenseError, ObjectNotFound
 from facesense.sources import is_image_key
-from facesense.store import LocalStore, Store
+from facesense.store import LocalStore, Store, TooLarge, read_limited
 from trainer.presets import ImageRejected, preprocess
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def check_classes(train: dict[str, list[str]], val: dict[str, list[str]] | None,
 
 
 def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_dir: Path,
-              max_pixels: int, threads: int = 4) -> Dataset:
+              max_pixels: int, max_bytes: int = 64 << 20, threads: int = 4) -> Dataset:
     """List, split, fetch once into the cache, and decode a labelled folder."""
     keys = [k for k in source.list() if is_image_key(k)]
     layout, by_class, val_by_class = find_layout(keys)
@@ -114,7 +114,7 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
     else:
         classes = check_classes(by_class, val_by_class, class_folders(source, layout))
         train_keys, val_keys = by_class, {c: sorted(val_by_class.get(c, [])) for c in classes}
-    fetch = _cached_fetch(source, cache_dir)
+    fetch = _cached_fetch(source, cache_dir, max_bytes)
     digest = hashlib.sha256()
     skipped: list[dict] = []
 
@@ -123,7 +123,7 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
             data = fetch(key)
             digest_part = hashlib.sha256(data).hexdigest()
             return key, preprocess(data, spec, max_pixels=max_pixels, crop=crop), digest_part
-        except (ImageRejected, ObjectNotFound) as e:
+        except (ImageRejected, ObjectNotFound, TooLarge) as e:
             return key, str(e), None
 
     def decode_all(split: dict[str, list[str]], crop: int | None):
@@ -157,17 +157,17 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
                    counts, skipped)
 
 
-def _cached_fetch(source: Store, cache_dir: Path):
+def _cached_fetch(source: Store, cache_dir: Path, max_bytes: int):
     """Local folders are read in place; remote images are fetched once into cache_dir."""
     if isinstance(source, LocalStore):
-        return source.get
+        return lambda key: read_limited(source, key, max_bytes)
     root = cache_dir / hashlib.sha256(source.uri.encode()).hexdigest()[:16]
 
     def fetch(key: str) -> bytes:
         path = root / key
         if path.is_file():
             return path.read_bytes()
-        data = source.get(key)
+        data = read_limited(source, key, max_bytes)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".part")
         tmp.write_bytes(data)

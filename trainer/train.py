@@ -54,6 +54,11 @@ class Checkpoints:
         except Exception as e:
             raise ModelError(f"checkpoint {self.key} is not a plain tensor checkpoint ({e})") from None
 
+    def delete(self) -> None:
+        """Remove both files (after the version is registered)."""
+        self.store.delete(self.key)
+        self.store.delete(self.best_key)
+
     def save(self, state: dict) -> None:
         """Write the state (atomically: the store never shows half a checkpoint)."""
         buf = io.BytesIO()

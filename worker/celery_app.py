@@ -5,9 +5,11 @@ from __future__ import annotations
 from facesense.logs import setup_logging
 from facesense.queue import make_celery
 from facesense.settings import Settings
+from worker.context import check_settings
 
 settings = Settings.from_env()
 setup_logging(settings.log_level)
+check_settings(settings)  # a bad setting stops the worker at start, not every task later
 app = make_celery(settings)
 
 import worker.tasks  # noqa: E402,F401  (registers the tasks on app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from itertools import islice
 
 from facesense.errors import FacesenseError, SourceError
@@ -11,6 +12,7 @@ from facesense.jobs import JobStatus
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
 from facesense.results import job_key, plan_key, shard_key, shard_rows, write_results
 from facesense.sources import list_images, open_source
+from facesense.store import read_limited
 from worker.context import Context
 from worker.inference import score
 
@@ -72,7 +74,8 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
     loaded = ctx.models.get(record["model_version"])
     source = open_source(record["source"], ctx.settings, ctx.store)
-    rows = list(score(keys, loaded, source.get, batch_size=ctx.batch_size, threads=ctx.threads,
+    rows = list(score(keys, loaded, partial(read_limited, source), batch_size=ctx.batch_size,
+                      threads=ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
                       max_bytes=ctx.settings.max_image_bytes,
                       should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled"))

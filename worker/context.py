@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import redis as redis_lib
 import torch
 
+from facesense.errors import ConfigError
 from facesense.jobs import JobRecords
 from facesense.registry import Registry
 from facesense.settings import Settings
@@ -61,6 +62,14 @@ class Context:
     batch_size: int = 0
     threads: int = 0
     extra: dict = field(default_factory=dict)
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail fast on settings a worker can't run with (device, precision, store URL, Redis)."""
+    if not settings.redis_url:
+        raise ConfigError("FACESENSE_REDIS_URL is not set: a worker needs the shared Redis")
+    resolve_precision(settings.precision, resolve_device(settings.device))
+    store_from_settings(settings)
 
 
 def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> Context:

@@ -13,6 +13,7 @@ import torch
 
 from facesense.errors import FacesenseError, ObjectNotFound, TransientError
 from facesense.sources import group_of
+from facesense.store import TooLarge
 from trainer.presets import ImageRejected, normalize, preprocess
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -68,20 +69,20 @@ def forward(loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
     return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
-def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str], bytes], *,
+def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], bytes], *,
           batch_size: int, threads: int, max_pixels: int, max_bytes: int,
           should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
     """One result row per key, in order; decoding of batch k+1 overlaps the forward of batch k.
+
+    fetch(key, max_bytes) returns an image's bytes (e.g. functools.partial(read_limited, store)).
 
     Stops early (fewer rows than keys) when should_stop() turns true between batches.
     """
     def load(key: str):
         try:
-            data = fetch(key)
-            if len(data) > max_bytes:
-                raise ImageRejected(f"file is {len(data)} bytes, over the {max_bytes}-byte limit")
+            data = fetch(key, max_bytes)  # stops reading past the limit: memory stays bounded
             return preprocess(data, loaded.spec, max_pixels=max_pixels)
-        except ImageRejected as e:
+        except (ImageRejected, TooLarge) as e:
             return str(e)
         except ObjectNotFound:
             return "image not found in the source"

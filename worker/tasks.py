@@ -25,45 +25,45 @@ def context() -> Context:
 
 def run_job_step(task: Task, job_id: str, step, *args):
     """Run one step; transient errors retry with backoff, anything else fails the job clearly."""
-    ctx = context()
     try:
+        ctx = context()
         return step(ctx, job_id, *args)
     except training.LeaseBusy:
         # A live worker holds the job: check again once its lease could have lapsed.
-        raise task.retry(countdown=settings.lease_ttl_s, max_retries=None) from None
+        raise task.retry(countdown=settings.lease_ttl_s) from None
     except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
         if task.request.retries < settings.task_max_retries:
             delay = min(60, 2 ** task.request.retries)
             log.warning("job %s: %s; retry in %ss", job_id, e, delay)
-            raise task.retry(exc=e, countdown=delay) from None
-        classify.fail(ctx, job_id, f"gave up after {task.request.retries} retries: {e}")
+            raise task.retry(exc=e, countdown=delay, max_retries=None) from None
+        classify.fail(context(), job_id, f"gave up after {task.request.retries} retries: {e}")
     except FacesenseError as e:
-        classify.fail(ctx, job_id, str(e))
+        classify.fail(context(), job_id, str(e))
     except Exception as e:
         log.exception("job %s: unexpected error", job_id)
-        classify.fail(ctx, job_id, f"internal error: {type(e).__name__}: {e}")
+        classify.fail(context(), job_id, f"internal error: {type(e).__name__}: {e}")
     return None
 
 
-@app.task(name=PLAN_CLASSIFY, bind=True)
+@app.task(name=PLAN_CLASSIFY, bind=True, max_retries=None)
 def plan_classify(self, job_id: str):
     """List a scoring job's source and queue its shards."""
     run_job_step(self, job_id, classify.plan)
 
 
-@app.task(name=CLASSIFY_SHARD, bind=True)
+@app.task(name=CLASSIFY_SHARD, bind=True, max_retries=None)
 def classify_shard(self, job_id: str, index: int):
     """Score one shard of a job."""
     run_job_step(self, job_id, classify.run_shard, index)
 
 
-@app.task(name=FINALIZE_CLASSIFY, bind=True)
+@app.task(name=FINALIZE_CLASSIFY, bind=True, max_retries=None)
 def finalize_classify(self, job_id: str):
     """Merge a job's shard outputs and mark it succeeded."""
     run_job_step(self, job_id, classify.finalize)
 
 
-@app.task(name=TRAIN, bind=True)
+@app.task(name=TRAIN, bind=True, max_retries=None)
 def train(self, job_id: str):
     """Train a model version from a labelled folder (resumes from its last checkpoint)."""
     run_job_step(self, job_id, training.run_training)

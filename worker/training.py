@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,45 @@ class LeaseBusy(FacesenseError):
     code = "busy"
 
 
+class LeaseLost(Exception):
+    """This worker's lease lapsed (another worker may have taken the job): stop, touch nothing."""
+
+
+class Lease:
+    """A job lease in Redis, renewed by a heartbeat thread for as long as the work runs."""
+
+    def __init__(self, ctx: Context, job_id: str):
+        self.jobs, self.job_id, self.ttl = ctx.jobs, job_id, ctx.settings.lease_ttl_s
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+        self.lost = False
+        self._done = threading.Event()
+
+    def __enter__(self) -> Lease:
+        if not self.jobs.acquire_lease(self.job_id, self.owner, self.ttl):
+            raise LeaseBusy(f"job {self.job_id} is held by another worker")
+        threading.Thread(target=self._beat, daemon=True, name="lease").start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._done.wait(max(0.5, self.ttl / 3)):
+            try:
+                if not self.jobs.renew_lease(self.job_id, self.owner, self.ttl):
+                    self.lost = True
+                    return
+            except Exception:  # Redis away for a moment: the next beat tries again
+                log.warning("job %s: lease renewal failed", self.job_id)
+
+    def check(self) -> None:
+        """Raise LeaseLost if the lease lapsed."""
+        if self.lost:
+            raise LeaseLost(self.job_id)
+
+    def __exit__(self, *_):
+        self._done.set()
+        if not self.lost:
+            self.jobs.release_lease(self.job_id, self.owner)
+
+
 def checkpoint_key(job_id: str) -> str:
     """Where a training job's last-epoch checkpoint lives."""
     return f"jobs/{job_id}/checkpoint.pt"
@@ -38,22 +78,21 @@ def checkpoint_key(job_id: str) -> str:
 def run_training(ctx: Context, job_id: str) -> dict | None:
     """Train, register and maybe promote; resumes from the last checkpoint when redelivered.
 
-    A lease in Redis (renewed every batch) keeps a redelivered copy of the task from training
-    beside a live worker; once the lease lapses (the worker died), the copy takes over.
+    A lease in Redis, renewed by a heartbeat, keeps a redelivered copy of the task from
+    training beside a live worker; once the lease lapses (the worker died), a copy takes over.
     """
     record = ctx.jobs.get(job_id)
     if JobStatus(record["status"]).finished:
         return None
-    owner = f"{socket.gethostname()}:{os.getpid()}"
-    if not ctx.jobs.acquire_lease(job_id, owner, ctx.settings.lease_ttl_s):
-        raise LeaseBusy(f"job {job_id} is held by another worker")
     try:
-        return _train(ctx, job_id, record, owner)
-    finally:
-        ctx.jobs.release_lease(job_id, owner)
+        with Lease(ctx, job_id) as lease:
+            return _train(ctx, job_id, record, lease)
+    except LeaseLost:
+        log.warning("job %s: lease lost; leaving the job to the worker that holds it", job_id)
+        return None
 
 
-def _train(ctx: Context, job_id: str, record: dict, owner: str) -> dict | None:
+def _train(ctx: Context, job_id: str, record: dict, lease: Lease) -> dict | None:
     params = TrainParams.parse(record["params"])
     ctx.jobs.set_status(job_id, JobStatus.RUNNING, device=str(ctx.models.device),
                         precision=ctx.models.precision)
@@ -61,7 +100,8 @@ def _train(ctx: Context, job_id: str, record: dict, owner: str) -> dict | None:
     data = load_data(open_source(record["dataset"], ctx.settings, ctx.store),
                      val_split=params.val_split, seed=params.seed, spec=spec,
                      cache_dir=Path(ctx.settings.data_dir) / "cache" / "datasets",
-                     max_pixels=ctx.settings.max_image_pixels, threads=ctx.threads)
+                     max_pixels=ctx.settings.max_image_pixels,
+                     max_bytes=ctx.settings.max_image_bytes, threads=ctx.threads)
     ctx.jobs.update(job_id, classes=data.classes, dataset_info={
         "fingerprint": data.fingerprint, "counts": data.counts, "skipped": len(data.skipped),
         "skipped_examples": data.skipped[:20]}, total=params.epochs)
@@ -74,17 +114,19 @@ def _train(ctx: Context, job_id: str, record: dict, owner: str) -> dict | None:
         ctx.jobs.update(job_id, done=row["epoch"], epoch=row["epoch"], history=history,
                         metrics={k: v for k, v in row.items() if k != "epoch"})
 
-    def should_stop() -> bool:
-        ctx.jobs.renew_lease(job_id, owner, ctx.settings.lease_ttl_s)
+    def cancelled() -> bool:
+        lease.check()
         return ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED.value
 
     try:
         result = fit(data, params, spec, device=ctx.models.device,
                      precision=ctx.models.precision, init_state=init, checkpoints=checkpoints,
-                     on_epoch=on_epoch, should_stop=should_stop)
+                     on_epoch=on_epoch, should_stop=cancelled)
     except Stopped:
         log.info("job %s cancelled during training", job_id)
         ctx.jobs.archive(job_id)
+        return None
+    if cancelled():  # cancelled during the last evaluation: publish nothing
         return None
     manifest = register(ctx.registry, result, manifest_for(
         result, data, params, spec, parent=parent, job_id=job_id, source=record["dataset"]))
@@ -94,6 +136,7 @@ def _train(ctx: Context, job_id: str, record: dict, owner: str) -> dict | None:
                            metrics=manifest["metrics"], promotion=promotion,
                            history=result.history):
         ctx.jobs.archive(job_id)
+        checkpoints.delete()  # ~1 GB of optimiser state, useless once the version exists
     return manifest
 
 

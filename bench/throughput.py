@@ -1,0 +1,263 @@
+"""Throughput of the scoring pipeline against the ways a user would otherwise score a folder.
+
+`python -m bench.throughput [--n 400] [--size 1600x1200] [--memory]` generates photo-like JPEGs
+and measures, in one run, images/s for:
+
+  (a) the original script's way: one image at a time, PIL + torchvision transforms, model(x[None])
+  (b) a torchvision-style Dataset with DataLoader(batch_size=64, num_workers=2)
+  (c) the engine alone (worker.inference.score) on the same folder
+  (d) the whole system: submit through the API on the embedded stack until results are written
+  (e) the ceiling: decode alone and forward alone (pre-decoded tensors), combined for the same cores
+
+It prints a table with ratios and writes the figures as JSON (bench/out/). With --memory it also
+measures a worker's peak RSS for a 1,000- and a 10,000-image job and Redis memory per job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from bench.photos import make_photos
+from facesense.registry import Registry
+from facesense.store import LocalStore
+from trainer.model import build_alexnet, load_model, register_state
+from trainer.presets import preprocess, spec_for
+from worker.inference import (
+    LoadedModel,
+    default_batch_size,
+    default_threads,
+    forward,
+    resolve_precision,
+    score,
+)
+
+OUT = Path(__file__).parent / "out"
+
+
+def reference_transform(spec: dict):
+    """What a PyTorch user writes: torchvision's classic ImageNet evaluation transform."""
+    return T.Compose([T.Resize(spec["resize_size"]), T.CenterCrop(spec["input_size"]),
+                      T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
+
+
+def rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 1)
+
+
+def bench_a(paths, model, spec) -> float:
+    """(a) One image at a time."""
+    tf = reference_transform(spec)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for p in paths:
+            model(tf(Image.open(p).convert("RGB"))[None])
+    return rate(len(paths), time.perf_counter() - start)
+
+
+class FolderDataset(torch.utils.data.Dataset):
+    """A torchvision-style dataset over image files."""
+
+    def __init__(self, paths, tf):
+        self.paths, self.tf = paths, tf
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        return self.tf(Image.open(self.paths[i]).convert("RGB"))
+
+
+def bench_b(paths, model, spec) -> float:
+    """(b) Dataset + DataLoader(batch_size=64, num_workers=2)."""
+    loader = torch.utils.data.DataLoader(FolderDataset(paths, reference_transform(spec)),
+                                         batch_size=64, num_workers=2)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            model(batch)
+    return rate(len(paths), time.perf_counter() - start)
+
+
+def bench_c(root: Path, loaded: LoadedModel) -> float:
+    """(c) The engine alone on the folder."""
+    store = LocalStore(root)
+    keys = list(store.list())
+    start = time.perf_counter()
+    rows = sum(1 for _ in score(keys, loaded, lambda k, _limit: store.get(k), batch_size=default_batch_size(
+        loaded.device), threads=default_threads(), max_pixels=10**9, max_bytes=1 << 30))
+    assert rows == len(keys)
+    return rate(len(keys), time.perf_counter() - start)
+
+
+def bench_e(paths, loaded: LoadedModel) -> dict:
+    """(e) Decode alone (threads on all cores), forward alone on pre-decoded batches."""
+    start = time.perf_counter()
+    with ThreadPoolExecutor(default_threads()) as pool:
+        arrays = list(pool.map(lambda p: preprocess(p.read_bytes(), loaded.spec), paths))
+    decode = rate(len(paths), time.perf_counter() - start)
+    batch = default_batch_size(loaded.device)
+    batches = [np.stack(arrays[i:i + batch]) for i in range(0, len(arrays), batch)]
+    forward(loaded, batches[0])  # warm-up
+    start = time.perf_counter()
+    for b in batches:
+        forward(loaded, b)
+    fwd = rate(len(paths), time.perf_counter() - start)
+    return {"decode": decode, "forward": fwd, "ceiling": round(1 / (1 / decode + 1 / fwd), 1)}
+
+
+def bench_d(root: Path, n: int, base: Path, settings_kw: dict, sample_memory: bool = False):
+    """(d) The whole system: API -> Redis -> one worker -> local store, timed to `succeeded`."""
+    import redis
+
+    from api import create_app
+    from facesense.embedded import start_redis, start_workers, stop
+    from facesense.queue import make_celery
+    from facesense.settings import Settings
+
+    redis_proc, url = start_redis(base / f"redis-{n}")
+    settings = Settings.from_env(redis_url=url, allowed_roots=(str(root.parent),), **settings_kw)
+    workers = start_workers(settings, 1, queues="inference")
+    try:
+        celery = make_celery(settings)
+        while not celery.control.ping(timeout=1):
+            time.sleep(0.2)
+        client = create_app(settings).test_client()
+        r = redis.Redis.from_url(url)
+        before = r.info("memory")["used_memory"]
+        start = time.perf_counter()
+        job = client.post("/v1/jobs", json={"type": "classify", "source": str(root)}).get_json()
+        while (rec := client.get(f"/v1/jobs/{job['id']}").get_json())["status"] in (
+                "queued", "running"):
+            time.sleep(0.05)
+        wall = time.perf_counter() - start
+        assert rec["status"] == "succeeded" and rec["progress"]["total"] == n, rec
+        job_keys = [k for k in r.scan_iter(f"facesense:job:{job['id']}*")]
+        per_job = sum(r.memory_usage(k) or 0 for k in job_keys)
+        out = {"images_per_s": rate(n, wall), "wall_s": round(wall, 2),
+               "redis_bytes_for_job": per_job,
+               "redis_used_memory_delta": r.info("memory")["used_memory"] - before,
+               "precision": rec.get("precision")}
+        if sample_memory:
+            out["worker_peak_rss_mb"] = peak_rss_mb(workers[0].pid)
+        return out
+    finally:
+        stop(workers)
+        stop([redis_proc])
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident set size (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def run(n: int, size: tuple[int, int], base: Path, precision: str) -> dict:
+    """All five measurements on one folder of n photos of this size."""
+    root = base / f"photos-{size[0]}x{size[1]}"
+    paths = make_photos(root, n, size)
+    spec = spec_for(224, 256)
+    torch.manual_seed(0)
+    store_dir = base / "store"
+    registry = Registry(LocalStore(store_dir))
+    if not registry.alias("production"):
+        manifest = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"],
+                                  preprocess=spec)
+        registry.promote(manifest["version"], "production", by="bench")
+    manifest = registry.resolve("production")
+    device = torch.device("cpu")
+    model = load_model(manifest, registry.weights(manifest), device)
+    prec = resolve_precision(precision, device)
+    loaded = LoadedModel(manifest["version"], manifest["classes"], manifest["preprocess"], model,
+                         device, prec)
+    plain = build_alexnet(2).eval()
+    plain.load_state_dict(model.state_dict())
+    figures = {"n": n, "size": f"{size[0]}x{size[1]}", "precision": prec,
+               "mean_file_kb": round(sum(p.stat().st_size for p in paths[:64]) / 64 / 1024)}
+    figures["a_one_at_a_time"] = bench_a(paths[: max(40, n // 5)], plain, spec)
+    figures["b_dataloader"] = bench_b(paths, plain, spec)
+    figures["c_engine"] = bench_c(root, loaded)
+    figures["d_system"] = bench_d(root, n, base, {"store": str(store_dir),
+                                                  "precision": precision})["images_per_s"]
+    figures["e"] = bench_e(paths, loaded)
+    e = figures["e"]["ceiling"]
+    figures["ratios"] = {"d_over_b": round(figures["d_system"] / figures["b_dataloader"], 2),
+                         "d_over_a": round(figures["d_system"] / figures["a_one_at_a_time"], 2),
+                         "c_over_ceiling": round(figures["c_engine"] / e, 2)}
+    return figures
+
+
+def memory(base: Path, precision: str) -> dict:
+    """Worker peak RSS and Redis bytes for a 1,000- and a 10,000-image job (hard-linked files)."""
+    out = {}
+    for n in (1000, 10000):
+        root = base / f"many-{n}"
+        make_photos(root, n, (1600, 1200), unique=64)
+        out[n] = bench_d(root, n, base, {"store": str(base / "store"), "precision": precision},
+                         sample_memory=True)
+    out["rss_ratio_10k_over_1k"] = round(out[10000]["worker_peak_rss_mb"] /
+                                         out[1000]["worker_peak_rss_mb"], 3)
+    return out
+
+
+def table(figures: dict) -> str:
+    """The five figures with ratios, as Markdown."""
+    e = figures["e"]
+    rows = [("(a) one at a time", figures["a_one_at_a_time"]),
+            ("(b) Dataset + DataLoader(64, 2 workers)", figures["b_dataloader"]),
+            ("(c) engine alone", figures["c_engine"]),
+            ("(d) whole system (API -> Redis -> worker -> store)", figures["d_system"]),
+            ("(e) decode alone", e["decode"]), ("(e) forward alone", e["forward"]),
+            ("(e) ceiling for the same cores", e["ceiling"])]
+    lines = [f"{figures['size']} JPEGs (~{figures['mean_file_kb']} KB), n={figures['n']}, "
+             f"precision {figures['precision']}", "",
+             "| pipeline | images/s | x (b) |", "|---|---|---|"]
+    lines += [f"| {name} | {v} | {v / figures['b_dataloader']:.2f} |" for name, v in rows]
+    r = figures["ratios"]
+    lines += ["", f"(d)/(b) = {r['d_over_b']}, (d)/(a) = {r['d_over_a']}, "
+                  f"(c)/ceiling = {r['c_over_ceiling']}"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=400, help="images per folder (default 400)")
+    p.add_argument("--sizes", default="1600x1200", help="comma-separated WxH (e.g. 1600x1200,"
+                   "4000x3000)")
+    p.add_argument("--precision", default="auto", help="engine precision (default auto)")
+    p.add_argument("--memory", action="store_true", help="also RSS at 1k vs 10k images")
+    p.add_argument("--dir", help="working folder (default: a temp folder)")
+    args = p.parse_args()
+    OUT.mkdir(exist_ok=True)
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="facesense-bench-"))
+    result = {"machine": {"cpu": platform.processor() or platform.machine(),
+                          "cores": os.cpu_count(), "torch": torch.__version__,
+                          "torch_threads": torch.get_num_threads()}, "runs": []}
+    for size in args.sizes.split(","):
+        w, h = map(int, size.split("x"))
+        figures = run(args.n, (w, h), base, args.precision)
+        result["runs"].append(figures)
+        print(table(figures), "\n", flush=True)
+    if args.memory:
+        result["memory"] = memory(base, args.precision)
+        print(json.dumps(result["memory"], indent=2))
+    path = OUT / "throughput.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"figures written to {path}")
+
+
+if __name__ == "__main__":
+    main()
