@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -159,14 +160,27 @@ def test_standalone_trainer_registers_and_promotes(tmp_path):
     assert bad.returncode == 1 and "at least 2" in bad.stderr
 
 
+def children(pid: int) -> list[int]:
+    """Direct child processes of pid, from /proc."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def test_sigterm_stops_redis_worker_and_api(stack):
     proc = stack["proc"]
+    kids = children(proc.pid)
+    assert len(kids) == 2  # the private redis-server and one worker
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{stack['port']}/healthz", timeout=2)
+    assert not [pid for pid in kids if Path(f"/proc/{pid}").exists()]
     # The private Redis kept its data on disk (append-only file) for the next start.
     assert list((stack["data"] / "redis").rglob("*.aof*"))
-    leftovers = subprocess.run(["pgrep", "-f", str(stack["data"])], capture_output=True,
-                               text=True).stdout.split()
-    assert not leftovers
