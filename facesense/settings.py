@@ -32,6 +32,7 @@ class Settings:
     batch_size: int = _setting(0, "Images per forward pass; 0: 64 on CPU, 256 on CUDA")
     decode_threads: int = _setting(0, "Fetch + decode threads per worker; 0: cores + 2")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
+    decoder: str = _setting("auto", "JPEG decoding: auto (GPU nvJPEG when on CUDA and measured faster), cpu or gpu")
     precision: str = _setting("auto", "auto, fp32, bf16 or fp16; auto: bf16 (else fp16) autocast on CUDA, fp32 on CPU")
     default_model: str = _setting("production", "Model alias (or version) used when a job names none")
     api_host: str = _setting("127.0.0.1", "Address the API listens on")

@@ -76,7 +76,7 @@ def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000,
 
 def normalize(batch: torch.Tensor, spec: dict, device: torch.device) -> torch.Tensor:
     """uint8 NHWC batch -> normalised float NCHW (channels-last) on device, as spec says."""
-    if device.type == "cuda":
+    if device.type == "cuda" and batch.device.type == "cpu":
         batch = batch.pin_memory().to(device, non_blocking=True)
     else:
         batch = batch.to(device)

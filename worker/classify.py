@@ -39,7 +39,7 @@ def plan(ctx: Context, job_id: str) -> int:
     manifest = ctx.registry.manifest(record["model_version"])
     ctx.jobs.set_status(job_id, JobStatus.RUNNING, model_version=manifest["version"],
                         classes=manifest["classes"], precision=ctx.models.precision,
-                        device=str(ctx.models.device))
+                        device=str(ctx.models.device), decoder=ctx.decoder)
     source = open_source(record["source"], ctx.settings, ctx.store)
     total = shards = 0
     for index, keys in enumerate(batched(list_images(source), ctx.settings.shard_size)):
@@ -78,7 +78,8 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
                       threads=ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
                       max_bytes=ctx.settings.max_image_bytes,
-                      should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled"))
+                      should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled",
+                      decoder=ctx.decoder))
     if len(rows) < len(keys):  # cancelled mid-shard
         return False
     failed = sum(1 for r in rows if r["error"])

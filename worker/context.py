@@ -16,6 +16,7 @@ from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.store import Store, store_from_settings
 from trainer.model import load_model
+from worker.gpu_decode import DECODERS, resolve_decoder
 from worker.inference import (
     LoadedModel,
     default_batch_size,
@@ -61,6 +62,7 @@ class Context:
     enqueue: Callable[[str, list], None]  # send a task by name with positional args
     batch_size: int = 0
     threads: int = 0
+    decoder: str = "cpu"
     extra: dict = field(default_factory=dict)
 
 
@@ -69,6 +71,8 @@ def check_settings(settings: Settings) -> None:
     if not settings.redis_url:
         raise ConfigError("FACESENSE_REDIS_URL is not set: a worker needs the shared Redis")
     resolve_precision(settings.precision, resolve_device(settings.device))
+    if settings.decoder not in DECODERS:
+        raise ConfigError(f"FACESENSE_DECODER={settings.decoder!r}: use auto, cpu or gpu")
     store_from_settings(settings)
 
 
@@ -83,4 +87,5 @@ def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> C
                    registry=registry, models=ModelCache(registry, device, precision),
                    enqueue=enqueue,
                    batch_size=settings.batch_size or default_batch_size(device),
-                   threads=settings.decode_threads or default_threads())
+                   threads=settings.decode_threads or default_threads(),
+                   decoder=resolve_decoder(settings.decoder, device))

@@ -14,7 +14,8 @@ import torch
 from facesense.errors import FacesenseError, ObjectNotFound, TransientError
 from facesense.sources import group_of
 from facesense.store import TooLarge
-from trainer.presets import ImageRejected, normalize, preprocess
+from trainer.presets import ImageRejected, normalize, open_image, preprocess
+from worker.gpu_decode import decode_batch_gpu, is_jpeg
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -59,9 +60,9 @@ def default_threads() -> int:
     return (os.cpu_count() or 2) + 2
 
 
-def forward(loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
-    """uint8 NHWC batch -> class probabilities (float32), normalised on the device."""
-    x = normalize(torch.from_numpy(batch), loaded.spec, loaded.device)
+def forward(loaded: LoadedModel, batch: np.ndarray | torch.Tensor) -> np.ndarray:
+    """uint8 NHWC batch (CPU array, or tensor already on the device) -> class probabilities."""
+    x = normalize(torch.as_tensor(batch), loaded.spec, loaded.device)
     dtype = PRECISIONS[loaded.precision]
     with torch.inference_mode(), torch.autocast(loaded.device.type, dtype=dtype,
                                                 enabled=dtype is not None):
@@ -69,18 +70,25 @@ def forward(loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
     return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
+class Jpeg(bytes):
+    """JPEG bytes whose header passed the checks, left for the GPU to decode with its batch."""
+
+
 def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], bytes], *,
           batch_size: int, threads: int, max_pixels: int, max_bytes: int,
-          should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict]:
+          should_stop: Callable[[], bool] = lambda: False, decoder: str = "cpu") -> Iterator[dict]:
     """One result row per key, in order; decoding of batch k+1 overlaps the forward of batch k.
 
     fetch(key, max_bytes) returns an image's bytes (e.g. functools.partial(read_limited, store)).
-
+    decoder 'gpu' leaves JPEGs to nvJPEG on the device, in batches (see worker.gpu_decode).
     Stops early (fewer rows than keys) when should_stop() turns true between batches.
     """
     def load(key: str):
         try:
             data = fetch(key, max_bytes)  # stops reading past the limit: memory stays bounded
+            if decoder == "gpu" and is_jpeg(data):
+                open_image(data, max_pixels=max_pixels)  # header only: the pixel limit
+                return Jpeg(data)
             return preprocess(data, loaded.spec, max_pixels=max_pixels)
         except (ImageRejected, TooLarge) as e:
             return str(e)
@@ -109,8 +117,9 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel) -> Iter
             raise  # storage is down: the whole shard retries, rows are not lost as errors
         except Exception as e:  # anything else is this image's problem only
             decoded.append((key, f"cannot read image: {type(e).__name__}: {e}"))
-    good = [(k, v) for k, v in decoded if isinstance(v, np.ndarray)]
-    probs = iter(forward(loaded, np.stack([v for _, v in good])) if good else ())
+    decoded = _decode_jpegs_on_gpu(decoded, loaded)
+    good = [v for _, v in decoded if not isinstance(v, str)]
+    probs = iter(forward(loaded, _stack(good, loaded.device)) if good else ())
     for key, value in decoded:
         if isinstance(value, str):
             yield {"image": key, "group": group_of(key), "label": None, "confidence": None,
@@ -122,3 +131,30 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel) -> Iter
                "confidence": round(float(p[best]), 6),
                "probs": {c: round(float(x), 6) for c, x in zip(loaded.classes, p, strict=True)},
                "error": None}
+
+
+def _decode_jpegs_on_gpu(decoded: list, loaded: LoadedModel) -> list:
+    """Replace Jpeg bytes by GPU-decoded tensors; a batch nvJPEG refuses falls back to the CPU."""
+    jpegs = [i for i, (_, v) in enumerate(decoded) if isinstance(v, Jpeg)]
+    if not jpegs:
+        return decoded
+    out = list(decoded)
+    try:
+        images = decode_batch_gpu([decoded[i][1] for i in jpegs], loaded.spec, loaded.device)
+        for n, i in enumerate(jpegs):
+            out[i] = (decoded[i][0], images[n])
+    except Exception:  # one corrupt JPEG fails nvJPEG's whole batch: decode these on the CPU
+        for i in jpegs:
+            key, data = decoded[i]
+            try:
+                out[i] = (key, preprocess(bytes(data), loaded.spec))
+            except ImageRejected as e:
+                out[i] = (key, str(e))
+    return out
+
+
+def _stack(images: list, device: torch.device) -> torch.Tensor | np.ndarray:
+    """One uint8 NHWC batch from CPU arrays and/or device tensors."""
+    if all(isinstance(v, np.ndarray) for v in images):
+        return np.stack(images)
+    return torch.stack([torch.as_tensor(v).to(device) for v in images])
