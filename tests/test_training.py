@@ -46,6 +46,18 @@ def training_worker(trainer_settings, worker):
     stop([proc])
 
 
+def train_until_first_epoch(client, faces, epochs: int) -> str:
+    """Queue a training job and return its id once its first epoch (and checkpoint) is done."""
+    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
+                                         "params": {**SMALL, "epochs": epochs}})
+    job_id = resp.get_json()["id"]
+    deadline = time.monotonic() + 180
+    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
+        assert time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.05)
+    return job_id
+
+
 def test_train_promote_and_score_with_the_new_version(client, training_worker, faces,
                                                       model_version):
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
@@ -127,13 +139,7 @@ def test_a_one_class_dataset_fails_before_training(client, training_worker, base
 
 
 def test_cancel_stops_training_and_publishes_nothing(client, training_worker, faces):
-    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
-                                         "params": {**SMALL, "epochs": 40}})
-    job_id = resp.get_json()["id"]
-    deadline = time.monotonic() + 120
-    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
-        assert time.monotonic() < deadline, "no epoch finished"
-        time.sleep(0.05)
+    job_id = train_until_first_epoch(client, faces, epochs=40)
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     time.sleep(4)  # more than an epoch: a job that ignored the cancel would move on
@@ -148,13 +154,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_se
                                                               training_worker):
     stop([training_worker])  # this test (the module's last) brings its own worker, to kill it
     victim = start_trainer(trainer_settings)
-    resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
-                                         "params": {**SMALL, "epochs": 5}})
-    job_id = resp.get_json()["id"]
-    deadline = time.monotonic() + 180
-    while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
-        assert time.monotonic() < deadline, "no epoch finished"
-        time.sleep(0.05)
+    job_id = train_until_first_epoch(client, faces, epochs=5)
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = time.time()
