@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
 from api.schemas import CLASSIFY_FIELDS, TRAIN_FIELDS, check_fields, int_arg, json_body
 from facesense.errors import BadRequest, Conflict, TransientError
 from facesense.jobs import COUNTERS, JobStatus, new_job_id
 from facesense.queue import PLAN_CLASSIFY, TRAIN
-from facesense.results import job_key, read_page
+from facesense.results import RETRY_KEYS, failed_images, job_key, read_page
 from facesense.sources import normalize_source, save_uploads, upload_source
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
 
@@ -106,6 +108,30 @@ def submit_train(body: dict) -> dict:
         raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
     record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote)
     return send(record, TRAIN)
+
+
+@bp.post("/<job_id>/retry")
+def retry(job_id: str):
+    """Score again only the images that failed in a finished scoring job, as a new job."""
+    s = services()
+    body = check_fields(json_body(request), {"model": str}, ()) if request.data else {}
+    old = s.jobs.get(job_id)
+    if old["type"] != "classify" or old["status"] != JobStatus.SUCCEEDED.value:
+        raise Conflict(f"job {job_id} is not a finished scoring job with results "
+                       f"(type {old['type']}, status {old['status']})")
+    keys = failed_images(s.store, job_id)
+    if not keys:
+        raise Conflict(f"job {job_id} has no failed images to retry")
+    new_id = new_job_id()
+    s.store.put(job_key(new_id, RETRY_KEYS), json.dumps(keys).encode())
+    name = body.get("model") or old["model_version"]  # same version unless asked otherwise
+    manifest = s.registry.resolve(name)
+    record = s.jobs.create("classify", job_id=new_id, source=old["source"], model=name,
+                           model_version=manifest["version"], classes=manifest["classes"],
+                           retry_of=job_id)
+    response = jsonify(public(send(record, PLAN_CLASSIFY)))
+    response.headers["Location"] = f"/v1/jobs/{new_id}"
+    return response, 202
 
 
 @bp.post("/<job_id>/cancel")

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Iterator
 from facesense.errors import ObjectNotFound
 from facesense.store import Store
 
+RETRY_KEYS = "retry-images.json"  # a retry job's list of image keys to score again
+
 
 def job_key(job_id: str, name: str) -> str:
     """Where a job's file lives in the store."""
@@ -144,3 +146,9 @@ def read_page(store: Store, job_id: str, offset: int, limit: int) -> list[dict]:
             if i >= offset:
                 rows.append(row)
     return rows
+
+
+def failed_images(store: Store, job_id: str) -> list[str]:
+    """The keys of a finished job's error rows, streamed from its results."""
+    with store.open(job_key(job_id, "results.jsonl")) as stream:
+        return [row["image"] for row in iter_jsonl(stream) if row.get("error")]

@@ -141,3 +141,28 @@ def test_job_list_is_newest_first_and_pagination_is_clamped(client, base_dir, un
     created = [j["created_at"] for j in data["jobs"]]
     assert created == sorted(created, reverse=True) and len(created) >= 2
     assert error_of(client.get("/v1/jobs?limit=abc"), 400)
+
+
+@pytest.mark.slow
+def test_retry_rescores_only_the_failed_images(client, worker, base_dir, unique):
+    folder = base_dir / f"retry-{unique}"
+    make_folder(folder, 4, max_side=200)  # + truncated.jpg, notes.png, empty.jpeg
+    first = wait_for_job(client, client.post("/v1/jobs", json={
+        "type": "classify", "source": str(folder)}).get_json()["id"])
+    assert first["progress"]["failed"] == 3
+    # The user fixes one of the broken files, then retries.
+    fixed = folder / "variant_a" / "truncated.jpg"
+    fixed.write_bytes(encode(make_image(__import__("random").Random(7), (90, 90)), "JPEG"))
+    resp = client.post(f"/v1/jobs/{first['id']}/retry")
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["retry_of"] == first["id"]
+    second = wait_for_job(client, resp.get_json()["id"])
+    assert second["status"] == "succeeded" and second["model_version"] == first["model_version"]
+    assert (second["progress"]["total"], second["progress"]["failed"]) == (3, 2)
+    rows = client.get(f"/v1/jobs/{second['id']}/results").get_json()["rows"]
+    assert {r["image"] for r in rows if not r["error"]} == {"variant_a/truncated.jpg"}
+    # Nothing failed in the retry's own successes: a job without failures can't be retried.
+    clean = wait_for_job(client, client.post("/v1/jobs", json={
+        "type": "classify", "source": str(folder / "variant_b")}).get_json()["id"])
+    assert error_of(client.post(f"/v1/jobs/{clean['id']}/retry"), 409)
+    assert error_of(client.post("/v1/jobs/0123456789ab/retry"), 404)

@@ -10,7 +10,14 @@ from itertools import islice
 from facesense.errors import FacesenseError, SourceError
 from facesense.jobs import JobStatus
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
-from facesense.results import job_key, plan_key, shard_key, shard_rows, write_results
+from facesense.results import (
+    RETRY_KEYS,
+    job_key,
+    plan_key,
+    shard_key,
+    shard_rows,
+    write_results,
+)
 from facesense.sources import list_images, open_source
 from facesense.store import read_limited
 from worker.context import Context
@@ -40,9 +47,12 @@ def plan(ctx: Context, job_id: str) -> int:
     ctx.jobs.set_status(job_id, JobStatus.RUNNING, model_version=manifest["version"],
                         classes=manifest["classes"], precision=ctx.models.precision,
                         device=str(ctx.models.device), decoder=ctx.decoder)
-    source = open_source(record["source"], ctx.settings, ctx.store)
+    if record.get("retry_of"):  # only the images that failed in the earlier job
+        images = iter(json.loads(ctx.store.get(job_key(job_id, RETRY_KEYS))))
+    else:
+        images = list_images(open_source(record["source"], ctx.settings, ctx.store))
     total = shards = 0
-    for index, keys in enumerate(batched(list_images(source), ctx.settings.shard_size)):
+    for index, keys in enumerate(batched(images, ctx.settings.shard_size)):
         ctx.store.put(plan_key(job_id, index), json.dumps(keys).encode())
         total, shards = total + len(keys), index + 1
     if not total:
