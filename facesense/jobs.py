@@ -142,6 +142,17 @@ class JobRecords:
         return [i for i in range(shards)
                 if not (i // 8 < len(bits) and bits[i // 8] >> (7 - i % 8) & 1)]
 
+    def shard_counted(self, job_id: str, index: int) -> bool:
+        """True once a shard's rows are counted."""
+        return bool(self.redis.getbit(self._bits(job_id), index))
+
+    def count_attempt(self, job_id: str, index: int, step: int = 1) -> int:
+        """Count one delivery of a shard (step -1 takes back one that failed cleanly)."""
+        key = f"{self.key(job_id)}:attempts"
+        attempts = self.redis.hincrby(key, str(index), step)
+        self.redis.expire(key, self.ttl_s)
+        return int(attempts)
+
     def count_shard(self, job_id: str, index: int, done: int, failed: int) -> tuple[bool, int]:
         """Count one shard's images exactly once; returns (first time?, shards counted)."""
         bits = self._bits(job_id)

@@ -44,6 +44,7 @@ class Settings:
     max_image_bytes: int = _setting(64 << 20, "Largest image file scored; larger ones become error rows")
     max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
+    shard_max_attempts: int = _setting(3, "Deliveries of one shard before its images become error rows (an input that kills its worker every time)")
     visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
     lease_ttl_s: int = _setting(60, "Seconds a training job's lease outlives its worker's last heartbeat")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")

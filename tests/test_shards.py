@@ -41,8 +41,8 @@ def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, base_dir, model_ve
     assert [a for n, a in ctx.extra["sent"]] == [[job_id, 0], [job_id, 1], [job_id, 2]]
 
     # When shard 0 is delivered twice (a worker died before its ack) and the others once
-    for index in (0, 0, 1, 2):
-        assert classify.run_shard(ctx, job_id, index)
+    assert [classify.run_shard(ctx, job_id, i) for i in (0, 0, 1, 2)] == [True, False, True,
+                                                                          True]
     finals = [a for n, a in ctx.extra["sent"] if n == FINALIZE_CLASSIFY]
     assert finals == [[job_id]]
     classify.finalize(ctx, job_id)
@@ -91,3 +91,23 @@ def test_an_empty_source_fails_the_job_with_a_reason(ctx, base_dir, model_versio
     assert record["status"] == "failed" and "no images" in record["error"]
     archived = json.loads(ctx.store.get(f"jobs/{job_id}/job.json"))
     assert archived["status"] == "failed"
+
+
+def test_a_shard_that_kills_its_worker_every_time_becomes_error_rows(ctx, base_dir,
+                                                                     model_version, unique):
+    # Given a shard whose deliveries never finished (each worker died mid-shard)
+    folder = base_dir / f"poison-{unique}"
+    make_folder(folder, 12, max_side=200, corrupt=False)
+    job_id = new_job(ctx, folder, model_version)
+    classify.plan(ctx, job_id)  # shards: 0 (10 images), 1 (2 images)
+    for _ in range(ctx.settings.shard_max_attempts):
+        ctx.jobs.count_attempt(job_id, 0)
+    # When it is delivered once more, it is not scored again: its images fail with a reason
+    assert classify.run_shard(ctx, job_id, 0) and classify.run_shard(ctx, job_id, 1)
+    classify.finalize(ctx, job_id)
+    record = ctx.jobs.get(job_id)
+    assert record["status"] == "succeeded"
+    assert (record["total"], record["done"], record["failed"]) == (12, 12, 10)
+    rows = read_page(ctx.store, job_id, 0, 100)
+    assert all("worker died on this shard 3 times" in r["error"] for r in rows[:10])
+    assert not any(r["error"] for r in rows[10:])

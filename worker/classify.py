@@ -21,7 +21,7 @@ from facesense.results import (
 from facesense.sources import list_images, open_source
 from facesense.store import read_limited
 from worker.context import Context
-from worker.inference import score
+from worker.inference import error_row, score
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,35 @@ def _queue_missing_shards(ctx: Context, job_id: str, shards: int) -> int:
 def run_shard(ctx: Context, job_id: str, index: int) -> bool:
     """Score one shard and count it once; queues the finaliser after the last shard.
 
-    The output key is deterministic, so a redelivered shard overwrites its own rows and the
-    count bitmap ignores it: no duplicate rows, no double counting. Returns True if scored.
+    A shard already counted is skipped; one redelivered before it was counted overwrites its
+    own rows (the output key is deterministic) and the count bitmap adds it once: no duplicate
+    rows, no double counting. After FACESENSE_SHARD_MAX_ATTEMPTS deliveries that never finished
+    (the worker died each time), its images become error rows. Returns True if rows were written.
     """
     record = ctx.jobs.get(job_id)
-    if JobStatus(record["status"]).finished:
-        return False
+    if JobStatus(record["status"]).finished or ctx.jobs.shard_counted(job_id, index):
+        return False  # a late or repeated delivery: its rows are already in
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
+    # Counted before scoring: a delivery whose worker dies mid-shard is never taken back.
+    attempts = ctx.jobs.count_attempt(job_id, index)
+    if attempts > ctx.settings.shard_max_attempts:
+        reason = (f"not scored: a worker died on this shard {attempts - 1} times "
+                  "(an input in it may crash the decoder or the model)")
+        rows = [error_row(key, reason) for key in keys]
+    else:
+        try:
+            rows = _score_shard(ctx, job_id, record, keys)
+        except BaseException:
+            ctx.jobs.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
+            raise
+    if rows is None:  # cancelled mid-shard
+        return False
+    _save_and_count(ctx, job_id, index, record, rows)
+    return True
+
+
+def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str]) -> list[dict] | None:
+    """The shard's rows, or None if the job was cancelled before they were all scored."""
     loaded = ctx.models.get(record["model_version"])
     source = open_source(record["source"], ctx.settings, ctx.store)
     rows = list(score(keys, loaded, partial(read_limited, source), batch_size=ctx.batch_size,
@@ -90,15 +112,17 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
                       max_bytes=ctx.settings.max_image_bytes,
                       should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled",
                       decoder=ctx.decoder))
-    if len(rows) < len(keys):  # cancelled mid-shard
-        return False
+    return rows if len(rows) == len(keys) else None
+
+
+def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: list[dict]):
+    """Write the shard's rows under its deterministic key, count it once, maybe finalise."""
     failed = sum(1 for r in rows if r["error"])
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     ctx.store.put(shard_key(job_id, index), body.encode())
     _, counted = ctx.jobs.count_shard(job_id, index, len(rows), failed)
     if counted >= record["shards"]:
         ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
-    return True
 
 
 def finalize(ctx: Context, job_id: str) -> dict | None:

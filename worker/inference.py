@@ -122,8 +122,7 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel) -> Iter
     probs = iter(forward(loaded, _stack(good, loaded.device)) if good else ())
     for key, value in decoded:
         if isinstance(value, str):
-            yield {"image": key, "group": group_of(key), "label": None, "confidence": None,
-                   "probs": None, "error": value}
+            yield error_row(key, value)
             continue
         p = next(probs)
         best = int(p.argmax())
@@ -131,6 +130,12 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel) -> Iter
                "confidence": round(float(p[best]), 6),
                "probs": {c: round(float(x), 6) for c, x in zip(loaded.classes, p, strict=True)},
                "error": None}
+
+
+def error_row(key: str, reason: str) -> dict:
+    """The result row of an image that could not be scored."""
+    return {"image": key, "group": group_of(key), "label": None, "confidence": None,
+            "probs": None, "error": reason}
 
 
 def _decode_jpegs_on_gpu(decoded: list, loaded: LoadedModel) -> list:
