@@ -16,13 +16,23 @@ from worker.context import build_context
 
 
 @pytest.fixture
-def ctx(settings, model_version):
-    """A worker context whose queue is a list we inspect, instead of a broker."""
-    sent: list[tuple[str, list]] = []
-    context = build_context(settings.replace(shard_size=10),
-                            lambda name, args: sent.append((name, args)))
-    context.extra["sent"] = sent
-    return context
+def sent() -> list[tuple[str, list]]:
+    """The tasks the job functions queued, as (name, args)."""
+    return []
+
+
+@pytest.fixture
+def ctx(settings, model_version, sent):
+    """A worker context whose queue is the `sent` list, instead of a broker."""
+    return build_context(settings.replace(shard_size=10),
+                         lambda name, args: sent.append((name, args)))
+
+
+def job_on_folder(ctx, base_dir, model_version, name: str, n: int) -> str:
+    """A job on a fresh folder of n small generated images."""
+    folder = base_dir / name
+    make_folder(folder, n, max_side=200, corrupt=False)
+    return new_job(ctx, folder, model_version)
 
 
 def new_job(ctx, folder, model_version) -> str:
@@ -32,18 +42,19 @@ def new_job(ctx, folder, model_version) -> str:
     return record["id"]
 
 
-def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, base_dir, model_version, unique):
+def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, sent, base_dir, model_version,
+                                                          unique):
     # Given a 25-image job planned into 3 shards of at most 10
     folder = base_dir / f"dup-{unique}"
     make_folder(folder, 25, max_side=300, corrupt=False)
     job_id = new_job(ctx, folder, model_version)
     assert classify.plan(ctx, job_id) == 3
-    assert [a for n, a in ctx.extra["sent"]] == [[job_id, 0], [job_id, 1], [job_id, 2]]
+    assert [a for n, a in sent] == [[job_id, 0], [job_id, 1], [job_id, 2]]
 
     # When shard 0 is delivered twice (a worker died before its ack) and the others once
     assert [classify.run_shard(ctx, job_id, i) for i in (0, 0, 1, 2)] == [True, False, True,
                                                                           True]
-    finals = [a for n, a in ctx.extra["sent"] if n == FINALIZE_CLASSIFY]
+    finals = [a for n, a in sent if n == FINALIZE_CLASSIFY]
     assert finals == [[job_id]]
     classify.finalize(ctx, job_id)
 
@@ -56,21 +67,18 @@ def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, base_dir, model_ve
     assert record["summary"]["overall"]["images"] == 25
 
 
-def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, base_dir, model_version, unique):
-    folder = base_dir / f"replan-{unique}"
-    make_folder(folder, 25, max_side=200, corrupt=False)
-    job_id = new_job(ctx, folder, model_version)
+def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, sent, base_dir, model_version,
+                                                           unique):
+    job_id = job_on_folder(ctx, base_dir, model_version, f"replan-{unique}", 25)
     classify.plan(ctx, job_id)
     classify.run_shard(ctx, job_id, 1)
-    ctx.extra["sent"].clear()
+    sent.clear()
     assert classify.plan(ctx, job_id) == 2  # shards 0 and 2 are still to do
-    assert [a for n, a in ctx.extra["sent"] if n == CLASSIFY_SHARD] == [[job_id, 0], [job_id, 2]]
+    assert [a for n, a in sent if n == CLASSIFY_SHARD] == [[job_id, 0], [job_id, 2]]
 
 
 def test_a_finished_job_ignores_late_shards(ctx, base_dir, model_version, unique):
-    folder = base_dir / f"late-{unique}"
-    make_folder(folder, 5, max_side=200, corrupt=False)
-    job_id = new_job(ctx, folder, model_version)
+    job_id = job_on_folder(ctx, base_dir, model_version, f"late-{unique}", 5)
     classify.plan(ctx, job_id)
     classify.run_shard(ctx, job_id, 0)
     classify.finalize(ctx, job_id)
@@ -96,9 +104,7 @@ def test_an_empty_source_fails_the_job_with_a_reason(ctx, base_dir, model_versio
 def test_a_shard_that_kills_its_worker_every_time_becomes_error_rows(ctx, base_dir,
                                                                      model_version, unique):
     # Given a shard whose deliveries never finished (each worker died mid-shard)
-    folder = base_dir / f"poison-{unique}"
-    make_folder(folder, 12, max_side=200, corrupt=False)
-    job_id = new_job(ctx, folder, model_version)
+    job_id = job_on_folder(ctx, base_dir, model_version, f"poison-{unique}", 12)
     classify.plan(ctx, job_id)  # shards: 0 (10 images), 1 (2 images)
     for _ in range(ctx.settings.shard_max_attempts):
         ctx.jobs.count_attempt(job_id, 0)

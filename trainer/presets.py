@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from facesense.registry import DEFAULT_PREPROCESS
+
 # We enforce our own pixel limit (a setting) before decoding, so Pillow's global one is off.
 Image.MAX_IMAGE_PIXELS = None
 
@@ -88,7 +90,5 @@ def normalize(batch: torch.Tensor, spec: dict, device: torch.device) -> torch.Te
 
 def spec_for(image_size: int, resize_size: int | None = None) -> dict:
     """A preprocessing spec for a square input side (ImageNet normalisation)."""
-    from facesense.registry import DEFAULT_PREPROCESS
-
     return {**DEFAULT_PREPROCESS, "input_size": image_size,
             "resize_size": resize_size or round(image_size * 8 / 7)}

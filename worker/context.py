@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis as redis_lib
 import torch
@@ -63,7 +63,6 @@ class Context:
     batch_size: int = 0
     threads: int = 0
     decoder: str = "cpu"
-    extra: dict = field(default_factory=dict)
 
 
 def check_settings(settings: Settings) -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from facesense.demo import draw_face
+from trainer.presets import preprocess, spec_for
 
 log = logging.getLogger(__name__)
 
@@ -96,11 +100,6 @@ def is_jpeg(data: bytes) -> bool:
 
 def calibrate(device: torch.device, n: int = 16) -> dict[str, float]:
     """Time both paths on synthetic 2 MP photo-like JPEGs, at ImageNet preprocessing."""
-    import random
-
-    from facesense.demo import draw_face
-    from trainer.presets import preprocess, spec_for
-
     rng, spec, samples = random.Random(0), spec_for(224, 256), []
     for _ in range(n):
         buf = io.BytesIO()
