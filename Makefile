@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint up bench clean
+.PHONY: install browser demo test lint up bench clean
 
 install: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/facesense demo
 
-test: install
+# The dashboard's browser tests drive Debian's chromium (headless); installed once, as root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+test: install browser
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 

@@ -9,10 +9,12 @@ from celery import Celery
 from flask import Flask
 
 from facesense.jobs import JobRecords
+from facesense.keys import Keyring, check_exposure
 from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.store import Store, store_from_settings
+from facesense.webhooks import DELIVER as WEBHOOK
 
 
 @dataclass
@@ -28,19 +30,24 @@ class Services:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app for these settings (from the environment when none are given)."""
-    from api import errors, health, jobs, models
+    from api import auth, dashboard, errors, health, jobs, models, openapi
 
     settings = settings or Settings.from_env()
+    keyring = Keyring.from_settings(settings)
+    # Under gunicorn the app can't see --bind: FACESENSE_API_HOST must name it (compose sets it).
+    check_exposure(settings, keyring)
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes)
     app.json.sort_keys = False  # records read in their natural order
     store = store_from_settings(settings)
     redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30,
                                      socket_connect_timeout=5, retry_on_timeout=True)
-    app.extensions["facesense"] = Services(settings, store, JobRecords(redis, store,
-                                                                        settings.job_ttl_s),
-                                           Registry(store), make_celery(settings))
+    celery = make_celery(settings)
+    records = JobRecords(redis, store, settings.job_ttl_s,  # cancel ends jobs here: webhooks too
+                         on_finished=lambda job_id: celery.send_task(WEBHOOK, args=[job_id]))
+    app.extensions["facesense"] = Services(settings, store, records, Registry(store), celery)
     errors.register(app)
-    for module in (jobs, models, health):
+    auth.install(app, keyring)
+    for module in (jobs, models, health, openapi, dashboard):
         app.register_blueprint(module.bp)
     return app

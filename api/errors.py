@@ -39,7 +39,11 @@ def register(app: Flask) -> None:
         if e.code == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
             code, message = "too_large", f"request body exceeds the {limit}-byte limit"
-        return error_response(e.code or 500, code, message)
+        response, status = error_response(e.code or 500, code, message)
+        for name, value in e.get_headers():  # e.g. Allow on a 405
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -6,27 +6,31 @@ import json
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from api.schemas import CLASSIFY_FIELDS, TRAIN_FIELDS, check_fields, int_arg, json_body
+from api.auth import caller, visible
+from api.schemas import (
+    CLASSIFY_FIELDS,
+    TRAIN_FIELDS,
+    UPLOAD_FIELDS,
+    check_fields,
+    int_arg,
+    json_body,
+)
 from facesense.errors import BadRequest, Conflict, TransientError
-from facesense.jobs import COUNTERS, JobStatus, new_job_id
-from facesense.queue import PLAN_CLASSIFY, TRAIN
+from facesense.jobs import JobStatus, new_job_id, public
+from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
 from facesense.results import RETRY_KEYS, failed_images, job_key, read_page
 from facesense.sources import normalize_source, save_uploads, upload_source
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
+from facesense.urls import save_url_list
+from facesense.webhooks import check_callback_url
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
+SKIPPED_LISTED = 100  # skipped .zip members named on the job record (all are counted)
 
 
 def services():
     """The app's Services."""
     return current_app.extensions["facesense"]
-
-
-def public(record: dict) -> dict:
-    """A job record as the API shows it: counters grouped under progress."""
-    out = {k: v for k, v in record.items() if k not in COUNTERS}
-    out["progress"] = {k: record.get(k, 0) for k in COUNTERS}
-    return out
 
 
 @bp.post("")
@@ -39,7 +43,7 @@ def submit():
         body = json_body(request)
         kind = body.get("type")
         if kind == "classify":
-            record = submit_classify(check_fields(body, CLASSIFY_FIELDS, ("type", "source")))
+            record = submit_classify(check_fields(body, CLASSIFY_FIELDS, ("type",)))
         elif kind == "train":
             record = submit_train(check_fields(body, TRAIN_FIELDS, ("type", "dataset")))
         else:
@@ -52,18 +56,34 @@ def submit():
 
 
 def submit_classify(body: dict) -> dict:
-    """A scoring job on an S3 prefix or a server-side folder."""
+    """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
+    extra = callback(body)
+    if ("source" in body) == ("urls" in body):
+        raise BadRequest("give exactly one of 'source' and 'urls'")
+    if "urls" in body:
+        s.registry.resolve(body.get("model") or s.settings.default_model)  # fail before storing
+        job_id = new_job_id()
+        source = save_url_list(body["urls"], s.store, job_id, s.settings)
+        return queue_classify(job_id, source, body.get("model"), **extra)
     source = normalize_source(body["source"], s.settings)
-    return queue_classify(new_job_id(), source, body.get("model"))
+    return queue_classify(new_job_id(), source, body.get("model"), **extra)
+
+
+def callback(body: dict) -> dict:
+    """The job's checked callback_url as record fields (none if not given)."""
+    if "callback_url" not in body:
+        return {}
+    return {"callback_url": check_callback_url(body["callback_url"], services().settings)}
 
 
 def submit_upload() -> dict:
     """A scoring job on uploaded files, stored before anything is queued."""
     s = services()
-    form = check_fields(request.form.to_dict(), {"type": str, "model": str}, ("type",))
+    form = check_fields(request.form.to_dict(), UPLOAD_FIELDS, ("type",))
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
+    extra = callback(form)
     files = [(f.filename or "", f.stream) for key in request.files
              for f in request.files.getlist(key)]
     if not files:
@@ -71,17 +91,21 @@ def submit_upload() -> dict:
     s.registry.resolve(form.get("model") or s.settings.default_model)  # fail before storing
     job_id = new_job_id()
     inputs = f"jobs/{job_id}/inputs"
-    save_uploads(files, s.store.child(inputs), s.settings)
-    return queue_classify(job_id, upload_source(inputs), form.get("model"))
+    skipped: list[dict] = []  # a .zip's non-image members: reported on the job, not scored
+    save_uploads(files, s.store.child(inputs), s.settings, skipped)
+    if skipped:
+        extra.update(skipped=skipped[:SKIPPED_LISTED], skipped_count=len(skipped))
+    return queue_classify(job_id, upload_source(inputs), form.get("model"), **extra)
 
 
-def queue_classify(job_id: str, source: str, model: str | None) -> dict:
+def queue_classify(job_id: str, source: str, model: str | None, **fields) -> dict:
     """Record a scoring job with the exact model version, then queue its planner."""
     s = services()
     name = model or s.settings.default_model
     manifest = s.registry.resolve(name)
     record = s.jobs.create("classify", job_id=job_id, source=source, model=name,
-                           model_version=manifest["version"], classes=manifest["classes"])
+                           model_version=manifest["version"], classes=manifest["classes"],
+                           owner=caller().name, **fields)
     return send(record, PLAN_CLASSIFY)
 
 
@@ -99,6 +123,7 @@ def send(record: dict, task: str) -> dict:
 def submit_train(body: dict) -> dict:
     """A training job on the training queue."""
     s = services()
+    extra = callback(body)
     dataset = normalize_source(body["dataset"], s.settings)
     params = TrainParams.parse(body.get("params"))
     if params.base:
@@ -106,7 +131,8 @@ def submit_train(body: dict) -> dict:
     promote = body.get("promote", "never")
     if promote not in PROMOTE_POLICIES:
         raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
-    record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote)
+    record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote,
+                           owner=caller().name, **extra)
     return send(record, TRAIN)
 
 
@@ -115,7 +141,7 @@ def retry(job_id: str):
     """Score again only the images that failed in a finished scoring job, as a new job."""
     s = services()
     body = check_fields(json_body(request), {"model": str}, ()) if request.data else {}
-    old = s.jobs.get(job_id)
+    old = visible(s.jobs.get(job_id))
     if old["type"] != "classify" or old["status"] != JobStatus.SUCCEEDED.value:
         raise Conflict(f"job {job_id} is not a finished scoring job with results "
                        f"(type {old['type']}, status {old['status']})")
@@ -128,7 +154,7 @@ def retry(job_id: str):
     manifest = s.registry.resolve(name)
     record = s.jobs.create("classify", job_id=new_id, source=old["source"], model=name,
                            model_version=manifest["version"], classes=manifest["classes"],
-                           retry_of=job_id)
+                           retry_of=job_id, owner=caller().name)
     response = jsonify(public(send(record, PLAN_CLASSIFY)))
     response.headers["Location"] = f"/v1/jobs/{new_id}"
     return response, 202
@@ -138,33 +164,40 @@ def retry(job_id: str):
 def cancel(job_id: str):
     """Stop a job: queued work is skipped, running work stops at its next batch."""
     s = services()
-    record = s.jobs.get(job_id)
+    record = visible(s.jobs.get(job_id))
     if not s.jobs.set_status(job_id, JobStatus.CANCELLED, error="cancelled by request"):
         raise Conflict(f"job {job_id} already finished (status: {record['status']})")
+    if record["type"] == "classify":
+        try:  # a worker merges the shards scored so far into results marked partial
+            s.celery.send_task(FINALIZE_CLASSIFY, args=[job_id])
+        except Exception as e:
+            current_app.logger.warning("job %s: could not queue its partial results: %s", job_id, e)
     return jsonify(public(s.jobs.archive(job_id)))
 
 
 @bp.get("")
 def list_jobs():
-    """Recent jobs, newest first."""
+    """Recent jobs, newest first: the caller's own, or every job for an admin key."""
     limit = int_arg(request, "limit", 20, 1, 200)
     offset = int_arg(request, "offset", 0, 0, 1_000_000)
-    return jsonify({"jobs": [public(r) for r in services().jobs.recent(limit, offset)],
+    who = caller()
+    records = services().jobs.recent(limit, offset, owner=None if who.admin else who.name)
+    return jsonify({"jobs": [public(r) for r in records],
                     "limit": limit, "offset": offset})
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
     """One job: status, progress, and once finished the summary and result locations."""
-    return jsonify(public(services().jobs.get(job_id)))
+    return jsonify(public(visible(services().jobs.get(job_id))))
 
 
 @bp.get("/<job_id>/results")
 def results(job_id: str):
     """Result rows as paginated JSON, or the whole CSV streamed with ?format=csv."""
     s = services()
-    record = s.jobs.get(job_id)
-    if record["status"] != JobStatus.SUCCEEDED.value:
+    record = visible(s.jobs.get(job_id))
+    if not record.get("results"):  # succeeded, or cancelled with its partial results merged
         raise Conflict(f"job {job_id} has no results yet (status: {record['status']})")
     fmt = request.args.get("format", "json")
     if fmt == "csv":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, request
 
+from api.auth import caller, require_admin
 from api.schemas import check_fields, json_body
 from facesense.registry import check_name
 
@@ -32,7 +33,9 @@ def get_model(version: str):
 @bp.post("/<version>/promote")
 def promote(version: str):
     """Point an alias (default production) at this version; the move is kept in history."""
+    require_admin("promoting a model")
     body = check_fields(json_body(request), {"alias": str}, ())
     alias = check_name(body.get("alias", "production"), "alias")
-    by = f"request from {request.remote_addr}"
+    who = caller().name
+    by = f"key {who}" if who else f"request from {request.remote_addr}"
     return jsonify(registry().promote(version, alias, by=by))

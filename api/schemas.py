@@ -6,8 +6,9 @@ from flask import Request
 
 from facesense.errors import BadRequest
 
-CLASSIFY_FIELDS = {"type": str, "source": str, "model": str}
-TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str}
+CLASSIFY_FIELDS = {"type": str, "source": str, "urls": list, "model": str, "callback_url": str}
+TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "callback_url": str}
+UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str}
 
 
 def json_body(request: Request) -> dict:
@@ -22,7 +23,7 @@ def json_body(request: Request) -> dict:
 
 def check_fields(data: dict, fields: dict[str, type], required: tuple[str, ...]) -> dict:
     """Refuse unknown fields and wrong types, naming them; require some fields."""
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))  # a multipart name may be None
     if unknown:
         raise BadRequest(f"unknown field(s): {', '.join(unknown)}")
     wrong = [f"{k} (expected {fields[k].__name__})" for k, v in data.items()

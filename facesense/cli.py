@@ -10,6 +10,7 @@ from pathlib import Path
 
 from facesense.client import ApiError, Client
 from facesense.errors import FacesenseError
+from facesense.keys import check_exposure, hash_key, new_key, parse_keys
 from facesense.settings import Settings
 
 
@@ -30,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per action."""
     p = argparse.ArgumentParser(prog="facesense", description=__doc__)
     p.add_argument("--api", help="API URL (default: FACESENSE_API_URL or the embedded one)")
+    p.add_argument("--api-key", help="API key sent as a bearer token (default: FACESENSE_API_KEY)")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the embedded stack: private Redis, workers, API")
@@ -100,6 +102,16 @@ def parser() -> argparse.ArgumentParser:
     classify.add_argument("--json", action="store_true", help="print all probabilities as JSON")
     classify.set_defaults(func=cmd_classify)
 
+    keys = sub.add_parser("keys", help="make API keys and their configuration lines")
+    ksub = keys.add_subparsers(required=True, metavar="ACTION")
+    knew = ksub.add_parser("new", help="print a new random key and its configuration line")
+    khash = ksub.add_parser("hash", help="read a key on stdin, print its configuration line")
+    for action, func in ((knew, cmd_keys_new), (khash, cmd_keys_hash)):
+        action.add_argument("name", help="a name for the key (shown as the owner of its jobs)")
+        action.add_argument("--admin", action="store_true",
+                            help="an admin key: sees every job, may promote models")
+        action.set_defaults(func=func)
+
     demo = sub.add_parser("demo", help="train on synthetic faces, score a campaign, compare")
     demo.add_argument("--data", default="var/demo", help="folder for the demo (default var/demo)")
     demo.add_argument("--port", type=int, help="API port for the demo stack (default: free)")
@@ -108,8 +120,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def client(args, settings: Settings) -> Client:
-    """An API client for --api or the configured URL."""
-    return Client(args.api or settings.client_api_url)
+    """An API client for --api or the configured URL, sending --api-key or FACESENSE_API_KEY."""
+    return Client(args.api or settings.client_api_url, api_key=args.api_key or settings.api_key)
 
 
 def cmd_up(args, settings: Settings) -> int:
@@ -120,6 +132,7 @@ def cmd_up(args, settings: Settings) -> int:
     changes = {k: v for k, v in (("api_host", args.host), ("api_port", args.port),
                                  ("data_dir", args.data)) if v is not None}
     settings = settings.replace(**changes)
+    check_exposure(settings)  # before anything starts: no open API on a public address
     setup_logging(settings.log_level)
     embedded.run(settings, workers=args.workers)
     return 0
@@ -293,7 +306,7 @@ def cmd_classify(args, settings: Settings) -> int:
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
         manifest["version"])
-    data = fetch_image(args.image, max_bytes=settings.max_image_bytes)
+    data = fetch_image(args.image, settings)
     (row,) = score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,
                    max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
     if args.json:
@@ -303,6 +316,32 @@ def cmd_classify(args, settings: Settings) -> int:
     else:
         print(f"{row['label']} {row['confidence']:.4f}")
     return 1 if row["error"] else 0
+
+
+def cmd_keys_new(args, settings: Settings) -> int:
+    """Print a new key (shown once, stored nowhere) and the line that configures its hash."""
+    key = new_key()
+    line = config_line(args, hash_key(key))
+    print(key)  # stdout holds the key alone, for scripts: KEY=$(facesense keys new NAME)
+    print(f"# give the key above to its holder; only its hash goes in the API's environment "
+          f"(','-separate several keys):\n{line}", file=sys.stderr)
+    return 0
+
+
+def cmd_keys_hash(args, settings: Settings) -> int:
+    """Print the configuration line for a key read from stdin (kept out of shell history)."""
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise FacesenseError("give the key on stdin, e.g. `facesense keys hash NAME < keyfile`")
+    print(config_line(args, hash_key(key)))
+    return 0
+
+
+def config_line(args, digest: str) -> str:
+    """FACESENSE_API_KEYS=name:hash (or ADMIN_KEYS), checked as the server will parse it."""
+    variable = "FACESENSE_ADMIN_KEYS" if args.admin else "FACESENSE_API_KEYS"
+    parse_keys(f"{args.name}:{digest}", variable)  # a bad name fails here, not at start-up
+    return f"{variable}={args.name}:{digest}"
 
 
 def cmd_demo(args, settings: Settings) -> int:

@@ -18,9 +18,11 @@ class ApiError(Exception):
 class Client:
     """Talks JSON to a FaceSense API."""
 
-    def __init__(self, base_url: str, timeout: float = 60):
+    def __init__(self, base_url: str, timeout: float = 60, api_key: str | None = None):
         self.base_url, self.timeout = base_url.rstrip("/"), timeout
         self.http = requests.Session()
+        if api_key:
+            self.http.headers["Authorization"] = f"Bearer {api_key}"
 
     def _call(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
@@ -31,7 +33,8 @@ class Client:
         if resp.status_code >= 400:
             try:
                 err = resp.json()["error"]
-                raise ApiError(f"{err['message']} [{resp.status_code} {err['code']}]")
+                hint = " (set FACESENSE_API_KEY or pass --api-key)" if resp.status_code == 401 else ""
+                raise ApiError(f"{err['message']} [{resp.status_code} {err['code']}]{hint}")
             except (ValueError, KeyError, TypeError):
                 raise ApiError(f"HTTP {resp.status_code} from {path}") from None
         return resp

@@ -77,19 +77,21 @@ def wait_for_redis(url: str, proc: subprocess.Popen | None = None, timeout: floa
         time.sleep(0.1)
 
 
-def worker_command(queues: str = "inference,training", name: str = "worker") -> list[str]:
-    """The command line of one worker process: solo pool, one task at a time."""
+def worker_command(queues: str = "inference,training", name: str = "worker",
+                   pool: str = "solo") -> list[str]:
+    """The command line of one worker process: one task at a time (solo pool by default)."""
     return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-            "-Q", queues, "-P", "solo", "-c", "1", "-n", f"{name}-%h-{os.getpid()}",
+            "-Q", queues, "-P", pool, "-c", "1", "-n", f"{name}-%h-{os.getpid()}",
             "--without-gossip", "--without-mingle", "-l", "INFO"]
 
 
 def start_workers(settings: Settings, count: int, env: dict | None = None,
-                  queues: str = "inference,training") -> list[subprocess.Popen]:
+                  queues: str = "inference,training", pool: str = "solo",
+                  first: int = 0) -> list[subprocess.Popen]:
     """count worker processes with these settings in their environment."""
     child_env = {**os.environ, **settings.env(), **(env or {})}
-    return [subprocess.Popen(worker_command(queues, name=f"worker{i}"), env=child_env)
-            for i in range(count)]
+    return [subprocess.Popen(worker_command(queues, f"worker{i}", pool), env=child_env)
+            for i in range(first, first + count)]
 
 
 def stop(procs: list[subprocess.Popen], timeout: float = 30) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from enum import StrEnum
 
 import redis as redis_lib
@@ -12,8 +14,10 @@ import redis as redis_lib
 from facesense.errors import JobNotFound, ObjectNotFound
 from facesense.store import Store
 
+log = logging.getLogger(__name__)
 KEY_PREFIX = "facesense:"
 RECENT = KEY_PREFIX + "jobs"  # sorted set: job id scored by creation time
+ACTIVE = KEY_PREFIX + "active"  # set: ids of queued and running jobs, for the watchdog
 COUNTERS = ("total", "done", "failed", "shards", "shards_done")
 
 
@@ -36,7 +40,12 @@ FINISHED = [s.value for s in JobStatus if s.finished]
 
 # Count a shard once: SETBIT returns the old bit, so only the first delivery adds its counts.
 # The bitmap costs one bit per shard, so Redis memory stays flat as jobs grow.
+# A job already finished (cancelled) counts nothing more, so its partial results stay exact.
 _COUNT_SHARD = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status == '"cancelled"' or status == '"failed"' then
+  return {0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
+end
 local first = redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0
 if first then
   redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
@@ -68,6 +77,11 @@ return 1
 """
 
 
+def owned(owner: str) -> str:
+    """The sorted set of one API key's jobs, scored by creation time."""
+    return f"{RECENT}:owner:{owner}"
+
+
 def new_job_id() -> str:
     """A time-sortable unique id: creation time in hex, then random."""
     return f"{int(time.time() * 1000):012x}{uuid.uuid4().hex[:12]}"
@@ -81,8 +95,10 @@ def now() -> float:
 class JobRecords:
     """Create, read and update job records; Redis is the live copy, the store keeps finals."""
 
-    def __init__(self, redis: redis_lib.Redis, store: Store, ttl_s: int = 30 * 86400):
+    def __init__(self, redis: redis_lib.Redis, store: Store, ttl_s: int = 30 * 86400,
+                 on_finished: Callable[[str], None] | None = None):
         self.redis, self.store, self.ttl_s = redis, store, ttl_s
+        self.on_finished = on_finished  # queues the webhook of a job with a callback_url
         self._count_shard = redis.register_script(_COUNT_SHARD)
         self._set_status = redis.register_script(_SET_STATUS)
         self._renew = redis.register_script(_RENEW_LEASE)
@@ -102,6 +118,9 @@ class JobRecords:
         pipe.hset(self.key(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
         pipe.expire(self.key(job_id), self.ttl_s)
         pipe.zadd(RECENT, {job_id: record["created_at"]})
+        pipe.sadd(ACTIVE, job_id)
+        if record.get("owner"):  # the API key's name (never the key): its own jobs, listable
+            pipe.zadd(owned(record["owner"]), {job_id: record["created_at"]})
         pipe.execute()
         return record
 
@@ -130,8 +149,29 @@ class JobRecords:
         elif status is JobStatus.RUNNING:
             fields["started_at"] = now()
         pairs = [x for k, v in fields.items() for x in (k, json.dumps(v))]
-        return bool(self._set_status(keys=[self.key(job_id)],
-                                     args=[status.value, len(FINISHED), *FINISHED, *pairs]))
+        moved = bool(self._set_status(keys=[self.key(job_id)],
+                                      args=[status.value, len(FINISHED), *FINISHED, *pairs]))
+        if moved and status.finished:
+            self.redis.srem(ACTIVE, job_id)
+            self._finished(job_id)
+        return moved
+
+    def _finished(self, job_id: str) -> None:
+        """The one hook every final status passes: queue the job's webhook if it has one."""
+        if self.on_finished is None or not self.get_field(job_id, "callback_url"):
+            return
+        try:
+            self.on_finished(job_id)
+        except Exception as e:  # a broker hiccup must not undo or hide the status change
+            log.warning("job %s: could not queue its webhook: %s", job_id, e)
+
+    def active(self) -> list[str]:
+        """Ids of the jobs not yet finished."""
+        return sorted(i.decode() for i in self.redis.smembers(ACTIVE))
+
+    def forget_active(self, job_id: str) -> None:
+        """Drop a job from the active index (it finished, or Redis forgot its record)."""
+        self.redis.srem(ACTIVE, job_id)
 
     def _bits(self, job_id: str) -> str:
         return f"{KEY_PREFIX}job:{job_id}:shards"
@@ -153,6 +193,19 @@ class JobRecords:
         self.redis.expire(key, self.ttl_s)
         return int(attempts)
 
+    def attempts(self, job_id: str) -> dict[int, int]:
+        """Deliveries counted so far, by shard index."""
+        raw = self.redis.hgetall(f"{self.key(job_id)}:attempts")
+        return {int(k): int(v) for k, v in raw.items()}
+
+    def mark_requeued(self, job_id: str, name: str, ttl_s: int) -> bool:
+        """Note that the work under lease name was put back on the queue; False if it already was."""
+        return bool(self.redis.set(f"{self.key(job_id)}:requeued:{name}", 1, nx=True, ex=ttl_s))
+
+    def clear_requeued(self, job_id: str, name: str) -> None:
+        """A worker took the work up: if it dies too, the work may be requeued again."""
+        self.redis.delete(f"{self.key(job_id)}:requeued:{name}")
+
     def count_shard(self, job_id: str, index: int, done: int, failed: int) -> tuple[bool, int]:
         """Count one shard's images exactly once; returns (first time?, shards counted)."""
         bits = self._bits(job_id)
@@ -166,30 +219,34 @@ class JobRecords:
         raw = self.redis.hget(self.key(job_id), name)
         return None if raw is None else json.loads(raw)
 
-    def acquire_lease(self, job_id: str, owner: str, ttl_s: int) -> bool:
-        """Take the job's lease unless another owner holds a live one (re-entrant for owner)."""
-        key = f"{self.key(job_id)}:lease"
-        if self.redis.set(key, owner, nx=True, ex=ttl_s):
+    def acquire_lease(self, job_id: str, owner: str, ttl_s: int, name: str = "lease") -> bool:
+        """Take a lease on the job (or on a part of it: name) unless another owner holds it."""
+        if self.redis.set(f"{self.key(job_id)}:{name}", owner, nx=True, ex=ttl_s):
             return True
-        return self.renew_lease(job_id, owner, ttl_s)
+        return self.renew_lease(job_id, owner, ttl_s, name)  # re-entrant for its owner
 
-    def renew_lease(self, job_id: str, owner: str, ttl_s: int) -> bool:
+    def renew_lease(self, job_id: str, owner: str, ttl_s: int, name: str = "lease") -> bool:
         """Extend the lease if owner still holds it."""
-        return bool(self._renew(keys=[f"{self.key(job_id)}:lease"], args=[owner, ttl_s]))
+        return bool(self._renew(keys=[f"{self.key(job_id)}:{name}"], args=[owner, ttl_s]))
 
-    def release_lease(self, job_id: str, owner: str) -> None:
+    def release_lease(self, job_id: str, owner: str, name: str = "lease") -> None:
         """Give the lease up if owner holds it."""
-        self._renew(keys=[f"{self.key(job_id)}:lease"], args=[owner, 0])
+        self._renew(keys=[f"{self.key(job_id)}:{name}"], args=[owner, 0])
 
-    def recent(self, limit: int = 20, offset: int = 0) -> list[dict]:
-        """Newest jobs first; ids whose records expired are dropped from the index."""
-        ids = [i.decode() for i in self.redis.zrevrange(RECENT, offset, offset + limit - 1)]
+    def leased(self, job_id: str, name: str = "lease") -> bool:
+        """True while some live worker holds the lease."""
+        return bool(self.redis.exists(f"{self.key(job_id)}:{name}"))
+
+    def recent(self, limit: int = 20, offset: int = 0, owner: str | None = None) -> list[dict]:
+        """Newest jobs first (only owner's, if given); expired ids are dropped from the index."""
+        index = owned(owner) if owner else RECENT
+        ids = [i.decode() for i in self.redis.zrevrange(index, offset, offset + limit - 1)]
         out = []
         for job_id in ids:
             try:
                 out.append(self.get(job_id))
             except JobNotFound:
-                self.redis.zrem(RECENT, job_id)
+                self.redis.zrem(index, job_id)
         return out
 
     def archive(self, job_id: str) -> dict:
@@ -197,6 +254,13 @@ class JobRecords:
         record = self.get(job_id)
         self.store.put(f"jobs/{job_id}/job.json", json.dumps(record, indent=2).encode())
         return record
+
+
+def public(record: dict) -> dict:
+    """A job record as the API and webhooks show it: counters grouped under progress."""
+    out = {k: v for k, v in record.items() if k not in COUNTERS}
+    out["progress"] = {k: record.get(k, 0) for k in COUNTERS}
+    return out
 
 
 def _valid_id(job_id: str) -> bool:

@@ -102,9 +102,9 @@ def iter_jsonl(stream) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def shard_rows(store: Store, job_id: str, shards: int) -> Iterator[dict]:
-    """Every shard's rows in shard order; a missing shard file is a bug, so it raises."""
-    for index in range(shards):
+def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dict]:
+    """These shards' rows in order; a missing shard file is a bug, so it raises."""
+    for index in shards:
         with store.open(shard_key(job_id, index)) as stream:
             yield from iter_jsonl(stream)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from facesense.errors import ConfigError
 
 PREFIX = "FACESENSE_"
+URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")  # redis://user:password@host -> masked
 
 
 def _setting(default, help: str):
@@ -38,17 +40,30 @@ class Settings:
     api_host: str = _setting("127.0.0.1", "Address the API listens on")
     api_port: int = _setting(8000, "Port the API listens on")
     api_url: str = _setting("", "API URL the CLI talks to; empty: http://<api_host>:<api_port>")
+    api_keys: str = _setting("", "API keys as NAME:SHA256HEX entries, ','-separated (`facesense keys new NAME`); with none here or in admin_keys, no authentication")
+    admin_keys: str = _setting("", "Admin API keys, same format: they see every job and may promote models")
+    allow_open_api: int = _setting(0, "1: let the API listen on a non-loopback address with no API keys configured")
+    api_key: str = _setting("", "The key the CLI and Client send as a bearer token (masked when settings are printed)")
     max_upload_bytes: int = _setting(2 << 30, "Largest request body (uploads) in bytes; larger: 413")
     max_zip_members: int = _setting(100_000, "Most members accepted in an uploaded .zip")
     max_zip_bytes: int = _setting(20 << 30, "Most uncompressed bytes accepted from an uploaded .zip")
+    max_zip_ratio: int = _setting(200, "Largest compression ratio of an uploaded .zip member over 1 MiB (a zip bomb); larger: 413")
     max_image_bytes: int = _setting(64 << 20, "Largest image file scored; larger ones become error rows")
     max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")
+    url_max_per_job: int = _setting(10_000, "Most image URLs one scoring job may list; more: 413")
+    url_connect_timeout_s: int = _setting(5, "Seconds to connect to an image or callback URL's server")
+    url_timeout_s: int = _setting(30, "Seconds one URL fetch may take in all (connect, redirects, body); longer: error row")
+    url_allow_networks: str = _setting("", "Comma-separated CIDRs image and callback URLs may reach despite the address rules (loopback, private, link-local...); empty: none")
+    webhook_secret: str = _setting("", "HMAC-SHA256 key signing webhook deliveries; empty: jobs can't carry a callback_url")
+    webhook_max_attempts: int = _setting(8, "Deliveries of a webhook before giving up")
+    webhook_backoff_s: int = _setting(5, "Seconds before the first webhook retry; doubled for each later one (at most 600)")
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
     shard_max_attempts: int = _setting(3, "Deliveries of one shard before its images become error rows (an input that kills its worker every time)")
     visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
     lease_ttl_s: int = _setting(60, "Seconds a training job's lease outlives its worker's last heartbeat")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
     job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
+    thumbnails: int = _setting(1, "1: workers write a 128 px JPEG thumbnail of each scored image for the dashboard's gallery; 0: none")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:
@@ -61,6 +76,18 @@ class Settings:
                 values[f.name] = _parse(f, raw)
         values.update(overrides)
         return cls(**values)
+
+    def __repr__(self) -> str:
+        """The settings with secrets masked (keys, secrets, passwords in URLs): safe to log."""
+        parts = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value and is_secret(f.name):
+                value = "***"
+            elif isinstance(value, str):
+                value = URL_PASSWORD.sub(r"\1***@", value)
+            parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     def replace(self, **changes) -> Settings:
         """A copy with some fields changed."""
@@ -89,6 +116,11 @@ class Settings:
             value = getattr(self, f.name)
             out[PREFIX + f.name.upper()] = ":".join(value) if isinstance(value, tuple) else str(value)
         return out
+
+
+def is_secret(name: str) -> bool:
+    """True for settings never to be printed: the CLI's key, secrets, passwords."""
+    return name == "api_key" or name.endswith("_secret") or "password" in name
 
 
 def setting_names() -> list[str]:

@@ -217,7 +217,9 @@ def _s3_client(*, endpoint_url: str, region: str, max_pool_connections: int):
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"max_attempts": 5, "mode": "standard"},
+    # AWS_MAX_ATTEMPTS is boto's own knob; tasks retry with their own backoff on top of it.
+    config = Config(retries={"max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", "5")),
+                             "mode": "standard"},
                     max_pool_connections=max_pool_connections,
                     connect_timeout=5, read_timeout=60,
                     s3={"addressing_style": "path"} if endpoint_url else None)

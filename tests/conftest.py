@@ -7,6 +7,7 @@ import time
 import uuid
 
 import pytest
+import redis
 
 # boto3 signs requests even for the test S3 server, which accepts any key; never ask EC2 metadata.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "facesense-test")
@@ -56,7 +57,10 @@ def settings(base_dir, redis_url, s3_endpoint) -> Settings:
     return Settings(redis_url=redis_url, store=f"s3://{BUCKET}/store",
                     s3_endpoint_url=s3_endpoint, allowed_roots=(str(base_dir),),
                     data_dir=str(base_dir / "var"), shard_size=64, batch_size=32,
-                    decode_threads=4, task_max_retries=2)
+                    decode_threads=4, task_max_retries=2,
+                    # URL jobs and webhooks reach test servers on 127.0.0.1 only (not 127.0.0.2)
+                    url_allow_networks="127.0.0.1/32", webhook_secret="facesense-test-secret",
+                    webhook_backoff_s=1)
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +95,12 @@ def wait_for_workers(settings, procs, count: int = 1) -> None:
 
     app = make_celery(settings)
     deadline = time.monotonic() + 120
-    while len(app.control.ping(timeout=1)) < count:
+    while True:
+        try:
+            if len(app.control.ping(timeout=1)) >= count:
+                return
+        except (ConnectionError, redis.exceptions.ConnectionError):
+            pass  # a pooled connection to a Redis that restarted: the next ping reconnects
         if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
             stop(procs)
             pytest.fail("the Celery worker did not start")

@@ -125,9 +125,12 @@ def test_classify_one_image_from_a_path_and_a_url(stack):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/one.jpg"
-        row = json.loads(facesense("classify", url, "--json", env=stack["env"]).stdout)
+        refused = facesense("classify", url, env=stack["env"], check=False)  # the SSRF guard
+        allowed = {**stack["env"], "FACESENSE_URL_ALLOW_NETWORKS": "127.0.0.1/32"}
+        row = json.loads(facesense("classify", url, "--json", env=allowed).stdout)
     finally:
         server.shutdown()
+    assert refused.returncode == 1 and "blocked address 127.0.0.1" in refused.stderr
     assert row["label"] == out[0] and row["model_version"] == stack["version"]
     assert set(row["probs"]) == {"happy", "sad"}
     bad = facesense("classify", str(stack["data"] / "missing.jpg"), env=stack["env"], check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -117,3 +118,46 @@ def test_a_shard_that_kills_its_worker_every_time_becomes_error_rows(ctx, base_d
     rows = read_page(ctx.store, job_id, 0, 100)
     assert all("worker died on this shard 3 times" in r["error"] for r in rows[:10])
     assert not any(r["error"] for r in rows[10:])
+
+
+def test_the_watchdog_requeues_a_shard_whose_worker_vanished(ctx, sent, base_dir, model_version,
+                                                              unique):
+    from worker.classify import shard_lease
+    from worker.watchdog import Watchdog
+
+    job_id = job_on_folder(ctx, base_dir, model_version, f"dog-{unique}", 30)
+    classify.plan(ctx, job_id)
+    assert classify.run_shard(ctx, job_id, 0)
+    # Shard 1: a worker started it (counted a delivery) and holds a live lease.
+    # Shard 2: a worker started it and died: its lease lapsed.
+    ctx.jobs.count_attempt(job_id, 1)
+    ctx.jobs.acquire_lease(job_id, "live-worker", 30, shard_lease(1))
+    ctx.jobs.count_attempt(job_id, 2)
+    sent.clear()
+    dog = Watchdog(ctx, stall_s=3600)
+    assert dog.sweep() == [(job_id, shard_lease(2))]
+    assert [a for n, a in sent] == [[job_id, 2]]
+    assert dog.sweep() == []  # already requeued: not again while the marker lasts
+    # The requeued delivery takes the shard up (clearing the marker) and finishes it.
+    assert classify.run_shard(ctx, job_id, 2)
+    assert ctx.jobs.attempts(job_id)[2] == 2
+
+
+def test_the_watchdog_requeues_a_stalled_job_that_lost_its_messages(ctx, sent, base_dir,
+                                                                     model_version, unique):
+    from worker.watchdog import Watchdog
+
+    queued = job_on_folder(ctx, base_dir, model_version, f"lostplan-{unique}", 5)
+    planned = job_on_folder(ctx, base_dir, model_version, f"lostshards-{unique}", 25)
+    classify.plan(ctx, planned)
+    sent.clear()  # the plan of one and the shards of the other are lost
+    dog = Watchdog(ctx, stall_s=0.2)
+    assert dog.sweep() == []  # first sight: not stalled yet
+    time.sleep(0.3)
+    requeued = dog.sweep()
+    assert (queued, "plan:lease") in requeued
+    assert sorted(a[1] for n, a in sent if n == CLASSIFY_SHARD and a[0] == planned) == [0, 1, 2]
+    # A finished job leaves the active index.
+    ctx.jobs.set_status(queued, JobStatus.CANCELLED)
+    dog.sweep()
+    assert queued not in ctx.jobs.active()

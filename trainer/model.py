@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -49,16 +50,28 @@ def read_state_file(path: str | Path) -> dict:
     """A state dict from .safetensors or a torch file, loaded with weights_only=True."""
     path = Path(path)
     if path.suffix == ".safetensors":
-        return load_safetensors(path.read_bytes())
+        try:
+            return load_safetensors(path.read_bytes())
+        except Exception as e:  # safetensors holds tensors only: this is just a bad file
+            raise ModelError(f"{path.name}: not a valid safetensors file ({e})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickled code, corrupt file: never executed, always refused
-        raise ModelError(f"{path.name}: not a plain tensor state dict ({e})") from None
+        raise ModelError(f"{path.name}: refused, not a plain tensor state dict "
+                         f"({unpickle_reason(e)})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelError(f"{path.name}: expected a dict of tensors")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def unpickle_reason(e: Exception) -> str:
+    """The one useful line of torch.load's error (it runs to a page of advice)."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+    if match:
+        return f"it carries pickled code: {match.group(1)}"
+    return f"corrupt or not a torch file: {type(e).__name__}"
 
 
 def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn.Module:

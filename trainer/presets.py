@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facesense.registry import DEFAULT_PREPROCESS
 
 # We enforce our own pixel limit (a setting) before decoding, so Pillow's global one is off.
+# Pillow's ImageFile.LOAD_TRUNCATED_IMAGES must stay False: a cut-off file is an error row,
+# never a silently grey-padded image (tests/test_hostile.py checks it).
 Image.MAX_IMAGE_PIXELS = None
+
+# Formats we decode, by content (never by file name): a PostScript, PSD or ICO file named .jpg
+# is "not an image" rather than handed to a rarely exercised (or external: EPS) decoder.
+# (Multi-picture JPEGs, MPO, open through the JPEG plugin.)
+FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP")
+Image.init()  # register every plugin now: Image.open(formats=...) only tries loaded ones
+
+# Deflate packs at most 1032 bytes into one, so a PNG declaring more raw pixel data than that
+# times its file size cannot hold its pixels: refused before Pillow allocates the image.
+DEFLATE_MAX_RATIO = 1032
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
 
 
 class ImageRejected(ValueError):
@@ -20,25 +34,51 @@ class ImageRejected(ValueError):
 
 
 def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Open (not decode) an image, refusing empty files and ones over the pixel limit."""
+    """Open (read the header, decode nothing) an image, refusing what must not be decoded."""
     if not data:
         raise ImageRejected("empty file")
     try:
-        img = Image.open(io.BytesIO(data))
-    except Exception as e:
-        raise ImageRejected(f"not a readable image ({type(e).__name__})") from None
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
+    except UnidentifiedImageError:
+        raise ImageRejected("not an image") from None
+    except Exception as e:  # a known format with a malformed header
+        raise ImageRejected(f"corrupt image header ({type(e).__name__})") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise ImageRejected(f"image is {w}x{h}, over the {max_pixels}-pixel limit")
+        raise ImageRejected(f"too many pixels: {w * h} > {max_pixels}")
+    if img.format == "PNG" and _png_raw_bytes(data) > DEFLATE_MAX_RATIO * len(data):
+        raise ImageRejected("truncated image")
     return img
 
 
+def plain_jpeg(img: Image.Image, data: bytes) -> bool:
+    """True for a complete colour or grey JPEG: one a GPU decoder gets right (CMYK needs
+    to_rgb's polarity fix; a file cut before its end marker must fail, not be grey-padded)."""
+    return (img.format == "JPEG" and img.mode in ("RGB", "L")
+            and data.rstrip(b"\0").endswith(b"\xff\xd9"))
+
+
+def _png_raw_bytes(data: bytes) -> int:
+    """The uncompressed pixel bytes a PNG's IHDR declares (0 if it can't be read)."""
+    if data[12:16] != b"IHDR" or len(data) < 26:
+        return 0
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    depth, channels = data[24], PNG_CHANNELS.get(data[25], 1)
+    return h * (1 + (w * channels * depth + 7) // 8)
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
-    """RGB for any mode: alpha composited on white, 16-bit scaled to 8-bit, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.uint32)
-        shift = 8 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 0
-        img = Image.fromarray((arr >> shift).clip(0, 255).astype(np.uint8), "L")
+    """RGB for any mode: alpha composited on white, 16-bit scaled (not clipped) to 8-bit,
+    CMYK JPEGs without Adobe's marker un-inverted."""
+    if img.mode.startswith("I"):  # I;16* from 16-bit PNG / TIFF; I (32-bit) from other files
+        arr = np.asarray(img).clip(0, 65535).astype(np.uint32)  # 4 bytes a pixel, no overflow
+        if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = (arr * 255 + 32767) // 65535  # 65535 -> 255, 32768 -> 128
+        img = Image.fromarray(arr.astype(np.uint8), "L")
+    if img.mode == "CMYK" and img.format == "JPEG" and "adobe" not in img.info:
+        # Pillow reads every CMYK JPEG with Adobe's inverted polarity; without the APP14
+        # marker the values are plain CMYK, so undo the inversion.
+        img = Image.eval(img, lambda v: 255 - v)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -48,32 +88,49 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000,
-               crop: int | None = None) -> np.ndarray:
-    """Image bytes -> (size, size, 3) uint8: resize shorter side, centre crop, as spec says.
+def decode(data: bytes, *, max_pixels: int, draft: int | None = None) -> Image.Image:
+    """Image bytes -> upright RGB image (EXIF orientation applied, first frame of animations).
 
-    crop overrides the crop side: training keeps resize_size squares and crops them at random.
+    draft: JPEGs are decoded at the smallest 1/2^k scale whose sides stay >= it.
     """
-    size, resize = crop or spec["input_size"], spec["resize_size"]
     img = open_image(data, max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF / palette warnings are not errors for us
-            # JPEG draft: decode at the smallest 1/2^k scale still >= the resize target.
-            img.draft("RGB", (resize, resize))
-            img = to_rgb(ImageOps.exif_transpose(img))
-            w, h = img.size
-            scale = resize / min(w, h)
-            # Crop box in source pixels, so one resize does resize + centre crop together.
-            cw, ch = min(size / scale, w), min(size / scale, h)
-            left, top = max(0.0, (w - cw) / 2), max(0.0, (h - ch) / 2)  # no float overshoot
-            img = img.resize((size, size), Image.BILINEAR,
-                             box=(left, top, left + cw, top + ch), reducing_gap=None)
-            return np.asarray(img, dtype=np.uint8)
-    except ImageRejected:
-        raise
-    except Exception as e:  # truncated, corrupt, unsupported: one row's error, not a crash
+            if draft:
+                img.draft("RGB", (draft, draft))
+            img.load()  # decode here, so a bad file fails with a reason of its own
+            # In place: a copy would lose img.format, which to_rgb's CMYK check needs.
+            ImageOps.exif_transpose(img, in_place=True)
+            return to_rgb(img)
+    except (EOFError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e).lower():
+            raise ImageRejected("truncated image") from None
+        raise ImageRejected(f"cannot decode image: {e}") from None
+    except Exception as e:  # corrupt or unsupported: one row's error, never a crash
         raise ImageRejected(f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000,
+               crop: int | None = None,
+               on_decoded: Callable[[Image.Image], None] | None = None) -> np.ndarray:
+    """Image bytes -> (size, size, 3) uint8: resize shorter side, centre crop, as spec says.
+
+    crop overrides the crop side: training keeps resize_size squares and crops them at random.
+    on_decoded, if given, also gets the upright RGB image before the resize (thumbnails).
+    """
+    size, resize = crop or spec["input_size"], spec["resize_size"]
+    img = decode(data, max_pixels=max_pixels, draft=resize)
+    if on_decoded:
+        on_decoded(img)
+    w, h = img.size
+    scale = resize / min(w, h)
+    # Crop box in source pixels, so one resize does resize + centre crop together.
+    cw, ch = min(size / scale, w), min(size / scale, h)
+    left, top = max(0.0, (w - cw) / 2), max(0.0, (h - ch) / 2)  # no float overshoot
+    img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch),
+                     reducing_gap=None)
+    return np.asarray(img, dtype=np.uint8)
 
 
 def normalize(batch: torch.Tensor, spec: dict, device: torch.device) -> torch.Tensor:

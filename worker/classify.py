@@ -20,8 +20,10 @@ from facesense.results import (
 )
 from facesense.sources import list_images, open_source
 from facesense.store import read_limited
+from facesense.thumbnails import writer_for
 from worker.context import Context
 from worker.inference import error_row, score
+from worker.lease import Lease, LeaseBusy
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,14 @@ def plan(ctx: Context, job_id: str) -> int:
 
     Safe to run twice: plans are deterministic and only shards not yet counted are re-queued.
     """
+    try:
+        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, PLAN_LEASE):
+            return _plan(ctx, job_id)
+    except LeaseBusy:
+        return 0  # a live worker is planning it
+
+
+def _plan(ctx: Context, job_id: str) -> int:
     record = ctx.jobs.get(job_id)
     if JobStatus(record["status"]).finished:
         return 0
@@ -72,17 +82,34 @@ def _queue_missing_shards(ctx: Context, job_id: str, shards: int) -> int:
     return len(missing)
 
 
+PLAN_LEASE, FINALIZE_LEASE = "plan:lease", "finalize:lease"
+
+
+def shard_lease(index: int) -> str:
+    """The name of a shard's lease: held, with a heartbeat, by the worker scoring it."""
+    return f"shard:{index}:lease"
+
+
 def run_shard(ctx: Context, job_id: str, index: int) -> bool:
     """Score one shard and count it once; queues the finaliser after the last shard.
 
-    A shard already counted is skipped; one redelivered before it was counted overwrites its
-    own rows (the output key is deterministic) and the count bitmap adds it once: no duplicate
-    rows, no double counting. After FACESENSE_SHARD_MAX_ATTEMPTS deliveries that never finished
-    (the worker died each time), its images become error rows. Returns True if rows were written.
+    A shard already counted, or held by a live worker, is skipped; one redelivered before it
+    was counted overwrites its own rows (the output key is deterministic) and the count bitmap
+    adds it once: no duplicate rows, no double counting. After FACESENSE_SHARD_MAX_ATTEMPTS
+    deliveries that never finished (the worker died each time), its images become error rows.
+    Returns True if rows were written.
     """
     record = ctx.jobs.get(job_id)
     if JobStatus(record["status"]).finished or ctx.jobs.shard_counted(job_id, index):
         return False  # a late or repeated delivery: its rows are already in
+    try:
+        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, shard_lease(index)):
+            return _run_leased_shard(ctx, job_id, index, record)
+    except LeaseBusy:
+        return False  # a live worker is on it; the watchdog requeues it if that worker dies
+
+
+def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bool:
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
     # Counted before scoring: a delivery whose worker dies mid-shard is never taken back.
     attempts = ctx.jobs.count_attempt(job_id, index)
@@ -111,7 +138,8 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str]) -> li
                       max_pixels=ctx.settings.max_image_pixels,
                       max_bytes=ctx.settings.max_image_bytes,
                       should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled",
-                      decoder=ctx.decoder))
+                      decoder=ctx.decoder,
+                      thumbs=writer_for(ctx.store, job_id, ctx.settings.thumbnails)))
     return rows if len(rows) == len(keys) else None
 
 
@@ -127,23 +155,53 @@ def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: l
 
 def finalize(ctx: Context, job_id: str) -> dict | None:
     """Merge shard outputs into results.jsonl / .csv / summary.json and finish the job."""
+    try:
+        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, FINALIZE_LEASE):
+            return _finalize(ctx, job_id)
+    except LeaseBusy:
+        return None  # a live worker is merging it
+
+
+def _finalize(ctx: Context, job_id: str) -> dict | None:
     record = ctx.jobs.get(job_id)
+    if record["status"] == JobStatus.CANCELLED and record.get("shards") and not record.get("results"):
+        return _finalize_partial(ctx, job_id, record)
     if JobStatus(record["status"]).finished:
         return None
     if record["shards_done"] < record["shards"]:
         raise FacesenseError(f"finalise called with {record['shards_done']} of "
                              f"{record['shards']} shards done")
-    rows = shard_rows(ctx.store, job_id, record["shards"])
+    rows = shard_rows(ctx.store, job_id, range(record["shards"]))
     summary = write_results(ctx.store, job_id, rows, record["classes"])
-    results = {name: ctx.store.uri_for(job_key(job_id, name))
-               for name in ("results.jsonl", "results.csv", "summary.json")}
-    if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=results, summary=summary):
+    if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=_locations(ctx, job_id),
+                           summary=summary):
         ctx.jobs.archive(job_id)
     return summary
+
+
+def _finalize_partial(ctx: Context, job_id: str, record: dict) -> dict:
+    """A cancelled job keeps the rows of the shards counted before the cancel, marked partial."""
+    uncounted = set(ctx.jobs.uncounted_shards(job_id, record["shards"]))
+    counted = [i for i in range(record["shards"]) if i not in uncounted]
+    summary = write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
+                            record["classes"])
+    ctx.jobs.update(job_id, results=_locations(ctx, job_id), summary=summary, partial=True)
+    ctx.jobs.archive(job_id)
+    log.info("job %s cancelled: kept %d images from %d of %d shards", job_id,
+             summary["overall"]["images"], len(counted), record["shards"])
+    return summary
+
+
+def _locations(ctx: Context, job_id: str) -> dict:
+    return {name: ctx.store.uri_for(job_key(job_id, name))
+            for name in ("results.jsonl", "results.csv", "summary.json")}
 
 
 def fail(ctx: Context, job_id: str, reason: str) -> None:
     """Mark a job failed with a reason (unless it already finished) and archive it."""
     log.warning("job %s failed: %s", job_id, reason)
     if ctx.jobs.exists(job_id) and ctx.jobs.set_status(job_id, JobStatus.FAILED, error=reason):
-        ctx.jobs.archive(job_id)
+        try:
+            ctx.jobs.archive(job_id)
+        except FacesenseError as e:  # the store may be what failed: Redis keeps the record
+            log.warning("job %s: could not archive its record: %s", job_id, e)

@@ -12,9 +12,11 @@ import torch
 
 from facesense.errors import ConfigError
 from facesense.jobs import JobRecords
+from facesense.netguard import allowed_networks
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.store import Store, store_from_settings
+from facesense.webhooks import DELIVER as WEBHOOK
 from trainer.model import load_model
 from worker.gpu_decode import DECODERS, resolve_decoder
 from worker.inference import (
@@ -73,6 +75,7 @@ def check_settings(settings: Settings) -> None:
     if settings.decoder not in DECODERS:
         raise ConfigError(f"FACESENSE_DECODER={settings.decoder!r}: use auto, cpu or gpu")
     store_from_settings(settings)
+    allowed_networks(settings.url_allow_networks)
 
 
 def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> Context:
@@ -82,7 +85,9 @@ def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> C
     redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
-    return Context(settings=settings, store=store, jobs=JobRecords(redis, store, settings.job_ttl_s),
+    jobs = JobRecords(redis, store, settings.job_ttl_s,  # every final status queues its webhook
+                      on_finished=lambda job_id: enqueue(WEBHOOK, [job_id]))
+    return Context(settings=settings, store=store, jobs=jobs,
                    registry=registry, models=ModelCache(registry, device, precision),
                    enqueue=enqueue,
                    batch_size=settings.batch_size or default_batch_size(device),

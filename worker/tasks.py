@@ -7,20 +7,35 @@ import logging
 
 import redis
 from celery import Task
+from celery.signals import worker_ready
 
 from facesense.errors import FacesenseError, TransientError
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
-from worker import classify, training
+from facesense.webhooks import DELIVER, backoff, deliver
+from worker import classify, training, watchdog
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
+from worker.lease import LeaseBusy
 
 log = logging.getLogger(__name__)
 
 
 @functools.cache
 def context() -> Context:
-    """This process's context, built on first use (after any fork)."""
-    return build_context(settings, lambda name, args: app.send_task(name, args=args))
+    """This process's context, built on first use (after any fork), and its watchdog."""
+    ctx = build_context(settings, lambda name, args: app.send_task(name, args=args))
+    watchdog.start(ctx)  # every worker watches for running jobs whose worker vanished
+    return ctx
+
+
+@worker_ready.connect
+def on_ready(sender=None, **_):
+    """A solo worker builds its context (and starts its watchdog) before its first task.
+
+    Prefork pools build theirs in each child instead: a parent's threads must not be forked.
+    """
+    if type(getattr(sender, "pool", None)).__module__.endswith(".solo"):
+        context()
 
 
 def run_job_step(task: Task, job_id: str, step, *args):
@@ -28,7 +43,7 @@ def run_job_step(task: Task, job_id: str, step, *args):
     try:
         ctx = context()
         return step(ctx, job_id, *args)
-    except training.LeaseBusy:
+    except LeaseBusy:
         # A live worker holds the job: check again once its lease could have lapsed.
         raise task.retry(countdown=settings.lease_ttl_s) from None
     except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
@@ -67,3 +82,17 @@ def finalize_classify(self, job_id: str):
 def train(self, job_id: str):
     """Train a model version from a labelled folder (resumes from its last checkpoint)."""
     run_job_step(self, job_id, training.run_training)
+
+
+@app.task(name=DELIVER, bind=True, max_retries=None)
+def deliver_webhook(self, job_id: str):
+    """POST a finished job's record to its callback URL; a failure is retried later (countdown),
+    so a scoring worker is held for one bounded attempt at a time, never for the backoff."""
+    attempt = self.request.retries + 1
+    try:
+        delay = deliver(context().jobs, settings, job_id, attempt)
+    except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
+        log.warning("job %s: webhook attempt %d: %s", job_id, attempt, e)  # Redis or storage
+        delay = backoff(settings, attempt) if attempt < settings.webhook_max_attempts else None
+    if delay is not None:
+        raise self.retry(countdown=delay)

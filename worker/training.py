@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from facesense.errors import FacesenseError
 from facesense.jobs import JobStatus
 from facesense.sources import open_source
 from facesense.trainparams import TrainParams
@@ -21,53 +17,9 @@ from trainer.model import load_model
 from trainer.presets import preprocess, spec_for
 from trainer.train import Checkpoints, fit, initial_state, manifest_for, register
 from worker.context import Context
+from worker.lease import Lease, LeaseLost
 
 log = logging.getLogger(__name__)
-
-
-class LeaseBusy(FacesenseError):
-    """Another live worker is running this training job; try again after its lease expires."""
-
-    code = "busy"
-
-
-class LeaseLost(Exception):
-    """This worker's lease lapsed (another worker may have taken the job): stop, touch nothing."""
-
-
-class Lease:
-    """A job lease in Redis, renewed by a heartbeat thread for as long as the work runs."""
-
-    def __init__(self, ctx: Context, job_id: str):
-        self.jobs, self.job_id, self.ttl = ctx.jobs, job_id, ctx.settings.lease_ttl_s
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-        self.lost = False
-        self._done = threading.Event()
-
-    def __enter__(self) -> Lease:
-        if not self.jobs.acquire_lease(self.job_id, self.owner, self.ttl):
-            raise LeaseBusy(f"job {self.job_id} is held by another worker")
-        threading.Thread(target=self._beat, daemon=True, name="lease").start()
-        return self
-
-    def _beat(self) -> None:
-        while not self._done.wait(max(0.5, self.ttl / 3)):
-            try:
-                if not self.jobs.renew_lease(self.job_id, self.owner, self.ttl):
-                    self.lost = True
-                    return
-            except Exception:  # Redis away for a moment: the next beat tries again
-                log.warning("job %s: lease renewal failed", self.job_id)
-
-    def check(self) -> None:
-        """Raise LeaseLost if the lease lapsed."""
-        if self.lost:
-            raise LeaseLost(self.job_id)
-
-    def __exit__(self, *_):
-        self._done.set()
-        if not self.lost:
-            self.jobs.release_lease(self.job_id, self.owner)
 
 
 def checkpoint_key(job_id: str) -> str:
@@ -85,7 +37,7 @@ def run_training(ctx: Context, job_id: str) -> dict | None:
     if JobStatus(record["status"]).finished:
         return None
     try:
-        with Lease(ctx, job_id) as lease:
+        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s) as lease:
             return _train(ctx, job_id, record, lease)
     except LeaseLost:
         log.warning("job %s: lease lost; leaving the job to the worker that holds it", job_id)

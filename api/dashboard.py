@@ -1,0 +1,171 @@
+"""The web dashboard: the page at /, its static files, and the JSON it needs beyond /v1."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
+
+from api.auth import public, visible
+from api.schemas import int_arg
+from facesense.errors import Conflict, NotFound, ObjectNotFound
+from facesense.registry import check_name
+from facesense.results import iter_jsonl, job_key
+from facesense.thumbnails import thumb_name
+
+bp = Blueprint("dashboard", __name__)
+STATIC = Path(__file__).resolve().parent / "static"
+
+THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
+ERRORS = "!errors"  # the label filter that lists failed images (no class can start with '!')
+
+
+def services():
+    """The app's Services."""
+    return current_app.extensions["facesense"]
+
+
+@bp.get("/")
+@public  # the page itself holds nothing: its data calls carry the key the user pasted
+def index():
+    """The single-page dashboard (it fetches everything else as JSON)."""
+    return send_from_directory(STATIC, "index.html", max_age=0)
+
+
+@bp.get("/ui/static/<path:filename>")
+@public
+def static(filename: str):
+    """The dashboard's scripts and styles (vendored: no build step, no CDN)."""
+    return send_from_directory(STATIC, filename, max_age=0)
+
+
+@bp.get("/ui/api/jobs/<job_id>/gallery")
+def gallery(job_id: str):
+    """A page of a finished job's rows, filtered by label (or ERRORS) and group, with thumbnail
+    URLs. Streams results.jsonl up to the page's end; the total comes from the summary."""
+    s = services()
+    record = visible(s.jobs.get(job_id))
+    if not record.get("results"):
+        raise Conflict(f"job {job_id} has no results yet (status: {record['status']})")
+    label, group = request.args.get("label", ""), request.args.get("group")
+    limit = int_arg(request, "limit", 48, 1, 500)
+    offset = int_arg(request, "offset", 0, 0, 10**9)
+    total = _matching(record.get("summary") or {}, label, group)
+    rows: list[dict] = []
+    with s.store.open(job_key(job_id, "results.jsonl")) as stream:
+        seen = 0
+        for index, row in enumerate(iter_jsonl(stream)):
+            if not _matches(row, label, group):
+                continue
+            seen += 1
+            if seen > offset:
+                rows.append(_card(job_id, index, row))
+                if len(rows) >= limit:
+                    break
+    end = offset + len(rows)
+    return jsonify({"job_id": job_id, "total": total, "offset": offset, "limit": limit,
+                    "next_offset": end if end < total else None, "rows": rows})
+
+
+def _matches(row: dict, label: str, group: str | None) -> bool:
+    if group is not None and row["group"] != group:
+        return False
+    if label == ERRORS:
+        return bool(row.get("error"))
+    return not label or row.get("label") == label
+
+
+def _matching(summary: dict, label: str, group: str | None) -> int:
+    """How many rows a filter selects, from the summary's counts (no scan needed)."""
+    tally = summary.get("overall", {}) if group is None else summary.get("groups", {}).get(group)
+    if not tally:
+        return 0
+    if label == ERRORS:
+        return tally["failed"]
+    if label:
+        return tally["labels"].get(label, {}).get("count", 0)
+    return tally["images"]
+
+
+def _card(job_id: str, index: int, row: dict) -> dict:
+    thumb = None if row.get("error") else f"/ui/api/jobs/{job_id}/thumbs/{thumb_name(row['image'])}"
+    return {"index": index, "image": row["image"], "group": row["group"], "label": row["label"],
+            "confidence": row["confidence"], "error": row.get("error"), "thumb": thumb}
+
+
+@bp.get("/ui/api/jobs/<job_id>/thumbs/<name>")
+def thumbnail(job_id: str, name: str):
+    """One thumbnail JPEG of a job's image; 404 for a name that is not one of this job's."""
+    s = services()
+    visible(s.jobs.get(job_id))  # unknown or not the caller's: 404, before the id names a key
+    if not THUMB_NAME.match(name):
+        raise NotFound(f"no thumbnail {name!r} in job {job_id}")
+    try:
+        data = s.store.get(job_key(job_id, f"thumbs/{name}"))
+    except ObjectNotFound:
+        raise NotFound(f"no thumbnail {name!r} in job {job_id} (thumbnails may be off, or the "
+                       "image failed)") from None
+    # Immutable once written (a redelivered shard writes the same pixels): let browsers keep it.
+    return Response(data, mimetype="image/jpeg",
+                    headers={"Cache-Control": "private, max-age=86400"})
+
+
+@bp.get("/ui/api/models/<version>/history")
+def model_history(version: str):
+    """A trained version's per-epoch history (history.json beside its manifest)."""
+    s = services()
+    manifest = s.registry.manifest(check_name(version))
+    try:
+        history = json.loads(s.store.get(f"models/{manifest['version']}/history.json"))
+    except ObjectNotFound:
+        raise NotFound(f"model version {version} has no training history (it was imported, "
+                       "not trained here)") from None
+    return jsonify({"version": manifest["version"], "history": history})
+
+
+def openapi_paths() -> dict:
+    """This blueprint's routes for /openapi.json (api/openapi.py merges them into its paths)."""
+    from api.openapi import obj, op, path_param, query_int
+
+    job_id, name, version = path_param("job_id"), path_param("name"), path_param("version")
+    nullable = {"type": ["string", "null"]}
+    card = obj({"index": {"type": "integer"}, "image": {"type": "string"},
+                "group": {"type": "string"}, "label": nullable,
+                "confidence": {"type": ["number", "null"]}, "error": nullable, "thumb": nullable},
+               ("index", "image", "group", "label", "confidence", "error", "thumb"))
+    page = obj({"job_id": {"type": "string"}, "total": {"type": "integer"},
+                "offset": {"type": "integer"}, "limit": {"type": "integer"},
+                "next_offset": {"type": ["integer", "null"]},
+                "rows": {"type": "array", "items": card}},
+               ("job_id", "total", "offset", "limit", "next_offset", "rows"))
+    text = {"name": "label", "in": "query", "required": False, "schema": {"type": "string"},
+            "description": f"a class, or {ERRORS} for failed images; empty: all"}
+    group = {"name": "group", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "one group (sub-folder); absent: all"}
+    paths = {
+        "/": {"get": op("The web dashboard (HTML)", 200, {"type": "string"}, open_=True)},
+        "/ui/static/{filename}": {"get": op("The dashboard's scripts and styles", 200,
+                                            {"type": "string"}, (404,),
+                                            params=(path_param("filename"),), open_=True)},
+        "/ui/api/jobs/{job_id}/gallery": {"get": op(
+            "A page of a finished scoring job's images with thumbnail URLs, filtered", 200, page,
+            (400, 404, 409, 503), params=(job_id, text, group,
+                                          query_int("offset", 0, "matching rows to skip"),
+                                          query_int("limit", 48, "clamped to 1..500")))},
+        "/ui/api/jobs/{job_id}/thumbs/{name}": {"get": op(
+            "One image's thumbnail (JPEG)", 200, {"type": "string"}, (400, 404, 503),
+            params=(job_id, name))},
+        "/ui/api/models/{version}/history": {"get": op(
+            "A trained version's per-epoch history", 200,
+            obj({"version": {"type": "string"}, "history": {"type": "array",
+                                                            "items": {"type": "object"}}},
+                ("version", "history")), (400, 404, 503), params=(version,))},
+    }
+    # Not JSON: the page, the static files and the thumbnails say what they are.
+    for path, media in (("/", "text/html"), ("/ui/static/{filename}", "*/*"),
+                        ("/ui/api/jobs/{job_id}/thumbs/{name}", "image/jpeg")):
+        ok = paths[path]["get"]["responses"]["200"]
+        ok["content"] = {media: {"schema": {"type": "string"}}}
+    return paths

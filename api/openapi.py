@@ -1,0 +1,227 @@
+"""GET /openapi.json: an OpenAPI 3.1 description of every route (tests check none is missing).
+A blueprint module may add its own routes with an `openapi_paths()` function."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from flask import Blueprint, current_app, jsonify
+
+from api.auth import auth_enabled, public
+from facesense.jobs import COUNTERS, JobStatus
+from facesense.trainparams import PROMOTE_POLICIES, TrainParams
+
+bp = Blueprint("openapi", __name__)
+
+ERROR_TEXT = {400: "Malformed request: bad JSON, unknown fields or wrong types (named)",
+              401: "No API key, or an invalid one", 403: "The key may not do this",
+              404: "Unknown job, model version or alias", 409: "Conflicts with the job's state",
+              413: "Request body too large", 422: "Unusable source or model",
+              503: "Redis or storage unavailable"}
+NULLABLE_STR = {"type": ["string", "null"]}
+NUMBER_OR_NULL = {"type": ["number", "null"]}
+
+
+def ref(name: str) -> dict:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict, required: tuple = (), closed: bool = False) -> dict:
+    """A JSON object schema; closed ones refuse unknown fields (as the API does, with a 400)."""
+    out = {"type": "object", "properties": props, "required": list(required)}
+    if closed:
+        out["additionalProperties"] = False
+    return out
+
+
+def param_schema(f: dataclasses.Field) -> dict:
+    """One training param's JSON schema, from its type and limits."""
+    kind = {"int": "integer", "float": "number", "bool": "boolean", "str": "string",
+            "str | None": ["string", "null"]}[f.type]
+    out: dict = {"type": kind, "description": f.metadata["help"]}
+    if "lo" in f.metadata:
+        out.update(minimum=f.metadata["lo"], maximum=f.metadata["hi"])
+    if "choices" in f.metadata:
+        out["enum"] = list(f.metadata["choices"])
+    return out
+
+
+SCHEMAS = {
+    "Error": obj({"error": obj({"code": {"type": "string"}, "message": {"type": "string"}},
+                               ("code", "message"))}, ("error",)),
+    "Job": obj({
+        "id": {"type": "string"}, "type": {"type": "string", "enum": ["classify", "train"]},
+        "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+        "created_at": {"type": "number"}, "started_at": NUMBER_OR_NULL,
+        "finished_at": NUMBER_OR_NULL, "error": NULLABLE_STR,
+        "owner": {**NULLABLE_STR, "description": "name of the API key that created the job"},
+        "source": {"type": "string"}, "model": NULLABLE_STR, "model_version": NULLABLE_STR,
+        "progress": obj({c: {"type": "integer"} for c in COUNTERS}, COUNTERS),
+        "summary": {"type": ["object", "null"]}, "results": {"type": ["object", "null"]},
+        "retry_of": {"type": "string"}}, ("id", "type", "status", "progress")),
+    "ClassifyRequest": {"oneOf": [{"required": ["source"]}, {"required": ["urls"]}], **obj({
+        "type": {"const": "classify"},
+        "source": {"type": "string", "description": "s3://bucket/prefix or a server-side folder"},
+        "urls": {"type": "array", "minItems": 1, "items": {"oneOf": [
+                     {"type": "string"},
+                     obj({"url": {"type": "string"}, "group": {"type": "string"}}, ("url",),
+                         closed=True)]},
+                 "description": "image URLs to score (http/https), instead of a source; an "
+                                "entry may be {url, group}"},
+        "model": {"type": "string", "description": "version or alias (default production)"},
+        "callback_url": {"type": "string", "description": "URL told when the job finishes"}},
+        ("type",), closed=True)},
+    "TrainRequest": obj({
+        "type": {"const": "train"},
+        "dataset": {"type": "string", "description": "s3://bucket/prefix or a server-side "
+                                                     "folder in ImageFolder layout"},
+        "params": obj({f.name: param_schema(f) for f in dataclasses.fields(TrainParams)},
+                      closed=True),
+        "promote": {"type": "string", "enum": list(PROMOTE_POLICIES)},
+        "callback_url": {"type": "string", "description": "URL told when the job finishes"}},
+        ("type", "dataset"), closed=True),
+    "Upload": obj({"type": {"type": "string", "enum": ["classify"]}, "model": {"type": "string"},
+                   "callback_url": {"type": "string"},
+                   "files": {"type": "array", "items": {"type": "string",
+                                                        "contentMediaType":
+                                                            "application/octet-stream"}}},
+                  ("type", "files")),
+    "JobList": obj({"jobs": {"type": "array", "items": ref("Job")},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"}},
+                   ("jobs", "limit", "offset")),
+    "ResultPage": obj({
+        "job_id": {"type": "string"}, "total": {"type": "integer"},
+        "offset": {"type": "integer"}, "limit": {"type": "integer"},
+        "next_offset": {"type": ["integer", "null"]},
+        "rows": {"type": "array", "items": obj({
+            "image": {"type": "string"}, "group": {"type": "string"}, "label": NULLABLE_STR,
+            "confidence": NUMBER_OR_NULL, "probs": {"type": ["object", "null"]},
+            "error": NULLABLE_STR}, ("image", "label", "error"))}},
+        ("job_id", "total", "offset", "limit", "next_offset", "rows")),
+    "Manifest": obj({"version": {"type": "string"},
+                     "classes": {"type": "array", "items": {"type": "string"}},
+                     "weights_sha256": {"type": "string"}, "created_at": {"type": "number"},
+                     "metrics": {"type": ["object", "null"]}}, ("version", "classes")),
+    "Alias": obj({"alias": {"type": "string"}, "version": {"type": "string"},
+                  "history": {"type": "array", "items": obj({
+                      "at": {"type": "number"}, "from": NULLABLE_STR, "to": {"type": "string"},
+                      "by": {"type": "string"}}, ("at", "to"))}},
+                 ("alias", "version", "history")),
+    "Health": obj({"status": {"type": "string", "enum": ["ok", "degraded"]},
+                   "redis": {"type": "string"}, "store": {"type": "string"}},
+                  ("status", "redis", "store")),
+}
+
+
+def json_content(schema: dict) -> dict:
+    """A JSON media type entry."""
+    return {"application/json": {"schema": schema}}
+
+
+def op(summary: str, ok: int, schema: dict, errors: tuple = (), *, params: tuple = (),
+       body: dict | None = None, open_: bool = False, **extra) -> dict:
+    """One operation: its success response, its JSON errors, and (unless open) the 401."""
+    responses = {str(ok): {"description": summary, "content": json_content(schema)}}
+    statuses = set(errors) | (set() if open_ or not auth_enabled() else {401})
+    for status in sorted(statuses):
+        responses[str(status)] = {"description": ERROR_TEXT[status],
+                                  "content": json_content(ref("Error"))}
+    out = {"summary": summary, "parameters": list(params), "responses": responses, **extra}
+    if body:
+        out["requestBody"] = body
+    if open_:
+        out["security"] = []
+    return out
+
+
+def path_param(name: str) -> dict:
+    """A required string path parameter."""
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def query_int(name: str, default: int, note: str) -> dict:
+    """An optional integer query parameter (out-of-range values are clamped)."""
+    return {"name": name, "in": "query", "required": False, "description": note,
+            "schema": {"type": "integer", "default": default}}
+
+
+def document() -> dict:
+    """The OpenAPI document for this app (security reflects whether keys are configured)."""
+    job_id, version = path_param("job_id"), path_param("version")
+    page = (query_int("offset", 0, "first row"), query_int("limit", 100, "clamped to 1..1000"))
+    submit_body = {"required": True, "content": {
+        "application/json": {"schema": {"oneOf": [ref("ClassifyRequest"), ref("TrainRequest")],
+                                        "discriminator": {"propertyName": "type"}}},
+        "multipart/form-data": {"schema": ref("Upload")}}}
+    location = {"Location": {"schema": {"type": "string"}, "description": "the job's URL"}}
+    paths = {
+        "/v1/jobs": {
+            "post": op("Queue a scoring or training job", 202, ref("Job"),
+                       (400, 404, 409, 413, 422, 503), body=submit_body),
+            "get": op("Recent jobs, newest first (the caller's own; every job for an admin key)",
+                      200, ref("JobList"), (400, 503), params=(
+                          query_int("limit", 20, "clamped to 1..200"),
+                          query_int("offset", 0, "jobs to skip")))},
+        "/v1/jobs/{job_id}": {"get": op("One job's record", 200, ref("Job"), (404, 503),
+                                        params=(job_id,))},
+        "/v1/jobs/{job_id}/results": {"get": op(
+            "Result rows, paginated JSON or the whole CSV", 200, ref("ResultPage"),
+            (400, 404, 409, 503), params=(job_id, *page, {
+                "name": "format", "in": "query", "required": False,
+                "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}}))},
+        "/v1/jobs/{job_id}/retry": {"post": op(
+            "Score a finished job's failed images again, as a new job", 202, ref("Job"),
+            (400, 404, 409, 422, 503), params=(job_id,), body={"required": False, "content":
+                json_content(obj({"model": {"type": "string"}}, closed=True))})},
+        "/v1/jobs/{job_id}/cancel": {"post": op("Cancel a queued or running job", 200,
+                                                ref("Job"), (404, 409, 503), params=(job_id,))},
+        "/v1/models": {"get": op("Every version (newest first) and every alias", 200, obj(
+            {"versions": {"type": "array", "items": ref("Manifest")},
+             "aliases": {"type": "object", "additionalProperties": ref("Alias")}},
+            ("versions", "aliases")), (503,))},
+        "/v1/models/{version}": {"get": op(
+            "One version's manifest and the aliases pointing at it", 200,
+            {"allOf": [ref("Manifest"), obj({"aliases": {"type": "array", "items":
+                                                         {"type": "string"}}}, ("aliases",))]},
+            (404, 503), params=(version,))},
+        "/v1/models/{version}/promote": {"post": op(
+            "Point an alias (default production) at this version" +
+            (" (admin keys only)" if auth_enabled() else ""), 200, ref("Alias"),
+            (400, 404, 503) + ((403,) if auth_enabled() else ()), params=(version,),
+            body={"required": True, "content": json_content(
+                obj({"alias": {"type": "string"}}, closed=True))})},
+        "/healthz": {"get": op("Redis and storage answer (503 names what failed)", 200,
+                               ref("Health"), open_=True)},
+        "/openapi.json": {"get": op("This document", 200, {"type": "object"}, open_=True)},
+    }
+    for blueprint in current_app.blueprints.values():  # e.g. the dashboard's own routes
+        extra = getattr(sys.modules.get(blueprint.import_name), "openapi_paths", None)
+        if extra and blueprint.import_name != __name__:
+            paths.update(extra())
+    paths["/healthz"]["get"]["responses"]["503"] = {
+        "description": "Redis or storage down", "content": json_content(ref("Health"))}
+    paths["/v1/jobs"]["post"]["responses"]["202"]["headers"] = location
+    paths["/v1/jobs/{job_id}/retry"]["post"]["responses"]["202"]["headers"] = location
+    paths["/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]["text/csv"] = {
+        "schema": {"type": "string"}}
+    doc = {"openapi": "3.1.0",
+           "info": {"title": "FaceSense", "version": "1",
+                    "description": "Bulk image scoring and retraining jobs. Every error is "
+                                   '{"error": {"code", "message"}}.'},
+           "paths": paths, "components": {"schemas": SCHEMAS}}
+    if auth_enabled():
+        doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
+        doc["security"] = [{"apiKey": []}]
+    return doc
+
+
+@bp.get("/openapi.json")
+@public
+def openapi():
+    """The OpenAPI document, open like /healthz so tools can discover the API."""
+    doc = current_app.extensions.get("facesense_openapi")
+    if doc is None:
+        doc = current_app.extensions["facesense_openapi"] = document()
+    return jsonify(doc)

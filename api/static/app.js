@@ -1,0 +1,508 @@
+// The FaceSense dashboard: a hash-routed single page over the JSON API. No build step.
+"use strict";
+
+const KEY_STORAGE = "facesense.apiKey";
+const FINISHED = ["succeeded", "failed", "cancelled"];
+const ERRORS = "!errors"; // the gallery's label filter for failed images (see api/dashboard.py)
+let timers = [];          // polling timers of the current view, cleared on navigation
+let objectUrls = [];      // thumbnail blobs fetched with a key, revoked on navigation
+
+// ---- DOM and HTTP helpers -------------------------------------------------------------------
+
+// h("div", {class: "x"}, child, "text"): elements built with textContent, never innerHTML,
+// since image names and errors come from users.
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c !== null && c !== undefined && c !== false) {
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path, opts = {}) {
+  const headers = new Headers(opts.headers || {});
+  const key = localStorage.getItem(KEY_STORAGE);
+  if (key) headers.set("Authorization", `Bearer ${key}`);
+  const resp = await fetch(path, {...opts, headers});
+  if (!resp.ok) {
+    let message = `${resp.status} ${resp.statusText}`;
+    try { message = (await resp.json()).error.message; } catch { /* not our JSON */ }
+    if (resp.status === 401) notice("This server needs an API key: paste yours at the top right.");
+    throw new ApiError(resp.status, message);
+  }
+  return resp;
+}
+
+const getJSON = async (path) => (await api(path)).json();
+const postJSON = async (path, body) => (await api(path, {
+  method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
+})).json();
+
+function notice(text, kind = "error") {
+  const el = document.getElementById("notice");
+  el.textContent = text;
+  el.className = kind;
+  el.hidden = !text;
+}
+
+function every(ms, fn) {
+  let stopped = false;
+  const tick = async () => {
+    if (stopped) return;
+    try { await fn(); } catch (e) { notice(e.message); }
+    if (!stopped) timers.push(setTimeout(tick, ms));
+  };
+  timers.push({stop: () => { stopped = true; }});
+  tick();
+}
+
+const pct = (x) => `${(x * 100).toFixed(x >= 0.995 || x === 0 ? 0 : 1)}%`;
+const when = (t) => (t ? new Date(t * 1000).toLocaleString() : "—");
+const groupName = (g) => (g === "" ? "(top level)" : g);
+
+function statusBadge(status) {
+  return h("span", {class: `badge status-${status}`, "data-status": status}, status);
+}
+
+function progressBar(done, total, failed = 0) {
+  const share = (n) => (total ? Math.min(100, (n / total) * 100) : 0).toFixed(1);
+  return h("div", {class: "progress", "data-done": done, "data-total": total, role: "progressbar",
+                   "aria-valuenow": done, "aria-valuemax": total},
+    h("div", {class: "fill", style: `width:${share(done - failed)}%`}),
+    failed ? h("div", {class: "fill failed",
+                       style: `left:${share(done - failed)}%;width:${share(failed)}%`}) : null,
+    h("span", {class: "progress-text"}, `${done} / ${total || "?"}${failed ? ` (${failed} failed)` : ""}`));
+}
+
+async function thumbnailImage(url, alt) {
+  const img = h("img", {alt, loading: "lazy", width: 128, height: 128});
+  if (!localStorage.getItem(KEY_STORAGE)) {
+    img.src = url; // no key: let the browser fetch and cache it
+    return img;
+  }
+  try { // <img> can't send a header: fetch with the key, show the blob
+    const blob = await (await api(url)).blob();
+    const objectUrl = URL.createObjectURL(blob);
+    objectUrls.push(objectUrl);
+    img.src = objectUrl;
+  } catch { img.classList.add("missing"); }
+  return img;
+}
+
+async function download(path, filename) {
+  const blob = await (await api(path)).blob();
+  const a = h("a", {href: URL.createObjectURL(blob), download: filename});
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
+// ---- router ---------------------------------------------------------------------------------
+
+const routes = [
+  [/^#?\/?$/, jobsView],
+  [/^#\/jobs\/([0-9a-f]+)$/, jobView],
+  [/^#\/models$/, modelsView],
+  [/^#\/models\/([A-Za-z0-9._-]+)$/, modelView],
+];
+
+async function route() {
+  for (const t of timers) (t.stop ? t.stop() : clearTimeout(t));
+  timers = [];
+  objectUrls.forEach(URL.revokeObjectURL);
+  objectUrls = [];
+  notice("");
+  const hash = location.hash || "#/";
+  const main = document.getElementById("view");
+  for (const a of document.querySelectorAll("nav a")) {
+    a.classList.toggle("active", hash.startsWith("#/models") === (a.dataset.nav === "models"));
+  }
+  for (const [re, view] of routes) {
+    const m = hash.match(re);
+    if (m) {
+      main.replaceChildren();
+      try { await view(main, ...m.slice(1)); } catch (e) { notice(e.message); }
+      return;
+    }
+  }
+  main.replaceChildren(h("p", {}, "No such page. ", h("a", {href: "#/"}, "Back to the jobs.")));
+}
+
+// ---- jobs list and submit form --------------------------------------------------------------
+
+async function jobsView(main) {
+  const message = h("p", {class: "form-message", id: "submit-message"});
+  const source = h("input", {id: "source", name: "source", size: 48, required: true,
+                             placeholder: "s3://bucket/prefix or a folder on the server"});
+  const model = h("input", {id: "model", name: "model", placeholder: "production", size: 14});
+  const files = h("input", {id: "files", type: "file", multiple: true,
+                            accept: "image/*,.zip,application/zip"});
+  const folder = h("input", {id: "folder", type: "file", webkitdirectory: true});
+
+  const submitted = (record) => { location.hash = `#/jobs/${record.id}`; };
+  const failed = (e) => { message.textContent = e.message; message.className = "form-message error"; };
+
+  const sourceForm = h("form", {id: "submit-source", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const body = {type: "classify", source: source.value.trim()};
+    if (model.value.trim()) body.model = model.value.trim();
+    try { submitted(await postJSON("/v1/jobs", body)); } catch (e) { failed(e); }
+  }}, h("label", {for: "source"}, "Source"), source,
+     h("button", {type: "submit", id: "submit-source-button"}, "Score"));
+
+  const uploadForm = h("form", {id: "submit-upload", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const form = new FormData();
+    form.append("type", "classify");
+    if (model.value.trim()) form.append("model", model.value.trim());
+    for (const f of files.files) form.append("files", f, f.name);
+    for (const f of folder.files) { // drop the chosen folder's own name: sub-folders are groups
+      form.append("files", f, f.webkitRelativePath.split("/").slice(1).join("/") || f.name);
+    }
+    if (!files.files.length && !folder.files.length) return failed(new Error("choose files or a folder"));
+    message.textContent = "Uploading…";
+    message.className = "form-message";
+    try { submitted(await (await api("/v1/jobs", {method: "POST", body: form})).json()); }
+    catch (e) { failed(e); }
+  }}, h("label", {for: "files"}, "Images or a .zip"), files,
+     h("label", {for: "folder"}, "or a folder"), folder,
+     h("button", {type: "submit"}, "Upload and score"));
+
+  const tbody = h("tbody");
+  main.append(
+    h("section", {class: "card"}, h("h2", {}, "Score a folder"),
+      h("div", {class: "model-row"}, h("label", {for: "model"}, "Model"), model,
+        h("span", {class: "muted"}, "version or alias; empty: the server's default")),
+      sourceForm, uploadForm, message),
+    h("section", {class: "card"}, h("h2", {}, "Jobs"),
+      h("table", {class: "jobs", id: "jobs-table"},
+        h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Progress", "Model", "Created"]
+          .map((t) => h("th", {}, t)))), tbody)));
+
+  every(2000, async () => {
+    const {jobs} = await getJSON("/v1/jobs?limit=50");
+    tbody.replaceChildren(...(jobs.length ? jobs.map(jobRow)
+      : [h("tr", {}, h("td", {colspan: 6, class: "muted"}, "No jobs yet."))]));
+  });
+}
+
+function jobRow(job) {
+  const p = job.progress || {};
+  return h("tr", {"data-job": job.id},
+    h("td", {}, h("a", {href: `#/jobs/${job.id}`, class: "mono"}, job.id)),
+    h("td", {}, job.type === "train" ? "training" : "scoring"),
+    h("td", {}, statusBadge(job.status)),
+    h("td", {}, progressBar(p.done || 0, p.total || 0, job.type === "train" ? 0 : p.failed || 0)),
+    h("td", {class: "mono"}, job.model_version || job.model || ""),
+    h("td", {}, when(job.created_at)));
+}
+
+// ---- one job --------------------------------------------------------------------------------
+
+async function jobView(main, id) {
+  const header = h("section", {class: "card", id: "job-header"});
+  const body = h("div", {id: "job-body"});
+  main.append(header, body);
+  let shown = null, finishedPolls = 0; // what is on screen; polls since the job finished
+  every(1000, async () => {
+    const job = await getJSON(`/v1/jobs/${id}`);
+    renderJobHeader(header, job);
+    if (job.type === "train") {
+      const seen = `${job.status}:${(job.history || []).length}`;
+      if (seen !== shown) { // redraw only on a new epoch, so open details stay open
+        shown = seen;
+        renderTraining(body, job.history || [], job.metrics, job);
+      }
+    } else if (job.results && shown !== "results") {
+      shown = "results";
+      await renderScoring(body, job);
+    }
+    // A cancelled scoring job gets its partial results a moment later: wait a little for them.
+    const settled = job.type === "train" || job.results || job.status !== "cancelled";
+    if (FINISHED.includes(job.status) && (settled || ++finishedPolls > 15)) {
+      for (const t of timers) (t.stop ? t.stop() : clearTimeout(t));
+    }
+  });
+}
+
+function renderJobHeader(el, job) {
+  const p = job.progress || {};
+  const training = job.type === "train";
+  const rows = [
+    ["Status", statusBadge(job.status)],
+    ["Progress", progressBar(p.done || 0, p.total || 0, training ? 0 : p.failed || 0)],
+    [training ? "Dataset" : "Source", h("span", {class: "mono"}, job.dataset || job.source || "")],
+    ["Model", job.model_version ? h("a", {href: `#/models/${job.model_version}`, class: "mono"},
+                                    job.model_version) : "—"],
+    ["Device", [job.device, job.precision, job.decoder].filter(Boolean).join(" · ") || "—"],
+    ["Created", when(job.created_at)], ["Finished", when(job.finished_at)],
+  ];
+  if (job.error) rows.push(["Error", h("span", {class: "error"}, job.error)]);
+  if (job.retry_of) rows.push(["Retry of", h("a", {href: `#/jobs/${job.retry_of}`}, job.retry_of)]);
+  if (job.promotion) {
+    const pr = job.promotion;
+    rows.push(["Promotion", `${pr.policy}: ${pr.promoted ? `promoted to ${pr.alias}` : "not promoted"}`
+                            + (pr.reason ? ` (${pr.reason})` : "")]);
+  }
+  const actions = h("div", {class: "actions"});
+  if (!FINISHED.includes(job.status)) {
+    actions.append(h("button", {onclick: async () => {
+      try { await postJSON(`/v1/jobs/${job.id}/cancel`, {}); } catch (e) { notice(e.message); }
+    }}, "Cancel"));
+  }
+  if (job.results) {
+    actions.append(h("button", {onclick: () => download(`/v1/jobs/${job.id}/results?format=csv`,
+                                                        `${job.id}.csv`).catch((e) => notice(e.message))},
+                     "Download CSV"));
+  }
+  el.replaceChildren(
+    h("h2", {}, training ? "Training job " : "Scoring job ", h("span", {class: "mono"}, job.id)),
+    h("dl", {class: "meta"}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), actions);
+}
+
+// ---- scoring: share chart, gallery, errors --------------------------------------------------
+
+async function renderScoring(el, job) {
+  const summary = job.summary || {overall: {images: 0, failed: 0, labels: {}}, groups: {}};
+  const classes = summary.classes || job.classes || [];
+  const groups = Object.entries(summary.groups || {});
+  const shareRows = groups.map(([g, t]) => ({
+    name: groupName(g), images: t.images,
+    shares: Object.fromEntries(classes.map((c) => [c, t.labels[c]?.share || 0]))}));
+  const table = h("table", {class: "summary"},
+    h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", {}, "Images"),
+      classes.map((c) => h("th", {}, c)), h("th", {}, "Failed"))),
+    h("tbody", {}, [...groups, ["", summary.overall]].map(([g, t], i) => h("tr",
+      {class: i === groups.length ? "total" : ""},
+      h("td", {}, i === groups.length ? "All" : groupName(g)), h("td", {}, t.images),
+      classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)})`)),
+      h("td", {}, t.failed)))));
+
+  const state = {label: "", group: null, offset: 0, limit: 48};
+  const labelSel = h("select", {id: "filter-label"}, h("option", {value: ""}, "All labels"),
+    classes.map((c) => h("option", {value: c}, c)),
+    summary.overall.failed ? h("option", {value: ERRORS}, "Errors") : null);
+  const groupSel = h("select", {id: "filter-group"}, h("option", {value: "*"}, "All groups"),
+    groups.map(([g]) => h("option", {value: g}, groupName(g))));
+  const sizeSel = h("select", {id: "page-size"}, [24, 48, 96, 192].map((n) =>
+    h("option", {value: n, selected: n === state.limit}, `${n} per page`)));
+  const grid = h("div", {class: "gallery", id: "gallery"});
+  const pager = h("div", {class: "pager", id: "pager"});
+  const load = () => loadGallery(job, state, grid, pager).catch((e) => notice(e.message));
+  labelSel.onchange = () => { state.label = labelSel.value; state.offset = 0; load(); };
+  groupSel.onchange = () => { state.group = groupSel.value === "*" ? null : groupSel.value; state.offset = 0; load(); };
+  sizeSel.onchange = () => { state.limit = Number(sizeSel.value); state.offset = 0; load(); };
+  pager.addEventListener("click", (ev) => {
+    const to = ev.target.dataset.offset;
+    if (to !== undefined) { state.offset = Number(to); load(); }
+  });
+
+  const errors = h("section", {class: "card", id: "errors"});
+  el.replaceChildren(
+    h("section", {class: "card"}, h("h2", {}, "Label shares per group (ad variant)"),
+      job.partial ? h("p", {class: "muted"}, "Partial: the job was cancelled; these are the images scored before.") : null,
+      shareRows.length ? charts.shareBars(shareRows, classes) : h("p", {class: "muted"}, "No images."),
+      table),
+    h("section", {class: "card"}, h("h2", {}, "Gallery"),
+      h("div", {class: "filters"}, labelSel, groupSel, sizeSel), pager, grid),
+    errors);
+  await load();
+  if (summary.overall.failed) await loadErrors(job, errors, summary.overall.failed);
+  else errors.remove();
+}
+
+async function loadGallery(job, state, grid, pager) {
+  const q = new URLSearchParams({offset: state.offset, limit: state.limit, label: state.label});
+  if (state.group !== null) q.set("group", state.group);
+  const page = await getJSON(`/ui/api/jobs/${job.id}/gallery?${q}`);
+  const cards = await Promise.all(page.rows.map(async (row) => h("figure", {
+    class: `card-image${row.error ? " failed" : ""}`, "data-index": row.index,
+    "data-label": row.label || "", "data-group": row.group},
+    row.thumb ? await thumbnailImage(row.thumb, row.image) : h("div", {class: "no-thumb"}, "✕"),
+    h("figcaption", {},
+      h("span", {class: "name", title: row.image}, row.image),
+      row.error ? h("span", {class: "reason"}, row.error)
+        : h("span", {class: `label label-${classIndex(job, row.label)}`},
+            `${row.label} ${pct(row.confidence)}`)))));
+  grid.replaceChildren(...(cards.length ? cards : [h("p", {class: "muted"}, "No images match.")]));
+  const end = page.offset + page.rows.length;
+  pager.replaceChildren(
+    h("button", {disabled: page.offset === 0, "data-offset": Math.max(0, page.offset - page.limit),
+                 class: "prev"}, "‹ Previous"),
+    h("span", {class: "range", id: "gallery-range", "data-label": state.label,
+               "data-group": state.group ?? "*", "data-total": page.total, "data-shown": page.rows.length},
+      page.total ? `${page.offset + 1}–${end} of ${page.total}` : "0 of 0"),
+    h("button", {disabled: page.next_offset === null, "data-offset": page.next_offset ?? "",
+                 class: "next"}, "Next ›"));
+}
+
+function classIndex(job, label) {
+  return Math.max(0, (job.summary?.classes || job.classes || []).indexOf(label)) % 8;
+}
+
+async function loadErrors(job, el, failed) {
+  const page = await getJSON(`/ui/api/jobs/${job.id}/gallery?label=${encodeURIComponent(ERRORS)}&limit=100`);
+  el.replaceChildren(...[h("h2", {}, `Errors (${failed})`),
+    h("table", {class: "errors"}, h("thead", {}, h("tr", {}, h("th", {}, "Image"), h("th", {}, "Reason"))),
+      h("tbody", {}, page.rows.map((r) => h("tr", {}, h("td", {class: "mono"}, r.image),
+                                                 h("td", {}, r.error))))),
+    failed > page.rows.length ? h("p", {class: "muted"},
+      `The first ${page.rows.length}; filter the gallery by "Errors" or download the CSV for all.`) : null]
+    .filter(Boolean));
+}
+
+// ---- training: curves, confusion matrix, per-class metrics ----------------------------------
+
+function renderTraining(el, history, metrics, job) {
+  const series = (key, name) => ({name, points: history.filter((r) => r[key] !== undefined && r[key] !== null)
+                                                   .map((r) => [r.epoch, r[key]])});
+  const parts = [];
+  if (history.length) {
+    parts.push(h("section", {class: "card charts", id: "curves"}, h("h2", {}, "Training curves"),
+      h("div", {class: "chart-row"},
+        charts.lineChart([series("train_loss", "train loss"), series("val_loss", "validation loss")],
+                         {id: "loss", title: "Loss per epoch"}),
+        charts.lineChart([series("train_accuracy", "train accuracy"),
+                          series("val_accuracy", "validation accuracy")],
+                         {id: "accuracy", title: "Accuracy per epoch", yMin: 0, yMax: 1})),
+      epochTable(history)));
+  } else {
+    parts.push(h("section", {class: "card"}, h("p", {class: "muted"}, "No epoch finished yet.")));
+  }
+  const classes = job?.classes || metrics?.classes || [];
+  if (metrics?.confusion_matrix) parts.push(metricsCard(metrics, classes));
+  if (job?.dataset_info) parts.push(datasetCard(job.dataset_info));
+  if (job?.params) {
+    parts.push(h("section", {class: "card"}, h("h2", {}, "Parameters"),
+      h("dl", {class: "meta"}, Object.entries(job.params).map(([k, v]) =>
+        [h("dt", {}, k), h("dd", {class: "mono"}, JSON.stringify(v))]))));
+  }
+  el.replaceChildren(...parts);
+}
+
+function epochTable(history) {
+  const cols = [["epoch", "Epoch"], ["train_loss", "Train loss"], ["train_accuracy", "Train acc."],
+                ["val_loss", "Val. loss"], ["val_accuracy", "Val. acc."], ["lr", "LR"],
+                ["seconds", "Seconds"]];
+  const show = (v) => (typeof v === "number" && !Number.isInteger(v) ? Number(v.toPrecision(4)) : v ?? "");
+  return h("details", {}, h("summary", {}, "Per-epoch figures"),
+    h("table", {class: "epochs"}, h("thead", {}, h("tr", {}, cols.map(([, t]) => h("th", {}, t)))),
+      h("tbody", {}, history.map((r) => h("tr", {}, cols.map(([k]) => h("td", {}, show(r[k]))))))));
+}
+
+function metricsCard(metrics, classes) {
+  const cm = metrics.confusion_matrix;
+  const max = Math.max(1, ...cm.flat());
+  const names = classes.length === cm.length ? classes : cm.map((_, i) => `class ${i}`);
+  return h("section", {class: "card", id: "metrics"},
+    h("h2", {}, "Validation metrics"),
+    h("p", {}, `Accuracy ${pct(metrics.accuracy)} · loss ${Number(metrics.loss).toFixed(4)}`
+      + (metrics.best_epoch ? ` · best epoch ${metrics.best_epoch} of ${metrics.epochs_run}` : "")),
+    h("div", {class: "metric-row"},
+      h("table", {class: "confusion", id: "confusion"},
+        h("caption", {}, "Confusion matrix (rows: truth, columns: prediction)"),
+        h("thead", {}, h("tr", {}, h("th", {}), names.map((c) => h("th", {}, c)))),
+        h("tbody", {}, cm.map((row, i) => h("tr", {}, h("th", {}, names[i]), row.map((n, j) =>
+          h("td", {class: i === j ? "diag" : "", "data-count": n,
+                   style: `--heat:${(n / max).toFixed(3)}`}, n)))))),
+      h("table", {class: "per-class", id: "per-class"},
+        h("thead", {}, h("tr", {}, ["Class", "Precision", "Recall", "F1", "Support"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, Object.entries(metrics.per_class || {}).map(([c, m]) => h("tr", {},
+          h("td", {}, c), h("td", {}, pct(m.precision)), h("td", {}, pct(m.recall)),
+          h("td", {}, pct(m.f1)), h("td", {}, m.support)))))));
+}
+
+function datasetCard(info) {
+  const counts = Object.entries(info.counts || {});
+  return h("section", {class: "card"}, h("h2", {}, "Dataset"),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Class"), h("th", {}, "Train"), h("th", {}, "Validation"))),
+      h("tbody", {}, counts.map(([c, n]) => h("tr", {}, h("td", {}, c), h("td", {}, n.train), h("td", {}, n.val))))),
+    info.skipped ? h("p", {class: "muted"}, `${info.skipped} unreadable image(s) skipped: `
+      + (info.skipped_examples || []).map((s) => s.image || JSON.stringify(s)).join(", ")) : null);
+}
+
+// ---- models ---------------------------------------------------------------------------------
+
+async function modelsView(main) {
+  const {versions, aliases} = await getJSON("/v1/models");
+  const aliasOf = {};
+  for (const [name, a] of Object.entries(aliases)) (aliasOf[a.version] ||= []).push(name);
+  const aliasCards = Object.entries(aliases).map(([name, a]) => h("div", {class: "alias", "data-alias": name},
+    h("h3", {}, name, " → ", h("a", {href: `#/models/${a.version}`, class: "mono"}, a.version)),
+    h("table", {class: "history"}, h("thead", {}, h("tr", {}, ["When", "From", "To", "By"].map((t) => h("th", {}, t)))),
+      h("tbody", {}, [...a.history].reverse().map((m) => h("tr", {}, h("td", {}, when(m.at)),
+        h("td", {class: "mono"}, m.from || "—"), h("td", {class: "mono"}, m.to), h("td", {}, m.by || "")))))));
+  main.append(
+    h("section", {class: "card"}, h("h2", {}, "Aliases"),
+      aliasCards.length ? aliasCards : h("p", {class: "muted"}, "No alias yet: promote a version below.")),
+    h("section", {class: "card"}, h("h2", {}, "Versions"),
+      h("table", {class: "models", id: "models-table"},
+        h("thead", {}, h("tr", {}, ["Version", "Created", "Classes", "Accuracy", "Val. loss", "Epochs",
+                                   "Trained by", "Aliases", "Promote"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, versions.map((v) => versionRow(v, aliasOf[v.version] || []))))));
+}
+
+function versionRow(v, aliases) {
+  const m = v.metrics || {};
+  const alias = h("input", {value: "production", size: 10, "aria-label": "alias"});
+  const promote = h("button", {class: "promote", onclick: async () => {
+    try {
+      await postJSON(`/v1/models/${v.version}/promote`, {alias: alias.value.trim() || "production"});
+      route();
+    } catch (e) { notice(e.message); }
+  }}, "Promote");
+  return h("tr", {"data-version": v.version},
+    h("td", {}, h("a", {href: `#/models/${v.version}`, class: "mono"}, v.version)),
+    h("td", {}, when(v.created_at)), h("td", {}, (v.classes || []).join(", ")),
+    h("td", {}, m.accuracy !== undefined ? pct(m.accuracy) : "—"),
+    h("td", {}, m.loss !== undefined ? Number(m.loss).toFixed(4) : "—"),
+    h("td", {}, m.epochs_run ? `${m.best_epoch} / ${m.epochs_run}` : "—"),
+    h("td", {}, v.job_id ? h("a", {href: `#/jobs/${v.job_id}`, class: "mono"}, v.job_id) : (v.source || "imported")),
+    h("td", {}, aliases.map((a) => h("span", {class: "badge alias-badge"}, a))),
+    h("td", {class: "promote-cell"}, alias, promote));
+}
+
+async function modelView(main, version) {
+  const v = await getJSON(`/v1/models/${version}`);
+  const body = h("div");
+  main.append(h("section", {class: "card"}, h("h2", {}, "Model ", h("span", {class: "mono"}, v.version)),
+    h("dl", {class: "meta"},
+      [["Classes", (v.classes || []).join(", ")], ["Aliases", (v.aliases || []).join(", ") || "—"],
+       ["Created", when(v.created_at)], ["Parent", v.parent || "—"],
+       ["Trained by", v.job_id ? h("a", {href: `#/jobs/${v.job_id}`, class: "mono"}, v.job_id) : "—"],
+       ["Input", `${v.preprocess?.input_size} px`], ["Weights SHA-256", h("span", {class: "mono small"}, v.weights_sha256)],
+      ].map(([k, val]) => [h("dt", {}, k), h("dd", {}, val)]))), body);
+  let history = [];
+  try { history = (await getJSON(`/ui/api/models/${version}/history`)).history; }
+  catch (e) { if (e.status !== 404) throw e; }
+  renderTraining(body, history, v.metrics, {classes: v.classes, params: v.params,
+    dataset_info: v.dataset && {counts: v.dataset.counts, skipped: v.dataset.skipped}});
+}
+
+// ---- start ----------------------------------------------------------------------------------
+
+document.getElementById("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const key = document.getElementById("api-key").value.trim();
+  if (key) localStorage.setItem(KEY_STORAGE, key);
+  document.getElementById("api-key").value = "";
+  notice(key ? "Key saved in this browser." : "", "info");
+  route();
+});
+document.getElementById("forget-key").addEventListener("click", () => {
+  localStorage.removeItem(KEY_STORAGE);
+  notice("Key forgotten.", "info");
+});
+window.addEventListener("hashchange", route);
+route();

@@ -1,0 +1,383 @@
+"""The web dashboard in headless Chromium (Debian's, driven by Playwright) against the real API,
+Redis, S3 store and Celery worker; plus its JSON routes and the worker's thumbnails."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image
+from werkzeug.serving import make_server
+
+from api import create_app
+from facesense.demo import draw_face, jpeg, make_dataset
+from facesense.jobs import JobRecords, JobStatus, new_job_id
+from facesense.registry import Registry
+from facesense.results import job_key, write_results
+from facesense.store import store_from_settings
+from facesense.thumbnails import ThumbnailWriter, thumb_key
+from facesense.trainparams import TrainParams
+from tests.imagegen import encode, make_image
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: `apt-get install -y chromium` (make test does)
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@contextmanager
+def serving(app):
+    """An app on a loopback port, served from a thread (werkzeug's server); yields its URL."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def server(settings, model_version):
+    """The real Flask app, on the tests' Redis and S3 store, as the worker sees them."""
+    with serving(create_app(settings)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium; never downloaded by Playwright (`playwright install` is not used)."""
+    if not shutil.which("chromium") and not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `apt-get install -y chromium` (make test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh tab (its own localStorage), 1280 px wide like a laptop screen."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    yield tab
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """Where screenshots go (pytest's tmp dir; copies are committed under docs/)."""
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def campaign(base_dir):
+    """12 generated faces in 2 ad variants (7 + 5) and one corrupt file in the first."""
+    root = base_dir / "dashboard-campaign"
+    rng = random.Random(7)
+    for group, n in (("variant_a", 7), ("variant_b", 5)):
+        (root / group).mkdir(parents=True)
+        for i in range(n):
+            face = draw_face(rng, happy=i % 3 != 0, size=rng.randrange(160, 480))
+            (root / group / f"shot_{i:02d}.jpg").write_bytes(jpeg(face, rng))
+    (root / "variant_a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
+
+
+def screenshot(page, artifacts, name: str, docs: bool = True) -> None:
+    """Save a full-page screenshot as a test artifact (and refresh its copy under docs/)."""
+    path = artifacts / name
+    page.screenshot(path=str(path), full_page=True)
+    if docs:
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(path, DOCS / name)
+
+
+def cards(page) -> list[dict]:
+    """The gallery's cards as data."""
+    return page.eval_on_selector_all("#gallery figure", """els => els.map(e => ({
+        image: e.querySelector('.name').textContent, label: e.dataset.label,
+        group: e.dataset.group, error: e.querySelector('.reason')?.textContent || null,
+        thumb: e.querySelector('img') ? e.querySelector('img').naturalWidth : null}))""")
+
+
+def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, worker, campaign,
+                                                                 client, artifacts):
+    # Given the dashboard, when a folder is submitted through its form
+    page.goto(server + "/")
+    page.fill("#source", str(campaign))
+    page.click("#submit-source-button")
+    page.wait_for_url("**/#/jobs/*")
+    job_id = page.url.rsplit("/", 1)[1]
+
+    # then the progress bar fills to 13 of 13 and the job succeeds
+    page.wait_for_selector("#job-header [data-status=succeeded]", timeout=90_000)
+    bar = page.locator("#job-header .progress")
+    assert (bar.get_attribute("data-done"), bar.get_attribute("data-total")) == ("13", "13")
+
+    # one card per image, each scored card with its thumbnail, labels as the API has them
+    page.wait_for_function("document.querySelectorAll('#gallery figure').length === 13")
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    rows = client.get(f"/v1/jobs/{job_id}/results?limit=100").get_json()["rows"]
+    shown = cards(page)
+    assert sorted(c["image"] for c in shown) == sorted(r["image"] for r in rows)
+    by_image = {r["image"]: r for r in rows}
+    for card in shown:
+        row = by_image[card["image"]]
+        assert card["label"] == (row["label"] or "") and card["group"] == row["group"]
+        if row["error"]:
+            assert card["error"] == row["error"] and card["thumb"] is None
+        else:
+            assert max(card["thumb"], 1) <= 128 and card["thumb"] > 0
+
+    # the share chart has one bar segment per group and label, sized as the summary says
+    summary = client.get(f"/v1/jobs/{job_id}").get_json()["summary"]
+    segments = page.eval_on_selector_all(
+        "svg[data-chart=shares] rect[data-group]",
+        "els => els.map(e => [e.dataset.group, e.dataset.label, Number(e.dataset.share)])")
+    assert sorted(segments) == sorted(
+        [g, c, summary["groups"][g]["labels"][c]["share"]]
+        for g in ("variant_a", "variant_b") for c in ("happy", "sad"))
+
+    # filtering by label shows exactly that label's images; by group, that group's
+    for label in ("happy", "sad"):
+        count = summary["overall"]["labels"][label]["count"]
+        page.select_option("#filter-label", label)
+        page.wait_for_selector(f"#gallery-range[data-label={label}][data-shown='{count}']",
+                               state="attached")
+        assert [c["label"] for c in cards(page)] == [label] * count
+    page.select_option("#filter-label", "")
+    page.select_option("#filter-group", "variant_b")
+    page.wait_for_selector("#gallery-range[data-label=''][data-group=variant_b][data-shown='5']",
+                           state="attached")
+    assert [c["group"] for c in cards(page)] == ["variant_b"] * 5
+
+    # the corrupt file is listed with its reason
+    errors = page.locator("#errors tbody tr")
+    assert errors.count() == 1
+    assert errors.first.locator("td").first.text_content() == "variant_a/broken.jpg"
+    assert by_image["variant_a/broken.jpg"]["error"] in errors.first.text_content()
+
+    page.select_option("#filter-group", "*")
+    page.wait_for_selector("#gallery-range[data-group='*'][data-shown='13']", state="attached")
+    page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+    screenshot(page, artifacts, "scoring-job.png")
+
+    # and the jobs list shows it done, its bar full
+    page.goto(server + "/#/")
+    row = page.locator(f"#jobs-table tr[data-job='{job_id}']")
+    row.locator("[data-status=succeeded]").wait_for()
+    assert row.locator(".progress").get_attribute("data-done") == "13"
+    screenshot(page, artifacts, "jobs.png", docs=False)
+
+
+def test_a_folder_uploaded_from_the_browser_keeps_its_sub_folders_as_groups(page, server, worker,
+                                                                           base_dir, unique):
+    chosen = base_dir / f"upload-{unique}" / "spring"  # the folder's own name is not a group
+    rng = random.Random(3)
+    for group in ("shop_a", "shop_b"):
+        (chosen / group).mkdir(parents=True)
+        (chosen / group / "face.jpg").write_bytes(jpeg(draw_face(rng, True, size=200), rng))
+    page.goto(server + "/")
+    page.set_input_files("#folder", str(chosen))
+    page.click("#submit-upload button[type=submit]")
+    page.wait_for_url("**/#/jobs/*")
+    page.wait_for_selector("#job-header [data-status=succeeded]", timeout=60_000)
+    page.wait_for_selector("#gallery-range[data-shown='2']", state="attached")
+    assert sorted((c["group"], c["image"]) for c in cards(page)) == [
+        ("shop_a", "shop_a/face.jpg"), ("shop_b", "shop_b/face.jpg")]
+
+
+@pytest.fixture(scope="module")
+def trained(settings, base_dir, model_version):
+    """A real training job (3 epochs, 64 px, 16 faces) run to the end by worker.training's job
+    function in this process (no second worker to start), on a local-folder store: its ~700 MB
+    checkpoint per epoch would take ~10 s each to the test S3 server. Yields the finished
+    record and the URL of an app on that store (same Redis)."""
+    from worker.context import build_context
+    from worker.training import run_training
+
+    root = base_dir / "dashboard-faces"
+    make_dataset(root, per_class=8, seed=11)
+    local = settings.replace(store=str(base_dir / "dashboard-store"))
+    ctx = build_context(local, lambda name, args: None)
+    params = TrainParams.parse({"epochs": 3, "batch_size": 8, "image_size": 64, "patience": 0})
+    record = ctx.jobs.create("train", dataset=str(root), params=params.to_dict(),
+                             promote="never")
+    run_training(ctx, record["id"])
+    with serving(create_app(local)) as url:
+        yield ctx.jobs.get(record["id"]), url
+
+
+def test_a_training_job_page_shows_its_curves_and_metrics(page, trained, artifacts):
+    job, server = trained
+    assert job["status"] == "succeeded", job
+    page.goto(f"{server}/#/jobs/{job['id']}")
+
+    # Both charts draw every epoch of both series.
+    for chart, series in (("loss", ("train loss", "validation loss")),
+                          ("accuracy", ("train accuracy", "validation accuracy"))):
+        for name in series:
+            # attached, not visible: a flat line (accuracy stuck at 0.5) has no height
+            page.wait_for_selector(f"svg[data-chart={chart}] path[data-series='{name}']",
+                                   state="attached")
+            dots = page.locator(f"svg[data-chart={chart}] circle[data-series='{name}']")
+            assert dots.count() == 3, (chart, name)
+    # The confusion matrix holds every validation image; one metrics row per class.
+    page.wait_for_selector("#confusion")
+    counted = page.eval_on_selector_all("#confusion td", "els => els.map(e => +e.dataset.count)")
+    matrix = job["metrics"]["confusion_matrix"]
+    assert counted == [n for row in matrix for n in row] and sum(counted) > 0
+    assert page.locator("#per-class tbody tr").count() == 2
+    screenshot(page, artifacts, "training-job.png")
+
+
+def test_the_models_page_promotes_a_version_and_shows_the_move(page, trained, settings, base_dir,
+                                                               unique, artifacts):
+    job, server = trained
+    version = job["model_version"]
+    page.goto(server + "/#/models")
+    row = page.locator(f"#models-table tr[data-version='{version}']")
+    row.locator("input").fill(f"dash-{unique}")
+    row.locator("button.promote").click()
+    page.wait_for_selector(f".alias[data-alias='dash-{unique}']")
+    history = page.locator(f".alias[data-alias='dash-{unique}'] tbody tr")
+    assert history.count() == 1 and version in history.first.text_content()
+    screenshot(page, artifacts, "models.png", docs=False)
+    registry = Registry(store_from_settings(settings.replace(store=str(base_dir / "dashboard-store"))))
+    assert registry.alias(f"dash-{unique}")["version"] == version
+
+
+def test_a_pasted_api_key_is_sent_with_every_call(browser, settings, model_version, unique):
+    from facesense.keys import hash_key, new_key
+
+    key = new_key()
+    keyed = create_app(settings.replace(admin_keys=f"dash{unique}:{hash_key(key)}"))
+    context = browser.new_context()
+    with serving(keyed) as url:
+        tab = context.new_page()
+        tab.goto(url + "/")  # the page itself is open; its first data call asks for a key
+        tab.wait_for_selector("#notice:not([hidden])")
+        assert "API key" in tab.text_content("#notice")
+        tab.fill("#api-key", key)
+        tab.click("#key-form button[type=submit]")
+        tab.wait_for_selector("#jobs-table tbody tr")
+        assert tab.evaluate("localStorage.getItem('facesense.apiKey')") == key
+    context.close()
+
+
+# ---- the JSON routes and the thumbnails, without a browser -----------------------------------
+
+def finished_job(settings, rows: list[dict]) -> str:
+    """A succeeded scoring job whose results are these rows (written as finalize would)."""
+    store = store_from_settings(settings)
+    jobs = JobRecords(redis.Redis.from_url(settings.redis_url), store)
+    record = jobs.create("classify", source="tests", model_version="v", classes=["happy", "sad"])
+    summary = write_results(store, record["id"], rows, ["happy", "sad"])
+    jobs.update(record["id"], total=len(rows), done=len(rows))
+    jobs.set_status(record["id"], JobStatus.SUCCEEDED, summary=summary,
+                    results={"results.jsonl": job_key(record["id"], "results.jsonl")})
+    return record["id"]
+
+
+def fake_rows(n: int) -> list[dict]:
+    rng, rows = random.Random(3), []
+    for i in range(n):
+        group = f"variant_{i % 3}"
+        if i % 97 == 0:
+            rows.append({"image": f"{group}/{i}.jpg", "group": group, "label": None,
+                         "confidence": None, "probs": None, "error": "not a readable image"})
+            continue
+        p = round(rng.random(), 6)
+        label = "happy" if p >= 0.5 else "sad"
+        rows.append({"image": f"{group}/{i}.jpg", "group": group, "label": label,
+                     "confidence": max(p, 1 - p), "probs": {"happy": p, "sad": 1 - p},
+                     "error": None})
+    return rows
+
+
+def test_gallery_pages_stay_fast_at_10000_images(client, settings):
+    rows = fake_rows(10_000)
+    job_id = finished_job(settings, rows)
+    want = [r for r in rows if r["group"] == "variant_2" and r["label"] == "sad"]
+    started = time.perf_counter()
+    last = client.get(f"/ui/api/jobs/{job_id}/gallery?label=sad&group=variant_2"
+                      f"&offset={len(want) - 10}&limit=48").get_json()
+    elapsed = time.perf_counter() - started
+    assert last["total"] == len(want) and last["next_offset"] is None
+    assert [r["image"] for r in last["rows"]] == [r["image"] for r in want[-10:]]
+    assert elapsed < 2.0, f"the last page of 10,000 rows took {elapsed:.2f}s"
+    first = client.get(f"/ui/api/jobs/{job_id}/gallery?limit=48").get_json()
+    assert first["total"] == 10_000 and first["next_offset"] == 48
+    assert first["rows"][1]["thumb"].endswith(thumb_key(job_id, rows[1]["image"]).split("/")[-1])
+    errors = client.get(f"/ui/api/jobs/{job_id}/gallery?label=!errors&limit=500").get_json()
+    assert errors["total"] == len([r for r in rows if r["error"]]) == len(errors["rows"])
+    assert all(r["error"] and r["thumb"] is None for r in errors["rows"])
+
+
+def test_a_thumbnail_is_served_only_from_its_own_job(client, settings):
+    store = store_from_settings(settings)
+    rows = fake_rows(3)
+    job_a, job_b = finished_job(settings, rows), finished_job(settings, rows)
+    store.put(thumb_key(job_a, rows[1]["image"]), encode(make_image(random.Random(1), (64, 48)),
+                                                         "JPEG"))
+    url = client.get(f"/ui/api/jobs/{job_a}/gallery").get_json()["rows"][1]["thumb"]
+    resp = client.get(url)
+    assert resp.status_code == 200 and resp.mimetype == "image/jpeg"
+    assert Image.open(io.BytesIO(resp.data)).size == (64, 48)
+    for bad in (url.replace(job_a, job_b),                        # another job's prefix
+                f"/ui/api/jobs/{job_a}/thumbs/..%2Fjob.json",      # not a thumbnail name
+                f"/ui/api/jobs/{job_a}/thumbs/results.jsonl",
+                f"/ui/api/jobs/ffff{job_a[4:]}/thumbs/{url.rsplit('/', 1)[1]}"):  # no such job
+        resp = client.get(bad)
+        assert resp.status_code == 404 and resp.get_json()["error"]["code"], bad
+    assert client.get(f"/ui/api/jobs/{job_a}/gallery?limit=x").status_code == 400
+
+
+def test_thumbnails_are_small_jpegs_and_a_failing_store_never_fails_a_row(settings):
+    import torch
+
+    from trainer.model import build_alexnet
+    from trainer.presets import spec_for
+    from worker.inference import LoadedModel, score
+
+    rng = random.Random(5)
+    images = {f"g/{i}.jpg": encode(make_image(rng, (900, 500)), "JPEG") for i in range(6)}
+    images["g/bad.jpg"] = b"garbage"
+    torch.manual_seed(0)
+    loaded = LoadedModel("v", ["happy", "sad"], spec_for(64), build_alexnet(2).eval(),
+                         torch.device("cpu"), "fp32")
+
+    def run(thumbs):
+        return list(score(list(images), loaded, lambda k, _limit: images[k], batch_size=4,
+                          threads=2, max_pixels=10**8, max_bytes=1 << 20, thumbs=thumbs))
+
+    store = store_from_settings(settings)
+    job_id = new_job_id()
+    writer = ThumbnailWriter(store, job_id)
+    plain = run(None)
+    assert run(writer) == plain  # thumbnails change no row
+    assert (writer.written, writer.failed) == (6, 0)
+    thumb = Image.open(io.BytesIO(store.get(thumb_key(job_id, "g/0.jpg"))))
+    assert thumb.format == "JPEG" and thumb.size == (128, 71)  # long side 128, aspect kept
+    assert not store.exists(thumb_key(job_id, "g/bad.jpg"))
+
+    class Broken:
+        def put(self, key, data):
+            raise OSError("disk full")
+
+    broken = ThumbnailWriter(Broken(), job_id)
+    assert run(broken) == plain and (broken.written, broken.failed) == (0, 6)

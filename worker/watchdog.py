@@ -1,0 +1,100 @@
+"""The watchdog: each worker checks now and then that no active job has lost its worker."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from facesense.errors import JobNotFound
+from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
+from worker.classify import FINALIZE_LEASE, PLAN_LEASE, shard_lease
+from worker.context import Context
+
+log = logging.getLogger(__name__)
+
+
+class Watchdog:
+    """Requeues the work of active jobs whose worker vanished.
+
+    Work in progress holds a lease renewed by a heartbeat: work that was started (it counted a
+    delivery) but whose lease lapsed lost its worker. A job that holds no lease and has not
+    moved for stall_s may have lost a message that was never started (a worker died holding
+    it, or Redis restarted under it): its pending work is queued again. Requeueing is
+    at-least-once and every step is idempotent, so a stray duplicate costs time, never a row;
+    a marker that lasts as long as the broker's visibility timeout keeps many workers (and
+    many sweeps) from queueing the same work twice.
+    """
+
+    def __init__(self, ctx: Context, stall_s: float | None = None):
+        self.ctx, self.jobs = ctx, ctx.jobs
+        self.stall_s = stall_s if stall_s is not None else 10 * ctx.settings.lease_ttl_s
+        self._seen: dict[str, tuple[tuple, float]] = {}  # job id -> (its state, since when)
+
+    def sweep(self) -> list[tuple[str, str]]:
+        """One pass over the active jobs; returns the (job id, lease name) requeued."""
+        requeued, active = [], self.jobs.active()
+        for job_id in active:
+            try:
+                record = self.jobs.get(job_id)
+            except JobNotFound:
+                record = {"status": "gone"}
+            if record["status"] not in ("queued", "running"):
+                self.jobs.forget_active(job_id)
+                continue
+            for name, task, args in self._lost_work(record):
+                if self.jobs.mark_requeued(job_id, name, self.ctx.settings.visibility_timeout):
+                    log.warning("job %s: requeued %s (its worker vanished)", job_id,
+                                name.removesuffix(":lease"))
+                    self.ctx.enqueue(task, args)
+                    requeued.append((job_id, name))
+        self._seen = {k: v for k, v in self._seen.items() if k in active}
+        return requeued
+
+    def _stalled(self, record: dict) -> bool:
+        """True once the job's status and progress have not changed for stall_s."""
+        state = (record["status"], record.get("shards"), record.get("shards_done"))
+        seen = self._seen.get(record["id"])
+        if seen is None or seen[0] != state:
+            self._seen[record["id"]] = (state, time.monotonic())
+            return False
+        return time.monotonic() - seen[1] > self.stall_s
+
+    def _lost_work(self, record: dict):
+        """(lease name, task, args) of each piece of the job that lost its worker."""
+        job_id, jobs = record["id"], self.jobs
+        stalled = self._stalled(record)
+        if record["type"] == "train":
+            if record["status"] == "running" and not jobs.leased(job_id):
+                yield "lease", TRAIN, [job_id]
+            return
+        shards = record.get("shards") or 0
+        if not shards:  # queued, or planning
+            if (record["status"] == "running" or stalled) and not jobs.leased(job_id, PLAN_LEASE):
+                yield PLAN_LEASE, PLAN_CLASSIFY, [job_id]
+        elif record["shards_done"] >= shards:
+            if not jobs.leased(job_id, FINALIZE_LEASE):
+                yield FINALIZE_LEASE, FINALIZE_CLASSIFY, [job_id]
+        else:
+            attempts = jobs.attempts(job_id)
+            for index in jobs.uncounted_shards(job_id, shards):
+                if ((attempts.get(index, 0) > 0 or stalled)
+                        and not jobs.leased(job_id, shard_lease(index))):
+                    yield shard_lease(index), CLASSIFY_SHARD, [job_id, index]
+
+
+def start(ctx: Context) -> threading.Thread:
+    """Sweep every half lease in a daemon thread for as long as the worker lives."""
+    dog = Watchdog(ctx)
+
+    def loop():
+        while True:
+            try:
+                dog.sweep()
+            except Exception as e:  # Redis or the broker away for a moment: try next time
+                log.warning("watchdog sweep failed: %s", e)
+            time.sleep(max(1.0, ctx.settings.lease_ttl_s / 2))
+
+    thread = threading.Thread(target=loop, daemon=True, name="watchdog")
+    thread.start()
+    return thread
