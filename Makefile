@@ -21,7 +21,7 @@ demo: install
 
 # The dashboard's browser tests drive Debian's chromium (headless); installed once, as root.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 test: install browser
 	$(PY) -m ruff check .

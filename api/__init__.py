@@ -30,7 +30,7 @@ class Services:
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app for these settings (from the environment when none are given)."""
-    from api import auth, dashboard, errors, health, jobs, models, openapi
+    from api import auth, dashboard, errors, health, jobs, metrics, models, openapi
 
     settings = settings or Settings.from_env()
     keyring = Keyring.from_settings(settings)
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                          on_finished=lambda job_id: celery.send_task(WEBHOOK, args=[job_id]))
     app.extensions["facesense"] = Services(settings, store, records, Registry(store), celery)
     errors.register(app)
+    metrics.install(app)  # before auth: requests it refuses are counted and timed too
     auth.install(app, keyring)
     for module in (jobs, models, health, openapi, dashboard):
         app.register_blueprint(module.bp)

@@ -19,7 +19,7 @@ bp = Blueprint("dashboard", __name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
-ERRORS = "!errors"  # the label filter that lists failed images (no class can start with '!')
+ERRORS = "!errors"  # the label filter for failed images (a class would need this odd name to clash)
 
 
 def services():

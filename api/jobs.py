@@ -165,13 +165,16 @@ def cancel(job_id: str):
     """Stop a job: queued work is skipped, running work stops at its next batch."""
     s = services()
     record = visible(s.jobs.get(job_id))
-    if not s.jobs.set_status(job_id, JobStatus.CANCELLED, error="cancelled by request"):
+    scoring = record["type"] == "classify"  # its webhook waits for the partial results
+    if not s.jobs.set_status(job_id, JobStatus.CANCELLED, notify=not scoring,
+                             error="cancelled by request"):
         raise Conflict(f"job {job_id} already finished (status: {record['status']})")
-    if record["type"] == "classify":
+    if scoring:
         try:  # a worker merges the shards scored so far into results marked partial
             s.celery.send_task(FINALIZE_CLASSIFY, args=[job_id])
         except Exception as e:
             current_app.logger.warning("job %s: could not queue its partial results: %s", job_id, e)
+            s.jobs.finished(job_id)
     return jsonify(public(s.jobs.archive(job_id)))
 
 

@@ -48,8 +48,8 @@ def parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="queue a scoring job; prints its id")
     submit.add_argument("source", nargs="+",
-                        help="s3://bucket/prefix or a folder the server may read; "
-                             "with --upload, local files or folders")
+                        help="s3://bucket/prefix or a folder the server may read; or image "
+                             "URLs (http/https); with --upload, local files or folders")
     submit.add_argument("--model", help="model version or alias (default: production)")
     submit.add_argument("--upload", action="store_true", help="upload local files to the API")
     submit.add_argument("--wait", action="store_true", help="follow progress until done")
@@ -63,6 +63,12 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--promote", choices=("never", "if_better", "always"), default="never")
     train.add_argument("--wait", action="store_true", help="follow progress until done")
     train.set_defaults(func=cmd_train)
+
+    retry = sub.add_parser("retry", help="score again the images that failed in a job")
+    retry.add_argument("job_id")
+    retry.add_argument("--model", help="model version or alias (default: the job's version)")
+    retry.add_argument("--wait", action="store_true", help="follow progress until done")
+    retry.set_defaults(func=cmd_retry)
 
     cancel = sub.add_parser("cancel", help="cancel a job")
     cancel.add_argument("job_id")
@@ -133,7 +139,7 @@ def cmd_up(args, settings: Settings) -> int:
                                  ("data_dir", args.data)) if v is not None}
     settings = settings.replace(**changes)
     check_exposure(settings)  # before anything starts: no open API on a public address
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     embedded.run(settings, workers=args.workers)
     return 0
 
@@ -154,6 +160,8 @@ def cmd_submit(args, settings: Settings) -> int:
     api = client(args, settings)
     if args.upload:
         job = api.upload([Path(s) for s in args.source], model=args.model)
+    elif all(s.startswith(("http://", "https://")) for s in args.source):
+        job = api.submit(urls=args.source, model=args.model)
     else:
         if len(args.source) != 1:
             raise FacesenseError("give one source (or use --upload for several local files)")
@@ -183,6 +191,14 @@ def cmd_train(args, settings: Settings) -> int:
         dataset = str(Path(dataset).resolve())
     api = client(args, settings)
     job = api.train(dataset, params, args.promote)
+    print(job["id"])
+    return follow(api, job["id"]) if args.wait else 0
+
+
+def cmd_retry(args, settings: Settings) -> int:
+    """Queue a new job over a finished job's failed images and print its id."""
+    api = client(args, settings)
+    job = api.retry(args.job_id, model=args.model)
     print(job["id"])
     return follow(api, job["id"]) if args.wait else 0
 
@@ -231,13 +247,11 @@ def cmd_results(args, settings: Settings) -> int:
     """Print result rows as JSON lines, or write the CSV."""
     api = client(args, settings)
     if args.csv == "-":
-        for chunk in api.csv(args.job_id):
-            sys.stdout.buffer.write(chunk)
+        api.save_csv(args.job_id, sys.stdout.buffer)
         return 0
     if args.csv:
         with open(args.csv, "wb") as out:
-            for chunk in api.csv(args.job_id):
-                out.write(chunk)
+            api.save_csv(args.job_id, out)
         print(f"wrote {args.csv}", file=sys.stderr)
         return 0
     for row in api.rows(args.job_id):

@@ -87,10 +87,13 @@ def worker_command(queues: str = "inference,training", name: str = "worker",
 
 def start_workers(settings: Settings, count: int, env: dict | None = None,
                   queues: str = "inference,training", pool: str = "solo",
-                  first: int = 0) -> list[subprocess.Popen]:
-    """count worker processes with these settings in their environment."""
+                  first: int = 0, stderr=None) -> list[subprocess.Popen]:
+    """count worker processes with these settings in their environment (their logs to stderr,
+    e.g. a file); with a metrics port set, worker i serves its metrics on that port + i."""
     child_env = {**os.environ, **settings.env(), **(env or {})}
-    return [subprocess.Popen(worker_command(queues, f"worker{i}", pool), env=child_env)
+    base = int(child_env.get("FACESENSE_WORKER_METRICS_PORT") or 0)
+    return [subprocess.Popen(worker_command(queues, f"worker{i}", pool), stderr=stderr,
+                             env={**child_env, "FACESENSE_WORKER_METRICS_PORT": str(base and base + i)})
             for i in range(first, first + count)]
 
 

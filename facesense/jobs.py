@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "facesense:"
 RECENT = KEY_PREFIX + "jobs"  # sorted set: job id scored by creation time
 ACTIVE = KEY_PREFIX + "active"  # set: ids of queued and running jobs, for the watchdog
+FINISHED_COUNTS = KEY_PREFIX + "finished"  # hash: "<type>:<status>" -> jobs ended so (metrics)
 COUNTERS = ("total", "done", "failed", "shards", "shards_done")
 
 
@@ -142,8 +143,12 @@ class JobRecords:
         """Set some fields of a live record."""
         self.redis.hset(self.key(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
 
-    def set_status(self, job_id: str, status: JobStatus, **fields) -> bool:
-        """Move to status (with fields, atomically) unless already finished; returns if moved."""
+    def set_status(self, job_id: str, status: JobStatus, notify: bool = True, **fields) -> bool:
+        """Move to status (with fields, atomically) unless already finished; returns if moved.
+
+        notify=False leaves the webhook to whoever completes the record later (a cancelled
+        scoring job's partial results are merged by a worker, which then calls finished()).
+        """
         if status.finished:
             fields["finished_at"] = now()
         elif status is JobStatus.RUNNING:
@@ -152,11 +157,15 @@ class JobRecords:
         moved = bool(self._set_status(keys=[self.key(job_id)],
                                       args=[status.value, len(FINISHED), *FINISHED, *pairs]))
         if moved and status.finished:
-            self.redis.srem(ACTIVE, job_id)
-            self._finished(job_id)
+            kind = self.get_field(job_id, "type")
+            with self.redis.pipeline() as pipe:  # moved once per job: each end is counted once
+                pipe.srem(ACTIVE, job_id).hincrby(FINISHED_COUNTS, f"{kind}:{status.value}")
+                pipe.execute()
+            if notify:
+                self.finished(job_id)
         return moved
 
-    def _finished(self, job_id: str) -> None:
+    def finished(self, job_id: str) -> None:
         """The one hook every final status passes: queue the job's webhook if it has one."""
         if self.on_finished is None or not self.get_field(job_id, "callback_url"):
             return

@@ -60,8 +60,11 @@ class Settings:
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
     shard_max_attempts: int = _setting(3, "Deliveries of one shard before its images become error rows (an input that kills its worker every time)")
     visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
-    lease_ttl_s: int = _setting(60, "Seconds a training job's lease outlives its worker's last heartbeat")
+    lease_ttl_s: int = _setting(60, "Seconds a lease (a training run, a shard, a plan) outlives its worker's last heartbeat; the watchdog requeues work whose lease lapsed")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
+    log_format: str = _setting("text", "Log lines: text (for people) or json (one object per line: ts, level, logger, message, job_id, task)")
+    api_metrics: str = _setting("public", "The API's Prometheus /metrics: public (no key needed), key (an API key, when keys are configured) or off (not served)")
+    worker_metrics_port: int = _setting(0, "Port each worker serves Prometheus metrics on; 0: none; `facesense up --workers N` gives worker i this port + i")
     job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
     thumbnails: int = _setting(1, "1: workers write a 128 px JPEG thumbnail of each scored image for the dashboard's gallery; 0: none")
 

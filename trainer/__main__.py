@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser().parse_args(argv)
     settings = Settings.from_env()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     try:
         params = TrainParams.parse({f.name: getattr(args, f.name)
                                     for f in dataclasses.fields(TrainParams)

@@ -8,7 +8,7 @@ from facesense.settings import Settings
 from worker.context import check_settings
 
 settings = Settings.from_env()
-setup_logging(settings.log_level)
+setup_logging(settings.log_level, settings.log_format)
 check_settings(settings)  # a bad setting stops the worker at start, not every task later
 app = make_celery(settings)
 

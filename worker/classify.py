@@ -164,8 +164,11 @@ def finalize(ctx: Context, job_id: str) -> dict | None:
 
 def _finalize(ctx: Context, job_id: str) -> dict | None:
     record = ctx.jobs.get(job_id)
-    if record["status"] == JobStatus.CANCELLED and record.get("shards") and not record.get("results"):
-        return _finalize_partial(ctx, job_id, record)
+    if record["status"] == JobStatus.CANCELLED and not record.get("partial"):
+        summary = _finalize_partial(ctx, job_id, record) if record.get("shards") else None
+        ctx.jobs.update(job_id, partial=True)
+        ctx.jobs.finished(job_id)  # the cancel left the webhook to this step
+        return summary
     if JobStatus(record["status"]).finished:
         return None
     if record["shards_done"] < record["shards"]:

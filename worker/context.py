@@ -18,6 +18,7 @@ from facesense.settings import Settings
 from facesense.store import Store, store_from_settings
 from facesense.webhooks import DELIVER as WEBHOOK
 from trainer.model import load_model
+from worker import metrics
 from worker.gpu_decode import DECODERS, resolve_decoder
 from worker.inference import (
     LoadedModel,
@@ -43,7 +44,8 @@ class ModelCache:
                 self._models.move_to_end(version)
                 return self._models[version]
             manifest = self.registry.manifest(version)
-            model = load_model(manifest, self.registry.weights(manifest), self.device)
+            with metrics.MODEL_LOAD.time():
+                model = load_model(manifest, self.registry.weights(manifest), self.device)
             loaded = LoadedModel(version, manifest["classes"], manifest["preprocess"], model,
                                  self.device, self.precision)
             self._models[version] = loaded

@@ -19,6 +19,7 @@ from facesense.sources import group_of
 from facesense.store import TooLarge
 from facesense.thumbnails import ThumbnailWriter
 from trainer.presets import ImageRejected, normalize, open_image, plain_jpeg, preprocess
+from worker import metrics
 from worker.gpu_decode import decode_batch_gpu, is_jpeg
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -104,7 +105,8 @@ def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], 
             return "image not found in the source"
 
     keys = iter(keys)
-    with ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool, _closing(thumbs):
+    with (ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool, _closing(thumbs),
+          metrics.shard_meter()):
         def submit() -> list[tuple[str, Future]]:
             return [(k, pool.submit(load, k)) for k in islice(keys, batch_size)]
 
@@ -129,6 +131,7 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel,
     decoded = _decode_jpegs_on_gpu(decoded, loaded, thumbs)
     good = [v for _, v in decoded if not isinstance(v, str)]
     probs = iter(forward(loaded, _stack(good, loaded.device)) if good else ())
+    metrics.record_batch(len(good), len(decoded) - len(good))
     for key, value in decoded:
         if isinstance(value, str):
             yield error_row(key, value)

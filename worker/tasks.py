@@ -7,12 +7,13 @@ import logging
 
 import redis
 from celery import Task
-from celery.signals import worker_ready
+from celery.signals import task_postrun, task_prerun, worker_ready
 
 from facesense.errors import FacesenseError, TransientError
+from facesense.logs import bind_job, unbind_job
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
 from facesense.webhooks import DELIVER, backoff, deliver
-from worker import classify, training, watchdog
+from worker import classify, metrics, training, watchdog
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
 from worker.lease import LeaseBusy
@@ -36,6 +37,22 @@ def on_ready(sender=None, **_):
     """
     if type(getattr(sender, "pool", None)).__module__.endswith(".solo"):
         context()
+        metrics.serve(settings.worker_metrics_port)  # this process runs the tasks it counts
+    elif settings.worker_metrics_port:
+        log.warning("FACESENSE_WORKER_METRICS_PORT needs the solo pool (-P solo): not served")
+
+
+@task_prerun.connect
+def bind_log_context(task=None, args=None, **_):
+    """Every line logged while a task runs carries its job id (every task takes it first)."""
+    job_id = args[0] if args and isinstance(args[0], str) else None
+    bind_job(job_id, task.name)
+
+
+@task_postrun.connect
+def unbind_log_context(**_):
+    """The task is over: later lines belong to no job."""
+    unbind_job()
 
 
 def run_job_step(task: Task, job_id: str, step, *args):

@@ -378,7 +378,7 @@ function renderTraining(el, history, metrics, job) {
                          {id: "accuracy", title: "Accuracy per epoch", yMin: 0, yMax: 1})),
       epochTable(history)));
   } else {
-    parts.push(h("section", {class: "card"}, h("p", {class: "muted"}, "No epoch finished yet.")));
+    parts.push(h("section", {class: "card"}, h("p", {class: "muted"}, "No epochs recorded (yet).")));
   }
   const classes = job?.classes || metrics?.classes || [];
   if (metrics?.confusion_matrix) parts.push(metricsCard(metrics, classes));

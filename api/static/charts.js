@@ -33,7 +33,8 @@ function lineChart(series, opts = {}) {
   const pts = series.flatMap((s) => s.points);
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   const x0 = Math.min(...xs, 1), x1 = Math.max(...xs, 2);
-  const yLo = opts.yMin ?? Math.min(...ys, 0), yHi = opts.yMax ?? Math.max(...ys, 1e-9);
+  // Loss: fit the data (small changes stay visible); accuracy passes its fixed 0..1.
+  const yLo = opts.yMin ?? Math.min(...ys), yHi = opts.yMax ?? Math.max(...ys, yLo + 1e-3);
   const yt = niceTicks(yLo, yHi), y0 = Math.min(yt[0], yLo), y1 = Math.max(yt.at(-1), yHi);
   const X = (x) => m.l + ((x - x0) / (x1 - x0 || 1)) * (W - m.l - m.r);
   const Y = (y) => H - m.b - ((y - y0) / (y1 - y0 || 1)) * (H - m.t - m.b);
