@@ -46,7 +46,8 @@ function lineChart(series, opts = {}) {
     root.append(svg("text", {x: m.l - 6, y: Y(t) + 4, class: "tick", "text-anchor": "end"},
                     fmt(t)));
   }
-  const xt = niceTicks(x0, x1, Math.min(10, x1 - x0)).filter((t) => Number.isInteger(t));
+  const xt = niceTicks(x0, x1, Math.min(10, x1 - x0))
+    .filter((t) => Number.isInteger(t) && t >= x0 && t <= x1);
   for (const t of xt) {
     root.append(svg("text", {x: X(t), y: H - m.b + 16, class: "tick", "text-anchor": "middle"},
                     String(t)));
