@@ -312,15 +312,17 @@ def cmd_classify(args, settings: Settings) -> int:
     from facesense.fetch import fetch_image
     from facesense.registry import Registry
     from facesense.store import store_from_settings
+
+    data = fetch_image(args.image, settings)  # a bad path or URL fails before torch loads
+    registry = Registry(store_from_settings(settings))
+    manifest = registry.resolve(args.model or settings.default_model)
+
     from worker.context import ModelCache
     from worker.inference import resolve_device, resolve_precision, score
 
-    registry = Registry(store_from_settings(settings))
-    manifest = registry.resolve(args.model or settings.default_model)
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
         manifest["version"])
-    data = fetch_image(args.image, settings)
     (row,) = score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,
                    max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
     if args.json:

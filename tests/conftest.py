@@ -42,7 +42,7 @@ def s3_endpoint(base_dir):
     proc, endpoint = start_seaweed(base_dir / "seaweed")
     s3_client(endpoint).create_bucket(Bucket=BUCKET)
     yield endpoint
-    stop([proc])
+    stop([proc], timeout=3)  # throwaway data: no need to wait for a graceful stop
 
 
 @pytest.fixture(scope="session")

@@ -121,16 +121,23 @@ class Stack:
         with store_from_settings(self.settings).open(job_key(job_id, "results.jsonl")) as f:
             return list(iter_jsonl(f))
 
-    def shard_held_by(self, job_id: str, pid: int) -> int | None:
-        """The index of a shard of this job whose lease the process pid holds, if any."""
+    def shard_held_by(self, job_id: str, worker: subprocess.Popen) -> int | None:
+        """The index of a shard of this job whose lease the worker (or its pool child) holds."""
+        pids = {str(worker.pid), *children(worker.pid)}
         for key in self.redis.scan_iter(f"facesense:job:{job_id}:shard:*:lease"):
-            if f":{pid}:" in (self.redis.get(key) or b"").decode():
+            if (self.redis.get(key) or b"").decode().split(":")[1] in pids:
                 return int(key.decode().split(":")[-2])
         return None
 
     def attempts(self, job_id: str) -> dict[int, int]:
         raw = self.redis.hgetall(f"facesense:job:{job_id}:attempts")
         return {int(k): int(v) for k, v in raw.items()}
+
+
+def children(pid: int) -> list[str]:
+    """The pids of a process's children (a prefork worker's pool processes)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return path.read_text().split() if path.exists() else []
 
 
 def wait_until(check, timeout: float, what: str):
@@ -156,9 +163,10 @@ def stack(tmp_path_factory):
     stop([s.redis_proc])
 
 
-def assert_each_image_once(rows: list[dict], keys: list[str]) -> None:
+def assert_each_image_once(rows: list[dict], keys: list[str], errors: int = 0) -> None:
     images = [r["image"] for r in rows]
     assert len(images) == len(set(images)) and sorted(images) == sorted(keys)
+    assert sum(1 for r in rows if r["error"]) == errors  # no image lost to a fault as an error
 
 
 def test_sigkill_one_of_two_workers_mid_job(stack):
@@ -168,7 +176,7 @@ def test_sigkill_one_of_two_workers_mid_job(stack):
     job_id = stack.submit(stack.root / "kill")
     # Kill worker a while it holds a shard, once the job is well under way.
     index = wait_until(lambda: stack.job(job_id)["progress"]["done"] >= 200
-                       and stack.shard_held_by(job_id, a.pid), 120, "worker a to hold a shard")
+                       and stack.shard_held_by(job_id, a), 120, "worker a to hold a shard")
     a.send_signal(signal.SIGKILL)
     a.wait()
     record = stack.wait(job_id, 180)
@@ -183,11 +191,10 @@ def test_sigkill_one_of_two_workers_mid_job(stack):
 
 def test_sigterm_mid_shard_finishes_the_shard(stack):
     keys = tiny_folder(stack.root / "term", 600)
-    (w,) = stack.start_workers(1)
-    for other in stack.alive()[:-1]:  # only w works on this job
-        stop([other])
+    *others, w = stack.ensure_workers(1)
+    stop(others)  # only w works on this job
     job_id = stack.submit(stack.root / "term")
-    index = wait_until(lambda: stack.shard_held_by(job_id, w.pid) or None, 60, "a shard")
+    index = wait_until(lambda: stack.shard_held_by(job_id, w), 60, "a shard")
     w.send_signal(signal.SIGTERM)
     assert w.wait(60) == 0  # warm shutdown: the running task completes first
     # The shard it held was finished and counted before the worker left.
@@ -248,7 +255,7 @@ def test_poison_shard_is_tried_k_times_then_failed(stack):
     record = stack.wait(job_id, 120)
     assert record["status"] == "succeeded", record
     rows = stack.rows(job_id)
-    assert_each_image_once(rows, keys)
+    assert_each_image_once(rows, keys, errors=50)
     failed = {r["image"]: r["error"] for r in rows if r["error"]}
     assert sorted(failed) == sorted(keys)[50:100]  # shard 1 of 50 + 50 + 1 images
     assert all("a worker died on this shard 2 times" in e for e in failed.values())
@@ -288,7 +295,7 @@ def test_object_store_outage(tmp_path_factory, stack):
     register_small_model(settings)
     stack.stop_workers()  # the other tests' workers use the local store
     outage = Stack(root, settings, stack.redis_proc)
-    keys = tiny_folder(root / "images", 400)
+    keys = tiny_folder(root / "images", 600)
     outage.start_workers(1, env={"AWS_MAX_ATTEMPTS": "1"})
     try:
         job_id = outage.submit(root / "images")
@@ -311,4 +318,4 @@ def test_object_store_outage(tmp_path_factory, stack):
     finally:
         proxy.down()
         outage.stop_workers()
-        stop([weed], timeout=5)
+        stop([weed], timeout=2)

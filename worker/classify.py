@@ -113,19 +113,19 @@ def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bo
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
     # Counted before scoring: a delivery whose worker dies mid-shard is never taken back.
     attempts = ctx.jobs.count_attempt(job_id, index)
-    if attempts > ctx.settings.shard_max_attempts:
-        reason = (f"not scored: a worker died on this shard {attempts - 1} times "
-                  "(an input in it may crash the decoder or the model)")
-        rows = [error_row(key, reason) for key in keys]
-    else:
-        try:
+    try:
+        if attempts > ctx.settings.shard_max_attempts:
+            reason = (f"not scored: a worker died on this shard {attempts - 1} times "
+                      "(an input in it may crash the decoder or the model)")
+            rows = [error_row(key, reason) for key in keys]
+        else:
             rows = _score_shard(ctx, job_id, record, keys)
-        except BaseException:
-            ctx.jobs.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
-            raise
-    if rows is None:  # cancelled mid-shard
-        return False
-    _save_and_count(ctx, job_id, index, record, rows)
+        if rows is None:  # cancelled mid-shard
+            return False
+        _save_and_count(ctx, job_id, index, record, rows)
+    except BaseException:
+        ctx.jobs.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
+        raise
     return True
 
 
