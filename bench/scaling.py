@@ -2,8 +2,8 @@
 
 `python -m bench.scaling [--n 4000] [--size 640x480]`
 
-Each worker is one process with one compute thread (OMP_NUM_THREADS=1, one decode thread), so
-two workers on two cores is the scale-out a second machine would give. Both runs score the
+Each worker is one process pinned to its own CPU core (one torch thread, one decode thread),
+so two workers on two cores is the scale-out a second machine would give. Both runs score the
 same folder through the API on a private Redis and a local store, after a one-image warm-up
 job per worker (model loaded); the figure is submission-to-`succeeded` wall time. It also
 records which worker processes held the job's shard leases, to show both worked on one job.
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import redis
 
 from api import create_app
 from bench.photos import make_photos
-from facesense.embedded import start_redis, start_workers, stop
+from facesense.embedded import start_redis, stop, worker_command
 from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
@@ -36,7 +37,7 @@ def run(workers: int, images: Path, base: Path) -> dict:
     redis_proc, url = start_redis(base / f"redis-{workers}")
     settings = Settings.from_env(redis_url=url, store=str(base / "store"),
                                  allowed_roots=(str(base),), decode_threads=1)
-    procs = start_workers(settings, workers, env=ONE_THREAD, queues="inference")
+    procs = [pinned_worker(settings, core) for core in range(workers)]
     try:
         celery = make_celery(settings)
         while len(celery.control.ping(timeout=1)) < workers:
@@ -62,6 +63,13 @@ def run(workers: int, images: Path, base: Path) -> dict:
     finally:
         stop(procs)
         stop([redis_proc])
+
+
+def pinned_worker(settings: Settings, core: int) -> subprocess.Popen:
+    """One worker process held to one CPU core: fetch, decode and forward all share it."""
+    return subprocess.Popen(worker_command("inference", f"worker{core}"),
+                            env={**os.environ, **settings.env(), **ONE_THREAD},
+                            preexec_fn=lambda: os.sched_setaffinity(0, {core}))
 
 
 def submit(client, folder: Path) -> str:
