@@ -188,4 +188,6 @@ def _stack(images: list, device: torch.device) -> torch.Tensor | np.ndarray:
     """One uint8 NHWC batch from CPU arrays and/or device tensors."""
     if all(isinstance(v, np.ndarray) for v in images):
         return np.stack(images)
-    return torch.stack([torch.as_tensor(v).to(device) for v in images])
+    # torch.tensor copies an array (decoded arrays are read-only views of Pillow's buffer)
+    return torch.stack([v.to(device) if isinstance(v, torch.Tensor) else torch.tensor(v, device=device)
+                        for v in images])
