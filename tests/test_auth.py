@@ -9,14 +9,12 @@ import logging
 import os
 import re
 import subprocess
-import threading
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import redis
 import yaml
-from werkzeug.serving import make_server
 
 from api import create_app
 from facesense import keys
@@ -26,6 +24,7 @@ from facesense.errors import ConfigError
 from facesense.jobs import JobRecords
 from facesense.keys import Keyring, hash_key, new_key
 from facesense.settings import describe
+from tests.servers import serving
 
 ALICE, BOB, OPS = new_key(), new_key(), new_key()
 ROOT = Path(__file__).resolve().parent.parent
@@ -216,12 +215,8 @@ def test_gunicorn_with_the_compose_api_environment_refuses_to_boot_without_keys(
 @pytest.fixture
 def server(keyed_settings, model_version):
     """The keyed app on a real HTTP server (werkzeug, in a thread) on a free loopback port."""
-    srv = make_server("127.0.0.1", 0, create_app(keyed_settings), threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
-    thread.join(5)
+    with serving(create_app(keyed_settings)) as url:
+        yield url
 
 
 def test_the_client_and_the_cli_send_the_key(server, monkeypatch):

@@ -5,17 +5,16 @@ from __future__ import annotations
 import csv
 import io
 import random
-import threading
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
-from werkzeug.serving import make_server
 
 from api import create_app
 from facesense.cli import main
 from facesense.client import ApiError, Client
 from tests.imagegen import encode, make_folder, make_image
 from tests.loopback import Loopback, respond
+from tests.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -25,12 +24,8 @@ GOOD, CORRUPT = 9, 3  # imagegen adds 3 corrupt files to the first group
 @pytest.fixture(scope="module")
 def server(settings, model_version, worker):
     """The API on a real HTTP server on a free loopback port; the session worker behind it."""
-    srv = make_server("127.0.0.1", 0, create_app(settings), threaded=True)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_port}"
-    srv.shutdown()
-    thread.join(5)
+    with serving(create_app(settings)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

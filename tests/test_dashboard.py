@@ -8,15 +8,12 @@ import os
 import random
 import shutil
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
 from PIL import Image
-from werkzeug.serving import make_server
 
 from api import create_app
 from facesense.demo import draw_face, jpeg, make_dataset
@@ -27,6 +24,7 @@ from facesense.store import store_from_settings
 from facesense.thumbnails import ThumbnailWriter, thumb_key
 from facesense.trainparams import TrainParams
 from tests.imagegen import encode, make_image
+from tests.servers import serving
 
 pytestmark = pytest.mark.slow
 
@@ -38,17 +36,6 @@ UPDATE_DOCS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 # Each epoch costs seconds (AdamW over AlexNet's 57M weights, a ~650 MB checkpoint): 2 epochs
 # on 16 faces draw the curves; the committed screenshot gets a run that learns something.
 EPOCHS, FACES, SIDE, BATCH = (12, 120, 112, 32) if UPDATE_DOCS else (2, 8, 64, 12)
-
-
-@contextmanager
-def serving(app):
-    """An app on a loopback port, served from a thread (werkzeug's server); yields its URL."""
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_port}"
-    finally:
-        httpd.shutdown()
 
 
 @pytest.fixture(scope="module")
