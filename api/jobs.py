@@ -6,7 +6,7 @@ import json
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
-from api.auth import caller, visible
+from api.auth import caller, require_admin, visible
 from api.schemas import (
     CLASSIFY_FIELDS,
     TRAIN_FIELDS,
@@ -16,7 +16,7 @@ from api.schemas import (
     json_body,
 )
 from facesense.errors import BadRequest, Conflict, TransientError
-from facesense.jobs import JobStatus, new_job_id, public
+from facesense.jobs import JobStatus, new_job_id, public_record
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
 from facesense.results import RETRY_KEYS, failed_images, job_key, read_page
 from facesense.sources import normalize_source, save_uploads, upload_source
@@ -50,7 +50,7 @@ def submit():
             raise BadRequest(f"unknown job type {kind!r}: use 'classify' or 'train'")
     else:
         raise BadRequest("send application/json or multipart/form-data")
-    response = jsonify(public(record))
+    response = jsonify(public_record(record))
     response.headers["Location"] = f"/v1/jobs/{record['id']}"
     return response, 202
 
@@ -131,6 +131,8 @@ def submit_train(body: dict) -> dict:
     promote = body.get("promote", "never")
     if promote not in PROMOTE_POLICIES:
         raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
+    if promote != "never":  # moving the alias changes every other caller's default model
+        require_admin(f"promote={promote!r}")
     record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote,
                            owner=caller().name, **extra)
     return send(record, TRAIN)
@@ -155,7 +157,7 @@ def retry(job_id: str):
     record = s.jobs.create("classify", job_id=new_id, source=old["source"], model=name,
                            model_version=manifest["version"], classes=manifest["classes"],
                            retry_of=job_id, owner=caller().name)
-    response = jsonify(public(send(record, PLAN_CLASSIFY)))
+    response = jsonify(public_record(send(record, PLAN_CLASSIFY)))
     response.headers["Location"] = f"/v1/jobs/{new_id}"
     return response, 202
 
@@ -175,7 +177,7 @@ def cancel(job_id: str):
         except Exception as e:
             current_app.logger.warning("job %s: could not queue its partial results: %s", job_id, e)
             s.jobs.finished(job_id)
-    return jsonify(public(s.jobs.archive(job_id)))
+    return jsonify(public_record(s.jobs.archive(job_id)))
 
 
 @bp.get("")
@@ -185,14 +187,14 @@ def list_jobs():
     offset = int_arg(request, "offset", 0, 0, 1_000_000)
     who = caller()
     records = services().jobs.recent(limit, offset, owner=None if who.admin else who.name)
-    return jsonify({"jobs": [public(r) for r in records],
+    return jsonify({"jobs": [public_record(r) for r in records],
                     "limit": limit, "offset": offset})
 
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
     """One job: status, progress, and once finished the summary and result locations."""
-    return jsonify(public(visible(services().jobs.get(job_id))))
+    return jsonify(public_record(visible(services().jobs.get(job_id))))
 
 
 @bp.get("/<job_id>/results")
@@ -218,7 +220,8 @@ def results(job_id: str):
     limit = int_arg(request, "limit", 100, 1, 1000)
     offset = int_arg(request, "offset", 0, 0, 10**9)
     rows = read_page(s.store, job_id, offset, limit)
-    total = record.get("total", 0)
-    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    # the rows in the results: all images, or a cancelled job's partial share of them
+    total = record["summary"]["overall"]["images"] if record.get("summary") else record.get("total", 0)
+    next_offset = offset + len(rows) if rows and offset + len(rows) < total else None
     return jsonify({"job_id": job_id, "total": total, "offset": offset, "limit": limit,
                     "next_offset": next_offset, "rows": rows})

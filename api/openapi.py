@@ -158,8 +158,10 @@ def document() -> dict:
     location = {"Location": {"schema": {"type": "string"}, "description": "the job's URL"}}
     paths = {
         "/v1/jobs": {
-            "post": op("Queue a scoring or training job", 202, ref("Job"),
-                       (400, 404, 409, 413, 422, 503), body=submit_body),
+            "post": op("Queue a scoring or training job (a training job that promotes its "
+                       "version needs an admin key)", 202, ref("Job"),
+                       (400, 404, 409, 413, 422, 503) + ((403,) if auth_enabled() else ()),
+                       body=submit_body),
             "get": op("Recent jobs, newest first (the caller's own; every job for an admin key)",
                       200, ref("JobList"), (400, 503), params=(
                           query_int("limit", 20, "clamped to 1..200"),

@@ -265,7 +265,7 @@ class JobRecords:
         return record
 
 
-def public(record: dict) -> dict:
+def public_record(record: dict) -> dict:
     """A job record as the API and webhooks show it: counters grouped under progress."""
     out = {k: v for k, v in record.items() if k not in COUNTERS}
     out["progress"] = {k: record.get(k, 0) for k in COUNTERS}

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 from facesense.errors import BadRequest, ObjectNotFound, PayloadTooLarge, SourceError
 from facesense.settings import Settings
-from facesense.store import LocalStore, Store, check_key, open_store
+from facesense.store import LocalStore, Store, check_key, open_store, parse_s3_url
 from facesense.urls import URLS_SCHEME, UrlSource, is_url_key, split_url_key
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -109,11 +109,29 @@ def normalize_source(source: str, settings: Settings) -> str:
     source = source.strip()
     if source.startswith("s3://"):
         open_store(source)  # validates the URL's shape
-        return source.rstrip("/")
-    if "://" in source and not source.startswith("file://"):
+        canonical = source.rstrip("/")
+    elif "://" in source and not source.startswith("file://"):
         raise SourceError(f"unsupported source {source!r}: use s3://bucket/prefix or a local folder")
-    local = file_url_path(source) if source.startswith("file://") else source
-    return resolve_local(local, settings).as_uri()
+    else:
+        local = file_url_path(source) if source.startswith("file://") else source
+        canonical = resolve_local(local, settings).as_uri()
+    if overlaps_store(canonical, settings.store_url):
+        raise SourceError(f"source {source!r} overlaps the store that holds every job's files")
+    return canonical
+
+
+def overlaps_store(source: str, store: str) -> bool:
+    """True if a canonical source and the main store contain one another (or are the same):
+    a job on it could list other callers' uploads, results and thumbnails."""
+    if source.startswith("s3://") != store.startswith("s3://"):
+        return False
+    if source.startswith("s3://"):
+        (bucket, prefix), (store_bucket, store_prefix) = parse_s3_url(source), parse_s3_url(store)
+        a, b = PurePosixPath("/", prefix), PurePosixPath("/", store_prefix)
+        return bucket == store_bucket and (a == b or a in b.parents or b in a.parents)
+    a = Path(file_url_path(source))
+    b = Path(file_url_path(store) if store.startswith("file://") else store).resolve()
+    return a == b or a in b.parents or b in a.parents
 
 
 UPLOAD_SCHEME = "store:"

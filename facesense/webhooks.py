@@ -13,7 +13,7 @@ import logging
 import time
 
 from facesense.errors import BadRequest, FacesenseError
-from facesense.jobs import JobRecords, now, public
+from facesense.jobs import JobRecords, now, public_record
 from facesense.netguard import FetchError, Limits, Refused, post, vet
 from facesense.settings import Settings
 
@@ -56,7 +56,7 @@ def verify(secret: str, body: bytes, timestamp: str, signature: str, *,
 
 def body_of(record: dict) -> bytes:
     """The delivery body: the public record, without the delivery's own bookkeeping."""
-    return json.dumps(public({k: v for k, v in record.items() if k != "webhook"}),
+    return json.dumps(public_record({k: v for k, v in record.items() if k != "webhook"}),
                       separators=(",", ":")).encode()
 
 
@@ -87,10 +87,13 @@ def deliver(jobs: JobRecords, settings: Settings, job_id: str, attempt: int) -> 
         error = str(e)
     again = error is not None and retryable and attempt < settings.webhook_max_attempts
     state = "delivered" if error is None else "retrying" if again else "failed"
-    if jobs.exists(job_id):  # Redis may have forgotten a very old job: never recreate it
-        jobs.update(job_id, webhook={"url": url, "status": state, "attempts": attempt,
-                                     "http_status": code, "error": error, "at": now()})
-        if state != "retrying":
-            jobs.archive(job_id)
+    try:  # recording the outcome must not turn a delivered POST into a retried one
+        if jobs.exists(job_id):  # Redis may have forgotten a very old job: never recreate it
+            jobs.update(job_id, webhook={"url": url, "status": state, "attempts": attempt,
+                                         "http_status": code, "error": error, "at": now()})
+            if state != "retrying":
+                jobs.archive(job_id)
+    except Exception as e:
+        log.warning("job %s: could not record its webhook outcome: %s", job_id, e)
     log.info("job %s: webhook attempt %d: %s", job_id, attempt, error or "delivered")
     return backoff(settings, attempt) if again else None

@@ -130,10 +130,15 @@ def test_cancel_works_for_the_owner_and_the_archived_record_keeps_its_owner(api,
     assert api.get(f"/v1/jobs/{job_id}", headers=bearer(ALICE)).get_json()["owner"] == "alice"
 
 
-def test_promoting_a_model_needs_an_admin_key(api, model_version, unique):
+def test_promoting_a_model_needs_an_admin_key(api, model_version, unique, folder):
     path = f"/v1/models/{model_version['version']}/promote"
     resp = api.post(path, json={"alias": f"auth-{unique}"}, headers=bearer(ALICE))
     assert resp.status_code == 403 and "admin key" in resp.get_json()["error"]["message"]
+    # A training job that would move the alias is a promotion too.
+    for policy in ("always", "if_better"):
+        resp = api.post("/v1/jobs", json={"type": "train", "dataset": str(folder),
+                                          "promote": policy}, headers=bearer(ALICE))
+        assert resp.status_code == 403 and "admin key" in resp.get_json()["error"]["message"]
     resp = api.post(path, json={"alias": f"auth-{unique}"}, headers=bearer(OPS))
     assert resp.status_code == 200 and resp.get_json()["history"][-1]["by"] == "key ops"
 

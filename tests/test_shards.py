@@ -25,7 +25,9 @@ def sent() -> list[tuple[str, list]]:
 @pytest.fixture
 def ctx(settings, model_version, sent):
     """A worker context whose queue is the `sent` list, instead of a broker."""
-    return build_context(settings.replace(shard_size=10),
+    # Redis database 3: the session worker (database 0) never sees these jobs or their queue.
+    private = settings.redis_url.rsplit("/", 1)[0] + "/3"
+    return build_context(settings.replace(shard_size=10, redis_url=private),
                          lambda name, args: sent.append((name, args)))
 
 

@@ -145,6 +145,22 @@ def test_s3_url_passes_through_without_a_trailing_slash(settings):
     assert normalize_source("s3://bucket", settings) == "s3://bucket"
 
 
+def test_a_source_that_overlaps_the_store_is_refused(root, settings):
+    # Every job's uploads, results and thumbnails live in the store: no job may list them.
+    local = settings.replace(store=str(root / "store"))
+    (root / "store" / "jobs").mkdir(parents=True)
+    for source in (str(root), str(root / "store"), str(root / "store" / "jobs")):
+        with pytest.raises(SourceError, match="overlaps the store"):
+            normalize_source(source, local)
+    assert normalize_source(str(root / "ads"), local) == (root / "ads").resolve().as_uri()
+    s3 = settings.replace(store="s3://bucket/prod")
+    for source in ("s3://bucket", "s3://bucket/prod/", "s3://bucket/prod/jobs"):
+        with pytest.raises(SourceError, match="overlaps the store"):
+            normalize_source(source, s3)
+    assert normalize_source("s3://bucket/production", s3) == "s3://bucket/production"
+    assert normalize_source("s3://other/prod", s3) == "s3://other/prod"
+
+
 def test_s3_url_without_a_bucket_is_refused(settings):
     with pytest.raises(SourceError):
         normalize_source("s3:///prefix", settings)

@@ -54,9 +54,10 @@ def _plan(ctx: Context, job_id: str) -> int:
     if record.get("shards"):  # redelivered after the shards were queued
         return _queue_missing_shards(ctx, job_id, record["shards"])
     manifest = ctx.registry.manifest(record["model_version"])
-    ctx.jobs.set_status(job_id, JobStatus.RUNNING, model_version=manifest["version"],
-                        classes=manifest["classes"], precision=ctx.models.precision,
-                        device=str(ctx.models.device), decoder=ctx.decoder)
+    if not ctx.jobs.set_status(job_id, JobStatus.RUNNING, model_version=manifest["version"],
+                               classes=manifest["classes"], precision=ctx.models.precision,
+                               device=str(ctx.models.device), decoder=ctx.decoder):
+        return 0  # cancelled meanwhile
     if record.get("retry_of"):  # only the images that failed in the earlier job
         images = iter(json.loads(ctx.store.get(job_key(job_id, RETRY_KEYS))))
     else:
@@ -68,6 +69,8 @@ def _plan(ctx: Context, job_id: str) -> int:
     if not total:
         raise SourceError(f"no images found in {record['source']} "
                           "(extensions: jpg, jpeg, png, webp, bmp, gif, tif, tiff)")
+    if ctx.jobs.get_field(job_id, "status") != JobStatus.RUNNING:
+        return 0  # cancelled while listing: its record is final, leave it as it is
     ctx.jobs.update(job_id, total=total, shards=shards)
     for index in range(shards):
         ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
@@ -124,7 +127,10 @@ def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bo
             return False
         _save_and_count(ctx, job_id, index, record, rows)
     except BaseException:
-        ctx.jobs.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
+        try:
+            ctx.jobs.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
+        except Exception as e:  # Redis itself failed: the retry may count as one death
+            log.warning("job %s: shard %d: could not take back its delivery: %s", job_id, index, e)
         raise
     return True
 
@@ -155,20 +161,16 @@ def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: l
 
 def finalize(ctx: Context, job_id: str) -> dict | None:
     """Merge shard outputs into results.jsonl / .csv / summary.json and finish the job."""
-    try:
-        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, FINALIZE_LEASE):
-            return _finalize(ctx, job_id)
-    except LeaseBusy:
-        return None  # a live worker is merging it
+    # LeaseBusy propagates: the task retries after a lease TTL, so a cancel that lands while
+    # another worker merges is still finished by this delivery.
+    with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, FINALIZE_LEASE):
+        return _finalize(ctx, job_id)
 
 
 def _finalize(ctx: Context, job_id: str) -> dict | None:
     record = ctx.jobs.get(job_id)
-    if record["status"] == JobStatus.CANCELLED and not record.get("partial"):
-        summary = _finalize_partial(ctx, job_id, record) if record.get("shards") else None
-        ctx.jobs.update(job_id, partial=True)
-        ctx.jobs.finished(job_id)  # the cancel left the webhook to this step
-        return summary
+    if record["status"] == JobStatus.CANCELLED and "partial" not in record:
+        return _finalize_cancelled(ctx, job_id, record)
     if JobStatus(record["status"]).finished:
         return None
     if record["shards_done"] < record["shards"]:
@@ -179,19 +181,26 @@ def _finalize(ctx: Context, job_id: str) -> dict | None:
     if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=_locations(ctx, job_id),
                            summary=summary):
         ctx.jobs.archive(job_id)
+    elif ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED:  # cancelled while merging
+        return _finalize_cancelled(ctx, job_id, ctx.jobs.get(job_id))
     return summary
 
 
-def _finalize_partial(ctx: Context, job_id: str, record: dict) -> dict:
-    """A cancelled job keeps the rows of the shards counted before the cancel, marked partial."""
-    uncounted = set(ctx.jobs.uncounted_shards(job_id, record["shards"]))
-    counted = [i for i in range(record["shards"]) if i not in uncounted]
-    summary = write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
-                            record["classes"])
-    ctx.jobs.update(job_id, results=_locations(ctx, job_id), summary=summary, partial=True)
+def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
+    """A cancelled job keeps the rows of the shards counted before the cancel, marked partial,
+    and then sends its webhook (the cancel left that to this step)."""
+    summary, shards = None, record.get("shards") or 0
+    if shards:
+        uncounted = set(ctx.jobs.uncounted_shards(job_id, shards))
+        counted = [i for i in range(shards) if i not in uncounted]
+        summary = write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
+                                record["classes"])
+        ctx.jobs.update(job_id, results=_locations(ctx, job_id), summary=summary)
+        log.info("job %s cancelled: kept %d images from %d of %d shards", job_id,
+                 summary["overall"]["images"], len(counted), shards)
+    ctx.jobs.update(job_id, partial=True)
     ctx.jobs.archive(job_id)
-    log.info("job %s cancelled: kept %d images from %d of %d shards", job_id,
-             summary["overall"]["images"], len(counted), record["shards"])
+    ctx.jobs.finished(job_id)
     return summary
 
 

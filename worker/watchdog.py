@@ -7,7 +7,14 @@ import threading
 import time
 
 from facesense.errors import JobNotFound
-from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
+from facesense.queue import (
+    CLASSIFY_SHARD,
+    FINALIZE_CLASSIFY,
+    INFERENCE_QUEUE,
+    PLAN_CLASSIFY,
+    TRAIN,
+    TRAINING_QUEUE,
+)
 from worker.classify import FINALIZE_LEASE, PLAN_LEASE, shard_lease
 from worker.context import Context
 
@@ -19,8 +26,9 @@ class Watchdog:
 
     Work in progress holds a lease renewed by a heartbeat: work that was started (it counted a
     delivery) but whose lease lapsed lost its worker. A job that holds no lease and has not
-    moved for stall_s may have lost a message that was never started (a worker died holding
-    it, or Redis restarted under it): its pending work is queued again. Requeueing is
+    moved for stall_s while its queue is empty (nothing is waiting that could be its work) may
+    have lost a message (a worker died holding it, or Redis restarted under it): its pending
+    work is queued again. Requeueing is
     at-least-once and every step is idempotent, so a stray duplicate costs time, never a row;
     a marker that lasts as long as the broker's visibility timeout keeps many workers (and
     many sweeps) from queueing the same work twice.
@@ -30,10 +38,12 @@ class Watchdog:
         self.ctx, self.jobs = ctx, ctx.jobs
         self.stall_s = stall_s if stall_s is not None else 10 * ctx.settings.lease_ttl_s
         self._seen: dict[str, tuple[tuple, float]] = {}  # job id -> (its state, since when)
+        self._idle: dict[str, bool] = {}  # queue -> empty at this sweep
 
     def sweep(self) -> list[tuple[str, str]]:
         """One pass over the active jobs; returns the (job id, lease name) requeued."""
         requeued, active = [], self.jobs.active()
+        self._idle = {q: self.jobs.redis.llen(q) == 0 for q in (INFERENCE_QUEUE, TRAINING_QUEUE)}
         for job_id in active:
             try:
                 record = self.jobs.get(job_id)
@@ -45,18 +55,19 @@ class Watchdog:
             for name, task, args in self._lost_work(record):
                 if self.jobs.mark_requeued(job_id, name, self.ctx.settings.visibility_timeout):
                     log.warning("job %s: requeued %s (its worker vanished)", job_id,
-                                name.removesuffix(":lease"))
+                                "training" if name == "lease" else name.removesuffix(":lease"))
                     self.ctx.enqueue(task, args)
                     requeued.append((job_id, name))
         self._seen = {k: v for k, v in self._seen.items() if k in active}
         return requeued
 
     def _stalled(self, record: dict) -> bool:
-        """True once the job's status and progress have not changed for stall_s."""
+        """True once the job has not moved for stall_s while its queue stood empty."""
+        queue = TRAINING_QUEUE if record["type"] == "train" else INFERENCE_QUEUE
         state = (record["status"], record.get("shards"), record.get("shards_done"))
         seen = self._seen.get(record["id"])
-        if seen is None or seen[0] != state:
-            self._seen[record["id"]] = (state, time.monotonic())
+        if seen is None or seen[0] != state or not self._idle[queue]:
+            self._seen[record["id"]] = (state, time.monotonic())  # a backlog is not a stall
             return False
         return time.monotonic() - seen[1] > self.stall_s
 
@@ -65,15 +76,15 @@ class Watchdog:
         job_id, jobs = record["id"], self.jobs
         stalled = self._stalled(record)
         if record["type"] == "train":
-            if record["status"] == "running" and not jobs.leased(job_id):
+            if (record["status"] == "running" or stalled) and not jobs.leased(job_id):
                 yield "lease", TRAIN, [job_id]
             return
         shards = record.get("shards") or 0
         if not shards:  # queued, or planning
             if (record["status"] == "running" or stalled) and not jobs.leased(job_id, PLAN_LEASE):
                 yield PLAN_LEASE, PLAN_CLASSIFY, [job_id]
-        elif record["shards_done"] >= shards:
-            if not jobs.leased(job_id, FINALIZE_LEASE):
+        elif record["shards_done"] >= shards:  # queued by the last shard: lost only if stalled
+            if stalled and not jobs.leased(job_id, FINALIZE_LEASE):
                 yield FINALIZE_LEASE, FINALIZE_CLASSIFY, [job_id]
         else:
             attempts = jobs.attempts(job_id)
