@@ -28,10 +28,9 @@ class Watchdog:
     delivery) but whose lease lapsed lost its worker. A job that holds no lease and has not
     moved for stall_s while its queue is empty (nothing is waiting that could be its work) may
     have lost a message (a worker died holding it, or Redis restarted under it): its pending
-    work is queued again. Requeueing is
-    at-least-once and every step is idempotent, so a stray duplicate costs time, never a row;
-    a marker that lasts as long as the broker's visibility timeout keeps many workers (and
-    many sweeps) from queueing the same work twice.
+    work is queued again. Requeueing is at-least-once and every step is idempotent, so a stray
+    duplicate costs time, never a row; a marker that lasts as long as the broker's visibility
+    timeout keeps many workers (and many sweeps) from queueing the same work twice.
     """
 
     def __init__(self, ctx: Context, stall_s: float | None = None):
