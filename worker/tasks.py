@@ -19,13 +19,14 @@ from worker.context import Context, build_context
 from worker.lease import LeaseBusy
 
 log = logging.getLogger(__name__)
+TRANSIENT = (TransientError, redis.ConnectionError, redis.TimeoutError)  # worth a retry
 
 
 @functools.cache
 def context() -> Context:
     """This process's context, built on first use (after any fork), and its watchdog."""
     ctx = build_context(settings, lambda name, args: app.send_task(name, args=args))
-    watchdog.start(ctx)  # every worker watches for running jobs whose worker vanished
+    watchdog.start(ctx)  # every worker watches for active jobs whose worker vanished
     return ctx
 
 
@@ -63,7 +64,7 @@ def run_job_step(task: Task, job_id: str, step, *args):
     except LeaseBusy:
         # A live worker holds the job: check again once its lease could have lapsed.
         raise task.retry(countdown=settings.lease_ttl_s) from None
-    except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
+    except TRANSIENT as e:
         if task.request.retries < settings.task_max_retries:
             delay = min(60, 2 ** task.request.retries)
             log.warning("job %s: %s; retry in %ss", job_id, e, delay)
@@ -108,7 +109,7 @@ def deliver_webhook(self, job_id: str):
     attempt = self.request.retries + 1
     try:
         delay = deliver(context().jobs, settings, job_id, attempt)
-    except (TransientError, redis.ConnectionError, redis.TimeoutError) as e:
+    except TRANSIENT as e:
         log.warning("job %s: webhook attempt %d: %s", job_id, attempt, e)  # Redis or storage
         delay = backoff(settings, attempt) if attempt < settings.webhook_max_attempts else None
     if delay is not None:
