@@ -224,6 +224,22 @@ def memory(base: Path, precision: str) -> dict:
     return out
 
 
+def machine() -> dict:
+    """What the figures depend on: CPU model and its bf16 support, cores, torch, GPU."""
+    cpu, flags = platform.machine(), set()
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            cpu = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return {"cpu": cpu, "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+            "cores": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
 def table(figures: dict) -> str:
     """The five figures with ratios, as Markdown."""
     e = figures["e"]
@@ -254,9 +270,7 @@ def main() -> None:
     args = p.parse_args()
     OUT.mkdir(exist_ok=True)
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="facesense-bench-"))
-    result = {"machine": {"cpu": platform.processor() or platform.machine(),
-                          "cores": os.cpu_count(), "torch": torch.__version__,
-                          "torch_threads": torch.get_num_threads()}, "runs": []}
+    result = {"machine": machine(), "runs": []}
     for size in args.sizes.split(","):
         w, h = map(int, size.split("x"))
         figures = run(args.n, (w, h), base, args.precision)

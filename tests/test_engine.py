@@ -12,10 +12,11 @@ from PIL import Image
 from torchvision import transforms as T
 
 from facesense.demo import draw_face
+from facesense.errors import FacesenseError
 from trainer.model import build_alexnet
 from trainer.presets import preprocess, spec_for
 from worker.gpu_decode import choose_decoder, decode_batch_gpu
-from worker.inference import LoadedModel, score
+from worker.inference import LoadedModel, resolve_precision, score, time_cpu_precisions
 
 SPEC = spec_for(224, 256)
 CPU = torch.device("cpu")
@@ -87,6 +88,31 @@ def test_decoder_choice_rejects_unknown_settings():
         choose_decoder("fast", CPU, False)
 
 
+def no_timing():
+    raise AssertionError("no measurement expected")
+
+
+@pytest.mark.parametrize(("setting", "cpu_bf16", "timings", "expected"), [
+    ("auto", False, no_timing, "fp32"),  # emulated bf16 (this CI machine): never measured
+    ("auto", True, lambda: {"fp32": 0.3, "bf16": 0.1}, "bf16"),  # AVX-512 BF16 / AMX, faster
+    ("auto", True, lambda: {"fp32": 0.1, "bf16": 0.3}, "fp32"),  # native but measured slower
+    ("bf16", False, no_timing, "bf16"),  # an explicit setting is honoured
+    ("fp32", True, no_timing, "fp32"),
+])
+def test_cpu_precision_choice(setting, cpu_bf16, timings, expected):
+    assert resolve_precision(setting, CPU, cpu_bf16=cpu_bf16, timings=timings) == expected
+
+
+def test_precision_choice_rejects_unknown_settings():
+    with pytest.raises(FacesenseError, match="unknown precision 'int4'"):
+        resolve_precision("int4", CPU)
+
+
+def test_the_cpu_precision_measurement_times_both_paths():
+    seconds = time_cpu_precisions.__wrapped__(batch=2)
+    assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+
+
 def test_batched_jpeg_decode_matches_the_cpu_preprocessing():
     # torchvision's decode_jpeg runs on CPU too: the same code the GPU path runs, checked here.
     images = photos(3, size=(1000, 700))
@@ -111,3 +137,24 @@ def test_the_gpu_path_falls_back_per_image_when_a_jpeg_is_corrupt(loaded, monkey
     reference = {r["image"]: r for r in run(good, loaded)}
     for r in rows[1:]:
         assert r["label"] == reference[r["image"]]["label"]
+
+
+def test_precision_agreement_counts_labels_and_the_largest_probability_gap():
+    from bench.precision import agreement
+    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.51, 0.49], [0.3, 0.7]])
+    probs = np.array([[0.89, 0.11], [0.2, 0.8], [0.49, 0.51], [0.3, 0.7]], np.float32)
+    got = agreement(reference, probs)
+    assert got["label_agreement"] == 0.75  # the near tie flipped
+    assert got["max_prob_diff"] == pytest.approx(0.02, abs=1e-4)
+    assert agreement(reference, reference.astype(np.float32))["label_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("figures, eligible", [
+    ({"images_per_s": 200, "label_agreement": 0.996, "max_prob_diff": 0.009}, True),
+    ({"images_per_s": 200, "label_agreement": 0.99, "max_prob_diff": 0.009}, False),
+    ({"images_per_s": 200, "label_agreement": 1.0, "max_prob_diff": 0.02}, False),
+    ({"images_per_s": 50, "label_agreement": 1.0, "max_prob_diff": 0.0}, False),  # slower
+])
+def test_a_reduced_precision_is_eligible_as_default_only_if_faster_and_close(figures, eligible):
+    from bench.precision import eligible as is_eligible
+    assert is_eligible(figures, fp32_rate=100) is eligible

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from itertools import islice
 
 import numpy as np
@@ -21,6 +23,8 @@ from facesense.thumbnails import ThumbnailWriter
 from trainer.presets import ImageRejected, normalize, open_image, plain_jpeg, preprocess
 from worker import metrics
 from worker.gpu_decode import decode_batch_gpu, is_jpeg
+
+log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -44,15 +48,46 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def resolve_precision(setting: str, device: torch.device) -> str:
-    """'auto': bf16 (or fp16) autocast on CUDA; fp32 on CPU."""
+def resolve_precision(setting: str, device: torch.device, cpu_bf16: bool | None = None,
+                      timings: Callable[[], dict[str, float]] | None = None) -> str:
+    """'auto': bf16 (or fp16) autocast on CUDA; on CPU, bf16 where the CPU does bf16 natively
+    (AVX-512 BF16 or AMX) and a start-up measurement finds it faster, else fp32."""
     if setting != "auto":
         if setting not in PRECISIONS:
             raise FacesenseError(f"unknown precision {setting!r}: use auto, fp32, bf16 or fp16")
         return setting
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "fp32"
+    if not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
+        return "fp32"  # emulated bf16 runs AlexNet several times slower than fp32
+    seconds = (timings or time_cpu_precisions)()
+    return "bf16" if seconds["bf16"] < seconds["fp32"] else "fp32"
+
+
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 math (AVX-512 BF16 or AMX tiles)."""
+    try:
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    except AttributeError:  # a torch without these probes: assume not
+        return False
+
+
+@cache
+def time_cpu_precisions(batch: int = 8) -> dict[str, float]:
+    """Seconds for one AlexNet forward pass at 224 px per precision (once per process)."""
+    from trainer.model import build_alexnet
+    model = build_alexnet(2).eval().to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+    seconds = {}
+    for precision in ("fp32", "bf16"):
+        dtype = PRECISIONS[precision]
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            model(x)  # warm-up: oneDNN picks and caches its kernels
+            start = time.perf_counter()
+            model(x)
+            seconds[precision] = time.perf_counter() - start
+    log.info("CPU forward pass at batch %d: %s", batch, seconds)
+    return seconds
 
 
 def default_batch_size(device: torch.device) -> int:

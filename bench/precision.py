@@ -1,0 +1,202 @@
+"""Reduced precision against fp32: forward images/s and agreement on the benchmark images.
+
+`python -m bench.precision [--n 256] [--store DIR]` measures, for each precision this device can
+run (fp32 and bf16 autocast everywhere, fp16 on CUDA, and on CPU static int8 quantisation as a
+candidate the engine does not offer), the model-only forward rate at the engine's batch size (and
+at --big-batch on CUDA), and against fp32 on the same images: the share of equal labels and the
+largest probability difference. A precision may be the default only where it is faster and
+agrees on >= 99.5 % of labels with every probability within 0.01 (see `eligible`).
+
+Agreement needs a trained model: the production version of --store (e.g. var/demo/stack/store
+after `make demo`), else one trained here on synthetic faces with the default training params
+(about 2-3 minutes on 2 CPU cores; kept in --dir for the next run). Speed is measured at the
+throughput benchmark's 224 px input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.photos import make_photos
+from bench.throughput import OUT, machine
+from facesense.registry import Registry
+from facesense.store import LocalStore
+from trainer.model import load_model
+from trainer.presets import normalize, preprocess, spec_for
+from worker.inference import PRECISIONS, LoadedModel, default_batch_size, forward
+
+MIN_LABEL_AGREEMENT = 0.995
+MAX_PROB_DIFF = 0.01
+
+
+def agreement(reference: np.ndarray, probs: np.ndarray) -> dict:
+    """Label agreement and probability differences of probs against the fp32 reference."""
+    diff = np.abs(probs.astype(np.float64) - reference)
+    return {"label_agreement": round(float((probs.argmax(1) == reference.argmax(1)).mean()), 4),
+            "max_prob_diff": round(float(diff.max()), 4),
+            "mean_prob_diff": round(float(diff.mean()), 5)}
+
+
+def eligible(figures: dict, fp32_rate: float) -> bool:
+    """Whether a precision may be the default: faster than fp32 and agreeing closely enough."""
+    return (figures["images_per_s"] > fp32_rate and
+            figures["label_agreement"] >= MIN_LABEL_AGREEMENT and
+            figures["max_prob_diff"] <= MAX_PROB_DIFF)
+
+
+def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
+    """The manifest of a trained production version: from --store, else trained here once."""
+    registry = Registry(LocalStore(store or base / "store"))
+    if store or registry.alias("production"):
+        return registry.resolve("production"), registry
+    from facesense.demo import make_dataset
+    from facesense.trainparams import TrainParams
+    from trainer.data import load_data
+    from trainer.train import fit, manifest_for, register
+    faces = base / "faces"
+    if not faces.is_dir():
+        make_dataset(faces, per_class=250)
+    params = TrainParams()
+    spec = spec_for(params.image_size, params.resize_size)
+    print(f"training a model on {faces} (default params) for the agreement check ...", flush=True)
+    data = load_data(LocalStore(faces), val_split=params.val_split, seed=params.seed, spec=spec,
+                     cache_dir=base / "cache", max_pixels=100_000_000)
+    result = fit(data, params, spec, device=torch.device("cpu"), precision="fp32",
+                 on_epoch=lambda row: print(f"  epoch {row['epoch']}: validation accuracy "
+                                            f"{row['val_accuracy']:.3f}", flush=True))
+    manifest = register(registry, result, manifest_for(result, data, params, spec, parent=None,
+                                                       job_id=None, source=str(faces)))
+    registry.promote(manifest["version"], "production", by="bench")
+    return manifest, registry
+
+
+def int8_model(model: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
+    """Static int8 (x86 backend, per-channel weights), calibrated on the given float batch."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = "x86"
+    with warnings.catch_warnings():  # torch.ao's FX quantisation warns that it is deprecated
+        warnings.simplefilter("ignore")
+        plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        prepared = prepare_fx(plain, get_default_qconfig_mapping("x86"), (calibration,))
+        with torch.inference_mode():
+            prepared(calibration)
+        return convert_fx(prepared)
+
+
+def run_batches(fn, batches: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """fn over every batch after one warm-up call: (stacked outputs, images/s)."""
+    fn(batches[0])
+    start = time.perf_counter()
+    out = [fn(b) for b in batches]
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    n = sum(len(b) for b in batches)
+    return np.concatenate(out), round(n / (time.perf_counter() - start), 1)
+
+
+def precisions_for(device: torch.device) -> list[str]:
+    """What this device can run: autocast dtypes, plus the int8 candidate on CPU."""
+    return ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16", "int8"]
+
+
+def measure(n: int, base: Path, store: str | None, big_batch: int) -> dict:
+    """Speed (224 px) and agreement (the model's own preprocessing) for every precision."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    manifest, registry = trained_model(base, store)
+    model = load_model(manifest, registry.weights(manifest), device)
+    paths = make_photos(base / "photos-1600x1200", n, (1600, 1200), unique=n)
+    calibration = make_photos(base / "calibration", 64, (1600, 1200), unique=64, seed=1)
+    batch = default_batch_size(device)
+    specs = {"speed": spec_for(224, 256), "agreement": manifest["preprocess"]}
+    batches = {view: batched([preprocess(p.read_bytes(), spec) for p in paths], batch)
+               for view, spec in specs.items()}
+    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+               "model": manifest["version"], "images": n, "batch": batch, "precisions": {}}
+    reference = None
+    for name in precisions_for(device):
+        run = {view: engine_fn(name, model, manifest, spec, device, calibration)
+               for view, spec in specs.items()}
+        rate = run_batches(run["speed"], batches["speed"])[1]
+        probs = run_batches(run["agreement"], batches["agreement"])[0]
+        reference = probs.astype(np.float64) if reference is None else reference  # fp32 first
+        results["precisions"][name] = figures = {"images_per_s": rate,
+                                                 **agreement(reference, probs)}
+        print(f"  {name}: {figures}", flush=True)
+    fp32 = results["precisions"]["fp32"]["images_per_s"]
+    for figures in results["precisions"].values():
+        figures["x_fp32"] = round(figures["images_per_s"] / fp32, 2)
+        figures["eligible_as_default"] = eligible(figures, fp32)
+    if device.type == "cuda" and big_batch:
+        fn = engine_fn("bf16", model, manifest, specs["speed"], device, calibration)
+        x = np.zeros((big_batch, 224, 224, 3), np.uint8)
+        results[f"bf16_model_only_batch_{big_batch}"] = run_batches(fn, [x] * 5)[1]
+    return results
+
+
+def batched(arrays: list[np.ndarray], size: int) -> list[np.ndarray]:
+    """Consecutive stacked batches of at most size arrays."""
+    return [np.stack(arrays[i:i + size]) for i in range(0, len(arrays), size)]
+
+
+def engine_fn(name: str, model, manifest: dict, spec: dict, device: torch.device,
+              calibration_paths: list[Path]):
+    """A uint8 batch -> probabilities function for one precision (the engine's own for autocast)."""
+    if name in PRECISIONS:
+        loaded = LoadedModel(manifest["version"], manifest["classes"], spec, model, device, name)
+        return lambda b: forward(loaded, b)
+    calibration = normalize(torch.as_tensor(np.stack(
+        [preprocess(p.read_bytes(), spec) for p in calibration_paths])), spec, device)
+    quantized = int8_model(model, calibration.contiguous())
+
+    def run(b: np.ndarray) -> np.ndarray:
+        x = normalize(torch.as_tensor(b), spec, device).contiguous()
+        with torch.inference_mode():
+            return torch.softmax(quantized(x), dim=1).numpy()
+    return run
+
+
+def table(results: dict) -> str:
+    """The figures as Markdown."""
+    lines = [f"{results['device']}, {results['images']} benchmark images (1600x1200), batch "
+             f"{results['batch']}, model {results['model']}", "",
+             "| precision | forward images/s (224 px) | x fp32 | labels equal | max abs diff p "
+             "| mean abs diff p | eligible as default |", "|---|---|---|---|---|---|---|"]
+    for name, f in results["precisions"].items():
+        verdict = "reference" if name == "fp32" else "yes" if f["eligible_as_default"] else "no"
+        lines.append(f"| {name} | {f['images_per_s']} | {f['x_fp32']} | "
+                     f"{f['label_agreement'] * 100:.1f} % | {f['max_prob_diff']} | "
+                     f"{f['mean_prob_diff']} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=256, help="distinct benchmark images (default 256)")
+    p.add_argument("--store", help="a model store whose production version is checked")
+    p.add_argument("--big-batch", type=int, default=1024,
+                   help="CUDA: also the model-only bf16 rate at this batch (default 1024)")
+    p.add_argument("--dir", help="working folder (default: a temp folder)")
+    args = p.parse_args()
+    torch.manual_seed(0)
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="facesense-precision-"))
+    base.mkdir(parents=True, exist_ok=True)
+    results = {"machine": machine(), **measure(args.n, base, args.store, args.big_batch)}
+    print(table(results))
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"precision-{'cuda' if torch.cuda.is_available() else 'cpu'}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"figures written to {path}")
+
+
+if __name__ == "__main__":
+    main()
