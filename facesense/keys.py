@@ -5,9 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
 import re
 import secrets
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from facesense.errors import ConfigError
 from facesense.settings import Settings
@@ -15,6 +19,8 @@ from facesense.settings import Settings
 KEY_PREFIX = "fsk_"  # makes a leaked key easy to recognise (and to grep for in logs)
 NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+log = logging.getLogger(__name__)
 
 
 def new_key() -> str:
@@ -65,36 +71,107 @@ ANONYMOUS = Caller(name=None, admin=False)  # keys configured, none given (publi
 
 
 class Keyring:
-    """The configured keys (user and admin) by name, as hashes."""
+    """The configured keys (user and admin) by name, as hashes: from the environment, plus a keys
+    file (FACESENSE_KEYS_FILE) re-read when it changes, so keys rotate without a restart."""
 
-    def __init__(self, users: dict[str, str], admins: dict[str, str]):
-        both = sorted(set(users) & set(admins))
-        if both:
-            raise ConfigError(f"key name(s) in both FACESENSE_API_KEYS and "
-                              f"FACESENSE_ADMIN_KEYS: {', '.join(both)}")
-        self.entries = [(n, h, False) for n, h in users.items()] + \
-                       [(n, h, True) for n, h in admins.items()]
+    def __init__(self, users: dict[str, str], admins: dict[str, str],
+                 path: str | Path | None = None, check_every_s: float = 1.0):
+        self.base, self.check_every_s = (users, admins), check_every_s
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._checked, self._stamp = time.monotonic(), file_stamp(self.path)
+        self.entries = self._entries()  # a bad file at start-up is a ConfigError: fail fast
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
-        """The keyring configured by FACESENSE_API_KEYS and FACESENSE_ADMIN_KEYS."""
+        """The keyring of FACESENSE_API_KEYS, FACESENSE_ADMIN_KEYS and FACESENSE_KEYS_FILE."""
         return cls(parse_keys(settings.api_keys, "FACESENSE_API_KEYS"),
-                   parse_keys(settings.admin_keys, "FACESENSE_ADMIN_KEYS"))
+                   parse_keys(settings.admin_keys, "FACESENSE_ADMIN_KEYS"),
+                   path=settings.keys_file or None)
+
+    def _entries(self) -> list[tuple[str, str, bool]]:
+        """(name, hash, admin) for every key of the environment and the keys file."""
+        users, admins = (dict(d) for d in self.base)
+        from_file = read_keys_file(self.path) if self.path else ({}, {})
+        for mine, theirs in zip((users, admins), from_file, strict=True):
+            clash = sorted(set(mine) & set(theirs))
+            if clash:
+                raise ConfigError(f"{self.path.name}: key name(s) also in the environment: "
+                                  f"{', '.join(clash)}")
+            mine.update(theirs)
+        both = sorted(set(users) & set(admins))
+        if both:
+            raise ConfigError(f"key name(s) in both FACESENSE_API_KEYS and FACESENSE_ADMIN_KEYS "
+                              f"(environment or keys file): {', '.join(both)}")
+        return [(n, h, False) for n, h in users.items()] + [(n, h, True) for n, h in admins.items()]
+
+    def refresh(self) -> None:
+        """Re-read the keys file if it changed (checked at most every check_every_s). A file
+        that no longer parses keeps the previous keys: a typo must not lock everyone out."""
+        if not self.path or time.monotonic() - self._checked < self.check_every_s:
+            return
+        with self._lock:
+            self._checked = time.monotonic()
+            stamp = file_stamp(self.path)
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp  # a bad version is reported once, not every second
+            try:
+                self.entries = self._entries()
+                log.info("API keys reloaded from %s: %d keys", self.path, len(self.entries))
+            except (ConfigError, OSError) as e:
+                log.error("API keys file not reloaded, the previous keys stay in force: %s", e)
 
     @property
     def enabled(self) -> bool:
-        """True when any key is configured (then every non-public request needs one)."""
-        return bool(self.entries)
+        """True when keys are required: any key configured, or a keys file (even an empty one,
+        so emptying it locks the API rather than opening it)."""
+        return bool(self.entries) or self.path is not None
 
     def identify(self, key: str) -> Caller | None:
         """The caller holding this key, or None. Every configured hash is compared with
         hmac.compare_digest, with no early exit, so timing tells nothing about which matched."""
+        self.refresh()
         digest = hash_key(key).encode()
         found = None
         for name, expected, admin in self.entries:
             if hmac.compare_digest(digest, expected.encode()):
                 found = Caller(name, admin)
         return found
+
+
+def file_stamp(path: Path | None) -> tuple | None:
+    """What changes when a file is rewritten or replaced (a renamed-in Kubernetes secret too)."""
+    try:
+        st = path.stat() if path else None
+    except OSError:
+        return ("missing",)
+    return st and (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def read_keys_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(users, admins) from lines FACESENSE_API_KEYS=... / FACESENSE_ADMIN_KEYS=..., as
+    `facesense keys new` prints them; blank lines and # comments are skipped."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"FACESENSE_KEYS_FILE: cannot read {path}: {e.strerror}") from None
+    found: dict[str, dict[str, str]] = {"FACESENSE_API_KEYS": {}, "FACESENSE_ADMIN_KEYS": {}}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        variable, _, spec = line.partition("=")
+        where = f"{path.name} line {number}"
+        if variable.strip() not in found:  # never echo the line: it may hold a raw key
+            raise ConfigError(f"{where}: expected FACESENSE_API_KEYS=... or "
+                              "FACESENSE_ADMIN_KEYS=...")
+        entries = parse_keys(spec, where)
+        clash = sorted(set(entries) & set(found[variable.strip()]))
+        if clash:
+            raise ConfigError(f"{where}: the key name {clash[0]!r} appears twice")
+        found[variable.strip()].update(entries)
+    return found["FACESENSE_API_KEYS"], found["FACESENSE_ADMIN_KEYS"]
 
 
 def is_loopback(host: str) -> bool:

@@ -44,6 +44,7 @@ class Settings:
     api_url: str = _setting("", "API URL the CLI talks to; empty: http://<api_host>:<api_port>")
     api_keys: str = _setting("", "API keys as NAME:SHA256HEX entries, ','-separated (`facesense keys new NAME`); with none here or in admin_keys, no authentication")
     admin_keys: str = _setting("", "Admin API keys, same format: they see every job and may promote models")
+    keys_file: str = _setting("", "A file of FACESENSE_API_KEYS=... / FACESENSE_ADMIN_KEYS=... lines (as `facesense keys new` prints them), re-read within a second of a change: keys rotate without a restart; while it is set, keys are always required")
     allow_open_api: int = _setting(0, "1: let the API listen on a non-loopback address with no API keys configured")
     api_key: str = _setting("", "The key the CLI and Client send as a bearer token (masked when settings are printed)")
     max_upload_bytes: int = _setting(2 << 30, "Largest request body (uploads) in bytes; larger: 413")

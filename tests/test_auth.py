@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -278,3 +279,55 @@ def settings_from_line(line: str):
 
     name, _, value = line.partition("=")
     return Settings.from_env({name: value})
+
+
+def key_line(name: str, key: str, admin: bool = False) -> str:
+    """The line `facesense keys new` prints for a key."""
+    return f"FACESENSE_{'ADMIN' if admin else 'API'}_KEYS={name}:{hash_key(key)}\n"
+
+
+def test_keys_rotate_through_the_keys_file_without_a_restart(keyed_settings, tmp_path):
+    old, new = new_key(), new_key()
+    path = tmp_path / "keys.env"
+    path.write_text("# rotated by ops\n" + key_line("ci", old) + "\n" + key_line("ops2", OPS, True))
+    api = create_app(keyed_settings.replace(api_keys="", admin_keys="",
+                                            keys_file=str(path))).test_client()
+    assert api.get("/v1/jobs", headers=bearer(old)).status_code == 200
+    assert api.get("/v1/jobs", headers=bearer(new)).status_code == 401
+    path.write_text(path.read_text() + key_line("ci-next", new))  # step 1: add the new key
+    time.sleep(1.1)  # the file is checked at most once a second
+    assert api.get("/v1/jobs", headers=bearer(new)).status_code == 200
+    assert api.get("/v1/jobs", headers=bearer(old)).status_code == 200  # both work meanwhile
+    path.write_text(key_line("ci-next", new) + key_line("ops2", OPS, True))  # step 2: drop old
+    time.sleep(1.1)
+    assert api.get("/v1/jobs", headers=bearer(old)).status_code == 401
+    assert api.get("/v1/jobs", headers=bearer(new)).status_code == 200
+
+
+def test_a_broken_keys_file_keeps_the_previous_keys_and_an_empty_one_locks(tmp_path, caplog):
+    path = tmp_path / "keys.env"
+    path.write_text(key_line("alice", ALICE))
+    ring = Keyring({}, {}, path=path, check_every_s=0)
+    assert ring.identify(ALICE) == keys.Caller("alice", False)
+    path.write_text(f"FACESENSE_API_KEYS=alice:{ALICE}\n")  # a raw key pasted by mistake
+    with caplog.at_level(logging.ERROR, logger="facesense.keys"):
+        assert ring.identify(ALICE) == keys.Caller("alice", False)  # still the old keys
+    assert "previous keys stay in force" in caplog.text and ALICE not in caplog.text
+    path.unlink()
+    assert ring.identify(ALICE) == keys.Caller("alice", False)  # a missing file: the same
+    path.write_text("# nobody\n")
+    assert ring.identify(ALICE) is None and ring.enabled  # emptied: locked, never open
+
+
+def test_the_keys_file_is_checked_at_start_up(tmp_path, settings):
+    with pytest.raises(ConfigError, match="cannot read"):
+        Keyring.from_settings(settings.replace(keys_file=str(tmp_path / "missing.env")))
+    bad = tmp_path / "bad.env"
+    bad.write_text(f"# comment\nAPI_KEYS=bob:{hash_key(BOB)}\n")
+    with pytest.raises(ConfigError, match=r"bad\.env line 2") as e:
+        Keyring.from_settings(settings.replace(keys_file=str(bad)))
+    assert hash_key(BOB) not in str(e.value)
+    bad.write_text(key_line("alice", ALICE))  # the same name in the environment and the file
+    with pytest.raises(ConfigError, match="also in the environment: alice"):
+        Keyring.from_settings(settings.replace(api_keys=f"alice:{hash_key(BOB)}",
+                                               keys_file=str(bad)))
