@@ -79,8 +79,11 @@ class Keyring:
         self.base, self.check_every_s = (users, admins), check_every_s
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
-        self._checked, self._stamp = time.monotonic(), file_stamp(self.path)
-        self.entries = self._entries()  # a bad file at start-up is a ConfigError: fail fast
+        self._checked, self._error = time.monotonic(), None
+        self._data = snapshot(self.path) if self.path else None
+        if self.path and self._data is None:  # at start-up a wrong path is a mistake: fail fast
+            raise ConfigError(f"FACESENSE_KEYS_FILE: cannot read {self.path}: no such file")
+        self.entries = self._entries(self._data)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
@@ -89,10 +92,10 @@ class Keyring:
                    parse_keys(settings.admin_keys, "FACESENSE_ADMIN_KEYS"),
                    path=settings.keys_file or None)
 
-    def _entries(self) -> list[tuple[str, str, bool]]:
-        """(name, hash, admin) for every key of the environment and the keys file."""
+    def _entries(self, data: bytes | None) -> list[tuple[str, str, bool]]:
+        """(name, hash, admin) for every key of the environment and the keys file's data."""
         users, admins = (dict(d) for d in self.base)
-        from_file = read_keys_file(self.path) if self.path else ({}, {})
+        from_file = parse_keys_file(data, self.path.name) if data is not None else ({}, {})
         for mine, theirs in zip((users, admins), from_file, strict=True):
             clash = sorted(set(mine) & set(theirs))
             if clash:
@@ -106,31 +109,32 @@ class Keyring:
         return [(n, h, False) for n, h in users.items()] + [(n, h, True) for n, h in admins.items()]
 
     def refresh(self) -> None:
-        """Re-read the keys file if it changed (checked at most every check_every_s). A file
-        that no longer parses keeps the previous keys: a typo must not lock everyone out."""
+        """Re-read the keys file if it changed (at most every check_every_s seconds)."""
         if not self.path or time.monotonic() - self._checked < self.check_every_s:
             return
         with self._lock:
             self._checked = time.monotonic()
-            stamp = file_stamp(self.path)
-            if stamp == self._stamp:
-                return
-            self._stamp = stamp  # a bad version is reported once, not every second
             try:
-                self.entries = self._entries()
-                log.info("API keys reloaded from %s: %d keys", self.path, len(self.entries))
-            except (ConfigError, OSError) as e:
-                log.error("API keys file not reloaded, the previous keys stay in force: %s", e)
+                data = snapshot(self.path)  # None: deleted, which revokes the file's keys
+                if data == self._data:
+                    return
+                entries = self._entries(data)
+            except ConfigError as e:  # a typo must not lock everyone out: keep the last keys
+                if str(e) != self._error:  # once per problem, not every second
+                    log.error("API keys file not reloaded, the previous keys stay in force: %s", e)
+                self._error = str(e)
+                return
+            self._data, self.entries, self._error = data, entries, None
+            log.info("API keys reloaded from %s: %d keys", self.path, len(entries))
 
     @property
     def enabled(self) -> bool:
-        """True when keys are required: any key configured, or a keys file (even an empty one,
-        so emptying it locks the API rather than opening it)."""
+        """True when keys are required: any key, or a keys file (an emptied one locks the API)."""
         return bool(self.entries) or self.path is not None
 
     def identify(self, key: str) -> Caller | None:
-        """The caller holding this key, or None. Every configured hash is compared with
-        hmac.compare_digest, with no early exit, so timing tells nothing about which matched."""
+        """The caller holding this key, or None (every hash compared in constant time)."""
+        # compare_digest against every hash, no early exit: timing tells nothing of which matched
         self.refresh()
         digest = hash_key(key).encode()
         found = None
@@ -140,37 +144,37 @@ class Keyring:
         return found
 
 
-def file_stamp(path: Path | None) -> tuple | None:
-    """What changes when a file is rewritten or replaced (a renamed-in Kubernetes secret too)."""
+def snapshot(path: Path) -> bytes | None:
+    """The file's bytes (compared whole, so any rewrite is seen), or None if it does not exist."""
     try:
-        st = path.stat() if path else None
-    except OSError:
-        return ("missing",)
-    return st and (st.st_ino, st.st_mtime_ns, st.st_size)
-
-
-def read_keys_file(path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(users, admins) from lines FACESENSE_API_KEYS=... / FACESENSE_ADMIN_KEYS=..., as
-    `facesense keys new` prints them; blank lines and # comments are skipped."""
-    try:
-        text = path.read_text()
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
     except OSError as e:
         raise ConfigError(f"FACESENSE_KEYS_FILE: cannot read {path}: {e.strerror}") from None
+
+
+def parse_keys_file(data: bytes, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(users, admins) from FACESENSE_API_KEYS=... / FACESENSE_ADMIN_KEYS=... lines, # comments."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"FACESENSE_KEYS_FILE: {name} is not UTF-8 text") from None
     found: dict[str, dict[str, str]] = {"FACESENSE_API_KEYS": {}, "FACESENSE_ADMIN_KEYS": {}}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         variable, _, spec = line.partition("=")
-        where = f"{path.name} line {number}"
-        if variable.strip() not in found:  # never echo the line: it may hold a raw key
+        variable, where = variable.strip(), f"{name} line {number}"
+        if variable not in found:  # never echo the line: it may hold a raw key
             raise ConfigError(f"{where}: expected FACESENSE_API_KEYS=... or "
                               "FACESENSE_ADMIN_KEYS=...")
         entries = parse_keys(spec, where)
-        clash = sorted(set(entries) & set(found[variable.strip()]))
+        clash = sorted(set(entries) & set(found[variable]))
         if clash:
             raise ConfigError(f"{where}: the key name {clash[0]!r} appears twice")
-        found[variable.strip()].update(entries)
+        found[variable].update(entries)
     return found["FACESENSE_API_KEYS"], found["FACESENSE_ADMIN_KEYS"]
 
 

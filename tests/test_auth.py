@@ -290,33 +290,44 @@ def test_keys_rotate_through_the_keys_file_without_a_restart(keyed_settings, tmp
     old, new = new_key(), new_key()
     path = tmp_path / "keys.env"
     path.write_text("# rotated by ops\n" + key_line("ci", old) + "\n" + key_line("ops2", OPS, True))
-    api = create_app(keyed_settings.replace(api_keys="", admin_keys="",
-                                            keys_file=str(path))).test_client()
-    assert api.get("/v1/jobs", headers=bearer(old)).status_code == 200
-    assert api.get("/v1/jobs", headers=bearer(new)).status_code == 401
+    app = create_app(keyed_settings.replace(api_keys="", admin_keys="", keys_file=str(path)))
+    app.extensions["facesense_keys"].check_every_s = 0.05  # 1 s in production
+    api = app.test_client()
+
+    def status(key: str) -> int:
+        time.sleep(0.06)
+        return api.get("/v1/jobs", headers=bearer(key)).status_code
+
+    assert status(old) == 200 and status(new) == 401
+    assert app.extensions["facesense_keys"].identify(OPS) == keys.Caller("ops2", True)
     path.write_text(path.read_text() + key_line("ci-next", new))  # step 1: add the new key
-    time.sleep(1.1)  # the file is checked at most once a second
-    assert api.get("/v1/jobs", headers=bearer(new)).status_code == 200
-    assert api.get("/v1/jobs", headers=bearer(old)).status_code == 200  # both work meanwhile
+    assert status(new) == 200 and status(old) == 200  # both work meanwhile
     path.write_text(key_line("ci-next", new) + key_line("ops2", OPS, True))  # step 2: drop old
-    time.sleep(1.1)
-    assert api.get("/v1/jobs", headers=bearer(old)).status_code == 401
-    assert api.get("/v1/jobs", headers=bearer(new)).status_code == 200
+    assert status(old) == 401 and status(new) == 200
 
 
-def test_a_broken_keys_file_keeps_the_previous_keys_and_an_empty_one_locks(tmp_path, caplog):
+def test_a_broken_keys_file_keeps_the_previous_keys_and_a_deleted_one_revokes(tmp_path, caplog):
     path = tmp_path / "keys.env"
-    path.write_text(key_line("alice", ALICE))
-    ring = Keyring({}, {}, path=path, check_every_s=0)
+    path.write_text(key_line("alice", ALICE) + key_line("bob", BOB))
+    ring = Keyring({"ops": hash_key(OPS)}, {}, path=path, check_every_s=0)
     assert ring.identify(ALICE) == keys.Caller("alice", False)
     path.write_text(f"FACESENSE_API_KEYS=alice:{ALICE}\n")  # a raw key pasted by mistake
     with caplog.at_level(logging.ERROR, logger="facesense.keys"):
-        assert ring.identify(ALICE) == keys.Caller("alice", False)  # still the old keys
+        assert ring.identify(BOB) == keys.Caller("bob", False)  # still the old keys
     assert "previous keys stay in force" in caplog.text and ALICE not in caplog.text
-    path.unlink()
-    assert ring.identify(ALICE) == keys.Caller("alice", False)  # a missing file: the same
+    path.write_bytes(b"\xff\xfe not text")
+    assert ring.identify(BOB) == keys.Caller("bob", False)  # not UTF-8: the same
+    path.write_text(key_line("ops", BOB))  # clashes with an environment key name: the same
+    assert ring.identify(BOB) == keys.Caller("bob", False)
     path.write_text("# nobody\n")
     assert ring.identify(ALICE) is None and ring.enabled  # emptied: locked, never open
+    assert ring.identify(OPS) == keys.Caller("ops", False)  # the environment's keys stay
+    path.write_text(key_line("alice", ALICE))
+    assert ring.identify(ALICE) == keys.Caller("alice", False)
+    path.write_text(key_line("alice", BOB))  # same size, same instant: the content decides
+    assert ring.identify(ALICE) is None and ring.identify(BOB) == keys.Caller("alice", False)
+    path.unlink()  # deleting the file revokes its keys
+    assert ring.identify(ALICE) is None and ring.enabled
 
 
 def test_the_keys_file_is_checked_at_start_up(tmp_path, settings):
@@ -327,6 +338,9 @@ def test_the_keys_file_is_checked_at_start_up(tmp_path, settings):
     with pytest.raises(ConfigError, match=r"bad\.env line 2") as e:
         Keyring.from_settings(settings.replace(keys_file=str(bad)))
     assert hash_key(BOB) not in str(e.value)
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        Keyring.from_settings(settings.replace(keys_file=str(bad)))
     bad.write_text(key_line("alice", ALICE))  # the same name in the environment and the file
     with pytest.raises(ConfigError, match="also in the environment: alice"):
         Keyring.from_settings(settings.replace(api_keys=f"alice:{hash_key(BOB)}",

@@ -96,6 +96,7 @@ def no_timing():
     ("auto", False, no_timing, "fp32"),  # emulated bf16 (this CI machine): never measured
     ("auto", True, lambda: {"fp32": 0.3, "bf16": 0.1}, "bf16"),  # AVX-512 BF16 / AMX, faster
     ("auto", True, lambda: {"fp32": 0.1, "bf16": 0.3}, "fp32"),  # native but measured slower
+    ("auto", True, lambda: {"fp32": 0.11, "bf16": 0.1}, "fp32"),  # within the noise margin
     ("bf16", False, no_timing, "bf16"),  # an explicit setting is honoured
     ("fp32", True, no_timing, "fp32"),
 ])
@@ -109,8 +110,14 @@ def test_precision_choice_rejects_unknown_settings():
 
 
 def test_the_cpu_precision_measurement_times_both_paths():
-    seconds = time_cpu_precisions.__wrapped__(batch=2)
+    seconds = time_cpu_precisions.__wrapped__(batch=2, repeats=1)
     assert set(seconds) == {"fp32", "bf16"} and all(s > 0 for s in seconds.values())
+
+
+def test_torch_still_has_the_cpu_bf16_probes():
+    # cpu_has_bf16 treats a missing probe as "no bf16": a rename in torch must fail here instead
+    assert isinstance(torch.cpu._is_avx512_bf16_supported(), bool)
+    assert isinstance(torch.cpu._is_amx_tile_supported(), bool)
 
 
 def test_batched_jpeg_decode_matches_the_cpu_preprocessing():
@@ -138,23 +145,3 @@ def test_the_gpu_path_falls_back_per_image_when_a_jpeg_is_corrupt(loaded, monkey
     for r in rows[1:]:
         assert r["label"] == reference[r["image"]]["label"]
 
-
-def test_precision_agreement_counts_labels_and_the_largest_probability_gap():
-    from bench.precision import agreement
-    reference = np.array([[0.9, 0.1], [0.2, 0.8], [0.51, 0.49], [0.3, 0.7]])
-    probs = np.array([[0.89, 0.11], [0.2, 0.8], [0.49, 0.51], [0.3, 0.7]], np.float32)
-    got = agreement(reference, probs)
-    assert got["label_agreement"] == 0.75  # the near tie flipped
-    assert got["max_prob_diff"] == pytest.approx(0.02, abs=1e-4)
-    assert agreement(reference, reference.astype(np.float32))["label_agreement"] == 1.0
-
-
-@pytest.mark.parametrize("figures, eligible", [
-    ({"images_per_s": 200, "label_agreement": 0.996, "max_prob_diff": 0.009}, True),
-    ({"images_per_s": 200, "label_agreement": 0.99, "max_prob_diff": 0.009}, False),
-    ({"images_per_s": 200, "label_agreement": 1.0, "max_prob_diff": 0.02}, False),
-    ({"images_per_s": 50, "label_agreement": 1.0, "max_prob_diff": 0.0}, False),  # slower
-])
-def test_a_reduced_precision_is_eligible_as_default_only_if_faster_and_close(figures, eligible):
-    from bench.precision import eligible as is_eligible
-    assert is_eligible(figures, fp32_rate=100) is eligible

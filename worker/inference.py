@@ -27,6 +27,7 @@ from worker.gpu_decode import decode_batch_gpu, is_jpeg
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+BF16_MARGIN = 1.2  # auto picks bf16 on CPU only if at least this much faster than fp32
 
 
 @dataclass
@@ -50,8 +51,7 @@ def resolve_device(setting: str) -> torch.device:
 
 def resolve_precision(setting: str, device: torch.device, cpu_bf16: bool | None = None,
                       timings: Callable[[], dict[str, float]] | None = None) -> str:
-    """'auto': bf16 (or fp16) autocast on CUDA; on CPU, bf16 where the CPU does bf16 natively
-    (AVX-512 BF16 or AMX) and a start-up measurement finds it faster, else fp32."""
+    """'auto': bf16 (or fp16) on CUDA; bf16 on CPUs with native bf16 if measured faster; else fp32."""
     if setting != "auto":
         if setting not in PRECISIONS:
             raise FacesenseError(f"unknown precision {setting!r}: use auto, fp32, bf16 or fp16")
@@ -61,7 +61,8 @@ def resolve_precision(setting: str, device: torch.device, cpu_bf16: bool | None 
     if not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
         return "fp32"  # emulated bf16 runs AlexNet several times slower than fp32
     seconds = (timings or time_cpu_precisions)()
-    return "bf16" if seconds["bf16"] < seconds["fp32"] else "fp32"
+    # A clear margin, so workers on the same kind of machine don't split on timing noise.
+    return "bf16" if seconds["bf16"] * BF16_MARGIN < seconds["fp32"] else "fp32"
 
 
 def cpu_has_bf16() -> bool:
@@ -73,19 +74,21 @@ def cpu_has_bf16() -> bool:
 
 
 @cache
-def time_cpu_precisions(batch: int = 8) -> dict[str, float]:
-    """Seconds for one AlexNet forward pass at 224 px per precision (once per process)."""
+def time_cpu_precisions(batch: int = 16, repeats: int = 3) -> dict[str, float]:
+    """Median seconds of an AlexNet forward pass at 224 px per precision (once per process)."""
     from trainer.model import build_alexnet
     model = build_alexnet(2).eval().to(memory_format=torch.channels_last)
     x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
     seconds = {}
     for precision in ("fp32", "bf16"):
-        dtype = PRECISIONS[precision]
+        dtype, runs = PRECISIONS[precision], []
         with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
             model(x)  # warm-up: oneDNN picks and caches its kernels
-            start = time.perf_counter()
-            model(x)
-            seconds[precision] = time.perf_counter() - start
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(x)
+                runs.append(time.perf_counter() - start)
+        seconds[precision] = sorted(runs)[len(runs) // 2]
     log.info("CPU forward pass at batch %d: %s", batch, seconds)
     return seconds
 
