@@ -202,6 +202,26 @@ class JobRecords:
         self.redis.expire(key, self.ttl_s)
         return int(attempts)
 
+    def scoring_alone(self, job_id: str, index: int, position: int | None) -> None:
+        """Note which image of a shard scored one at a time is in flight (None: none is)."""
+        key = f"{self.key(job_id)}:alone"
+        if position is None:
+            self.redis.hdel(key, str(index))
+        else:
+            self.redis.hset(key, str(index), position)
+            self.redis.expire(key, self.ttl_s)
+
+    def take_poison(self, job_id: str, index: int) -> set[int]:
+        """Positions in a shard of images a worker died on: the one in flight when the last
+        delivery that scored them alone died joins those found before."""
+        alone, poison = f"{self.key(job_id)}:alone", f"{self.key(job_id)}:poison:{index}"
+        died_at = self.redis.hget(alone, str(index))
+        if died_at is not None:
+            self.redis.sadd(poison, int(died_at))
+            self.redis.expire(poison, self.ttl_s)
+            self.redis.hdel(alone, str(index))
+        return {int(p) for p in self.redis.smembers(poison)}
+
     def attempts(self, job_id: str) -> dict[int, int]:
         """Deliveries counted so far, by shard index."""
         raw = self.redis.hgetall(f"{self.key(job_id)}:attempts")

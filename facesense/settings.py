@@ -61,7 +61,7 @@ class Settings:
     webhook_max_attempts: int = _setting(8, "Deliveries of a webhook before giving up")
     webhook_backoff_s: int = _setting(5, "Seconds before the first webhook retry; doubled for each later one (at most 600)")
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
-    shard_max_attempts: int = _setting(3, "Deliveries of one shard before its images become error rows (an input that kills its worker every time)")
+    shard_max_attempts: int = _setting(3, "Deliveries of one shard before its images are scored one at a time, so that an input that kills its worker fails alone")
     visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
     lease_ttl_s: int = _setting(60, "Seconds a lease (a training run, a shard, a plan) outlives its worker's last heartbeat; the watchdog requeues work whose lease lapsed")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")

@@ -104,22 +104,50 @@ def test_an_empty_source_fails_the_job_with_a_reason(ctx, base_dir, model_versio
     assert archived["status"] == "failed"
 
 
-def test_a_shard_that_kills_its_worker_every_time_becomes_error_rows(ctx, base_dir,
-                                                                     model_version, unique):
+def test_a_shard_that_kills_its_workers_fails_only_the_images_they_died_on(ctx, base_dir,
+                                                                          model_version, unique):
     # Given a shard whose deliveries never finished (each worker died mid-shard)
     job_id = job_on_folder(ctx, base_dir, model_version, f"poison-{unique}", 12)
     classify.plan(ctx, job_id)  # shards: 0 (10 images), 1 (2 images)
     for _ in range(ctx.settings.shard_max_attempts):
         ctx.jobs.count_attempt(job_id, 0)
-    # When it is delivered once more, it is not scored again: its images fail with a reason
+    # and then two deliveries scoring its images alone, which died on images 3 and 7
+    ctx.jobs.count_attempt(job_id, 0)
+    ctx.jobs.scoring_alone(job_id, 0, 3)
+    assert ctx.jobs.take_poison(job_id, 0) == {3}
+    ctx.jobs.count_attempt(job_id, 0)
+    ctx.jobs.scoring_alone(job_id, 0, 7)
+    # When it is delivered once more, only those two images fail; the other eight are scored
     assert classify.run_shard(ctx, job_id, 0) and classify.run_shard(ctx, job_id, 1)
     classify.finalize(ctx, job_id)
     record = ctx.jobs.get(job_id)
     assert record["status"] == "succeeded"
-    assert (record["total"], record["done"], record["failed"]) == (12, 12, 10)
+    assert (record["total"], record["done"], record["failed"]) == (12, 12, 2)
     rows = read_page(ctx.store, job_id, 0, 100)
-    assert all("worker died on this shard 3 times" in r["error"] for r in rows[:10])
-    assert not any(r["error"] for r in rows[10:])
+    assert [i for i, r in enumerate(rows) if r["error"]] == [3, 7]
+    assert all("a worker died while decoding or scoring this image" in rows[i]["error"]
+               for i in (3, 7))
+    assert all(r["label"] for i, r in enumerate(rows) if i not in (3, 7))
+    assert ctx.jobs.take_poison(job_id, 0) == {3, 7}  # no image left marked in flight
+
+
+def test_a_clean_failure_while_scoring_alone_marks_no_image_as_poison(ctx, base_dir,
+                                                                      model_version, unique,
+                                                                      monkeypatch):
+    job_id = job_on_folder(ctx, base_dir, model_version, f"clean-{unique}", 4)
+    classify.plan(ctx, job_id)
+    for _ in range(ctx.settings.shard_max_attempts):
+        ctx.jobs.count_attempt(job_id, 0)
+
+    def outage(*args, **kwargs):
+        raise ConnectionError("the store went away")
+
+    monkeypatch.setattr(classify, "score", outage)
+    with pytest.raises(ConnectionError):
+        classify.run_shard(ctx, job_id, 0)
+    assert ctx.jobs.take_poison(job_id, 0) == set()  # an error is not a death
+    assert ctx.jobs.attempts(job_id) == {0: ctx.settings.shard_max_attempts}  # taken back
+    classify.fail(ctx, job_id, "test over")  # not left active for the watchdog tests
 
 
 def test_the_watchdog_requeues_a_shard_whose_worker_vanished(ctx, sent, base_dir, model_version,

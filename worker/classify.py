@@ -99,7 +99,8 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
     A shard already counted, or held by a live worker, is skipped; one redelivered before it
     was counted overwrites its own rows (the output key is deterministic) and the count bitmap
     adds it once: no duplicate rows, no double counting. After FACESENSE_SHARD_MAX_ATTEMPTS
-    deliveries that never finished (the worker died each time), its images become error rows.
+    deliveries that never finished (the worker died each time), its images are scored one at a
+    time, and an image a worker dies on becomes an error row.
     Returns True if rows were written.
     """
     record = ctx.jobs.get(job_id)
@@ -118,9 +119,7 @@ def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bo
     attempts = ctx.jobs.count_attempt(job_id, index)
     try:
         if attempts > ctx.settings.shard_max_attempts:
-            reason = (f"not scored: a worker died on this shard {attempts - 1} times "
-                      "(an input in it may crash the decoder or the model)")
-            rows = [error_row(key, reason) for key in keys]
+            rows = _score_one_at_a_time(ctx, job_id, index, record, keys)
         else:
             rows = _score_shard(ctx, job_id, record, keys)
         if rows is None:  # cancelled mid-shard
@@ -135,12 +134,39 @@ def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bo
     return True
 
 
-def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str]) -> list[dict] | None:
+POISON = "not scored: a worker died while decoding or scoring this image"
+
+
+def _score_one_at_a_time(ctx: Context, job_id: str, index: int, record: dict,
+                         keys: list[str]) -> list[dict] | None:
+    """After K deaths on a shard: each image alone, noting which is in flight, so a death names
+    its image and the next delivery fails only that one (one more death per poison image)."""
+    poison = ctx.jobs.take_poison(job_id, index)
+    log.warning("job %s: shard %d: workers died on it; scoring its images one at a time "
+                "(%d found to kill a worker so far)", job_id, index, len(poison))
+    rows: list[dict] = []
+    try:
+        for position, key in enumerate(keys):
+            if position in poison:
+                rows.append(error_row(key, POISON))
+                continue
+            ctx.jobs.scoring_alone(job_id, index, position)
+            scored = _score_shard(ctx, job_id, record, [key], batch_size=1, threads=1)
+            if scored is None:
+                return None
+            rows.extend(scored)
+    finally:  # any way out but death: the image in flight was not poison
+        ctx.jobs.scoring_alone(job_id, index, None)
+    return rows
+
+
+def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
+                 batch_size: int | None = None, threads: int | None = None) -> list[dict] | None:
     """The shard's rows, or None if the job was cancelled before they were all scored."""
     loaded = ctx.models.get(record["model_version"])
     source = open_source(record["source"], ctx.settings, ctx.store)
-    rows = list(score(keys, loaded, partial(read_limited, source), batch_size=ctx.batch_size,
-                      threads=ctx.threads,
+    rows = list(score(keys, loaded, partial(read_limited, source),
+                      batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
                       max_bytes=ctx.settings.max_image_bytes,
                       should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled",
