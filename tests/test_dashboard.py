@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import requests
 from PIL import Image
 
 from api import create_app
@@ -398,3 +399,29 @@ def test_thumbnails_are_small_jpegs_and_a_failing_store_never_fails_a_row(settin
     crops.close()
     assert (crops.written, crops.failed) == (2, 0)
     assert Image.open(io.BytesIO(store.get(thumb_key(job_id, "c/1.jpg")))).size == (128, 128)
+
+
+def test_the_train_form_queues_a_training_job_with_its_params(page, server, base_dir, unique,
+                                                              artifacts):
+    root = base_dir / f"train-form-{unique}"
+    make_dataset(root, per_class=3, seed=5)
+    page.goto(server + "/")
+    page.fill("#dataset", "/etc")  # outside the allowed roots: the API's reason is shown
+    page.click("#submit-train-button")
+    page.wait_for_selector("#train-message.error")
+    assert "/etc" in page.text_content("#train-message")
+    screenshot(page, artifacts, "jobs-page.png", docs=False)
+    page.fill("#dataset", str(root))
+    page.fill("#epochs", "3")
+    page.fill("#image-size", "96")
+    page.select_option("#promote", "if_better")
+    page.click("#submit-train-button")
+    page.wait_for_url("**/#/jobs/*")
+    job_id = page.url.rsplit("/", 1)[1]
+    # No worker consumes the training queue in these tests: the job stays queued.
+    page.wait_for_selector("#job-header [data-status=queued]")
+    record = requests.get(f"{server}/v1/jobs/{job_id}", timeout=10).json()
+    assert (record["type"], record["promote"]) == ("train", "if_better")
+    assert (record["params"]["epochs"], record["params"]["image_size"]) == (3, 96)
+    assert record["dataset"] == root.resolve().as_uri()
+    assert requests.post(f"{server}/v1/jobs/{job_id}/cancel", timeout=10).ok

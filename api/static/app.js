@@ -185,6 +185,7 @@ async function jobsView(main) {
       h("div", {class: "model-row"}, h("label", {for: "model"}, "Model"), model,
         h("span", {class: "muted"}, "version or alias; empty: the server's default")),
       sourceForm, uploadForm, message),
+    trainCard(submitted),
     h("section", {class: "card"}, h("h2", {}, "Jobs"),
       h("table", {class: "jobs", id: "jobs-table"},
         h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Progress", "Model", "Created"]
@@ -195,6 +196,38 @@ async function jobsView(main) {
     tbody.replaceChildren(...(jobs.length ? jobs.map(jobRow)
       : [h("tr", {}, h("td", {colspan: 6, class: "muted"}, "No jobs yet."))]));
   });
+}
+
+// A training job: a labelled folder (one sub-folder per class), a few params, a promote policy.
+function trainCard(submitted) {
+  const message = h("p", {class: "form-message", id: "train-message"});
+  const dataset = h("input", {id: "dataset", size: 48, required: true,
+                              placeholder: "s3://bucket/labelled or a folder: a sub-folder per class"});
+  const epochs = h("input", {id: "epochs", type: "number", min: 1, max: 1000, placeholder: "default"});
+  const imageSize = h("input", {id: "image-size", type: "number", min: 63, max: 512,
+                                placeholder: "default"});
+  const base = h("input", {id: "base", size: 14, placeholder: "none"});
+  const promote = h("select", {id: "promote"},
+    ["never", "if_better", "always"].map((p) => h("option", {value: p}, p)));
+  const form = h("form", {id: "submit-train", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const params = {};
+    if (epochs.value) params.epochs = Number(epochs.value);
+    if (imageSize.value) params.image_size = Number(imageSize.value);
+    if (base.value.trim()) params.base = base.value.trim();
+    const body = {type: "train", dataset: dataset.value.trim(), params, promote: promote.value};
+    try { submitted(await postJSON("/v1/jobs", body)); }
+    catch (e) { message.textContent = e.message; message.className = "form-message error"; }
+  }}, h("label", {for: "dataset"}, "Dataset"), dataset,
+     h("label", {for: "epochs"}, "Epochs"), epochs,
+     h("label", {for: "image-size"}, "Image size"), imageSize,
+     h("label", {for: "base"}, "Fine-tune from"), base,
+     h("label", {for: "promote"}, "Promote"), promote,
+     h("button", {type: "submit", id: "submit-train-button"}, "Train"));
+  return h("section", {class: "card"}, h("h2", {}, "Train a model"), form,
+    h("p", {class: "muted"}, "if_better promotes only if its validation accuracy beats the ",
+      "production version's on the same images; promoting needs an admin key when keys are ",
+      "configured."), message);
 }
 
 function jobRow(job) {
