@@ -160,6 +160,15 @@ def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, wo
                            state="attached")
     assert [c["group"] for c in cards(page)] == ["variant_b"] * 5
 
+    # the filters live in the URL: a reload (or a shared link) shows the same gallery
+    page.select_option("#page-size", "24")
+    page.wait_for_url(f"**/#/jobs/{job_id}?group=variant_b&limit=24")
+    page.reload()
+    page.wait_for_selector("#gallery-range[data-label=''][data-group=variant_b][data-shown='5']",
+                           state="attached")
+    assert (page.input_value("#filter-group"), page.input_value("#page-size")) == ("variant_b",
+                                                                                   "24")
+
     # the corrupt file is listed with its reason
     errors = page.locator("#errors tbody tr")
     assert errors.count() == 1

@@ -112,7 +112,7 @@ async function download(path, filename) {
 
 const routes = [
   [/^#?\/?$/, jobsView],
-  [/^#\/jobs\/([0-9a-f]+)$/, jobView],
+  [/^#\/jobs\/([0-9a-f]+)(?:\?(.*))?$/, jobView],  // ?label=&group=&offset=&limit=: the gallery
   [/^#\/models$/, modelsView],
   [/^#\/models\/([A-Za-z0-9._-]+)$/, modelView],
 ];
@@ -243,7 +243,7 @@ function jobRow(job) {
 
 // ---- one job --------------------------------------------------------------------------------
 
-async function jobView(main, id) {
+async function jobView(main, id, query = "") {
   const header = h("section", {class: "card", id: "job-header"});
   const body = h("div", {id: "job-body"});
   main.append(header, body);
@@ -259,7 +259,7 @@ async function jobView(main, id) {
       }
     } else if (job.results && shown !== "results") {
       shown = "results";
-      await renderScoring(body, job);
+      await renderScoring(body, job, new URLSearchParams(query));
     }
     // A cancelled scoring job gets its partial results a moment later: wait a little for them.
     const settled = job.type === "train" || job.results || job.status !== "cancelled";
@@ -306,7 +306,7 @@ function renderJobHeader(el, job) {
 
 // ---- scoring: share chart, gallery, errors --------------------------------------------------
 
-async function renderScoring(el, job) {
+async function renderScoring(el, job, query) {
   const summary = job.summary || {overall: {images: 0, failed: 0, labels: {}}, groups: {}};
   const classes = summary.classes || job.classes || [];
   const groups = Object.entries(summary.groups || {});
@@ -322,7 +322,9 @@ async function renderScoring(el, job) {
       classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)})`)),
       h("td", {}, t.failed)))));
 
-  const state = {label: "", group: null, offset: 0, limit: 48};
+  const state = {label: query.get("label") || "", group: query.get("group"),
+                 offset: Math.max(0, Number(query.get("offset")) || 0),
+                 limit: [24, 48, 96, 192].includes(Number(query.get("limit"))) ? Number(query.get("limit")) : 48};
   const labelSel = h("select", {id: "filter-label"}, h("option", {value: ""}, "All labels"),
     classes.map((c) => h("option", {value: c}, c)),
     summary.overall.failed ? h("option", {value: ERRORS}, "Errors") : null);
@@ -330,9 +332,14 @@ async function renderScoring(el, job) {
     groups.map(([g]) => h("option", {value: g}, groupName(g))));
   const sizeSel = h("select", {id: "page-size"}, [24, 48, 96, 192].map((n) =>
     h("option", {value: n, selected: n === state.limit}, `${n} per page`)));
+  labelSel.value = state.label;
+  groupSel.value = state.group ?? "*";
   const grid = h("div", {class: "gallery", id: "gallery"});
   const pager = h("div", {class: "pager", id: "pager"});
-  const load = () => loadGallery(job, state, grid, pager).catch((e) => notice(e.message));
+  const load = () => {
+    keepInUrl(job.id, state);
+    return loadGallery(job, state, grid, pager).catch((e) => notice(e.message));
+  };
   labelSel.onchange = () => { state.label = labelSel.value; state.offset = 0; load(); };
   groupSel.onchange = () => { state.group = groupSel.value === "*" ? null : groupSel.value; state.offset = 0; load(); };
   sizeSel.onchange = () => { state.limit = Number(sizeSel.value); state.offset = 0; load(); };
@@ -353,6 +360,18 @@ async function renderScoring(el, job) {
   await load();
   if (summary.overall.failed) await loadErrors(job, errors, summary.overall.failed);
   else errors.remove();
+}
+
+// The gallery's filters and page live in the URL, so a view can be reloaded, shared or
+// bookmarked; replaceState changes it without a hashchange (no re-render, no history entry).
+function keepInUrl(id, state) {
+  const q = new URLSearchParams();
+  if (state.label) q.set("label", state.label);
+  if (state.group !== null) q.set("group", state.group);
+  if (state.offset) q.set("offset", state.offset);
+  if (state.limit !== 48) q.set("limit", state.limit);
+  const hash = `#/jobs/${id}${q.size ? `?${q}` : ""}`;
+  if (location.hash !== hash) history.replaceState(null, "", hash);
 }
 
 async function loadGallery(job, state, grid, pager) {
