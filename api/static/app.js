@@ -4,6 +4,7 @@
 const KEY_STORAGE = "facesense.apiKey";
 const FINISHED = ["succeeded", "failed", "cancelled"];
 const ERRORS = "!errors"; // the gallery's label filter for failed images (see api/dashboard.py)
+const PAGE_SIZES = [24, 48, 96, 192], PAGE_SIZE = 48; // gallery cards per page: choices, default
 let timers = [];          // polling timers of the current view, cleared on navigation
 let objectUrls = [];      // thumbnail blobs fetched with a key, revoked on navigation
 
@@ -322,15 +323,16 @@ async function renderScoring(el, job, query) {
       classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)})`)),
       h("td", {}, t.failed)))));
 
+  const limit = Number(query.get("limit"));
   const state = {label: query.get("label") || "", group: query.get("group"),
                  offset: Math.max(0, Number(query.get("offset")) || 0),
-                 limit: [24, 48, 96, 192].includes(Number(query.get("limit"))) ? Number(query.get("limit")) : 48};
+                 limit: PAGE_SIZES.includes(limit) ? limit : PAGE_SIZE};
   const labelSel = h("select", {id: "filter-label"}, h("option", {value: ""}, "All labels"),
     classes.map((c) => h("option", {value: c}, c)),
     summary.overall.failed ? h("option", {value: ERRORS}, "Errors") : null);
   const groupSel = h("select", {id: "filter-group"}, h("option", {value: "*"}, "All groups"),
     groups.map(([g]) => h("option", {value: g}, groupName(g))));
-  const sizeSel = h("select", {id: "page-size"}, [24, 48, 96, 192].map((n) =>
+  const sizeSel = h("select", {id: "page-size"}, PAGE_SIZES.map((n) =>
     h("option", {value: n, selected: n === state.limit}, `${n} per page`)));
   labelSel.value = state.label;
   groupSel.value = state.group ?? "*";
@@ -369,7 +371,7 @@ function keepInUrl(id, state) {
   if (state.label) q.set("label", state.label);
   if (state.group !== null) q.set("group", state.group);
   if (state.offset) q.set("offset", state.offset);
-  if (state.limit !== 48) q.set("limit", state.limit);
+  if (state.limit !== PAGE_SIZE) q.set("limit", state.limit);
   const hash = `#/jobs/${id}${q.size ? `?${q}` : ""}`;
   if (location.hash !== hash) history.replaceState(null, "", hash);
 }
