@@ -1,31 +1,22 @@
-"""The HTTP API: a thin Flask app that validates, records jobs, queues tasks. No torch here."""
+"""The HTTP API: a thin Flask app that validates, records jobs, queues tasks.
+
+May import the core only (never torch, runtime, worker, trainer or cli): its container and
+its start-up stay small.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import redis as redis_lib
-from celery import Celery
 from flask import Flask
 
-from facesense.jobs import JobRecords
+from api.services import EXTENSION, Services
 from facesense.keys import Keyring, check_exposure
+from facesense.outputs.webhooks import DELIVER as WEBHOOK
 from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.store import Store, store_from_settings
-from facesense.webhooks import DELIVER as WEBHOOK
-
-
-@dataclass
-class Services:
-    """What the views use; built once per app."""
-
-    settings: Settings
-    store: Store
-    jobs: JobRecords
-    registry: Registry
-    celery: Celery
+from facesense.state.records import JobRecords
+from facesense.storage import store_from_settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -45,7 +36,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     records = JobRecords(redis, store, settings.job_ttl_s,  # cancel ends jobs here: webhooks too
                          on_finished=lambda job_id: celery.send_task(WEBHOOK, args=[job_id]))
-    app.extensions["facesense"] = Services(settings, store, records, Registry(store), celery)
+    app.extensions[EXTENSION] = Services(settings, store, records, Registry(store), celery)
     errors.register(app)
     metrics.install(app)  # before auth: requests it refuses are counted and timed too
     auth.install(app, keyring)

@@ -6,25 +6,22 @@ import json
 import re
 from pathlib import Path
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
+from flask import Blueprint, Response, jsonify, request, send_from_directory
 
 from api.auth import public, visible
 from api.schemas import int_arg
+from api.services import services
 from facesense.errors import Conflict, NotFound, ObjectNotFound
+from facesense.outputs.results import iter_jsonl
+from facesense.outputs.thumbnails import thumb_name
 from facesense.registry import check_name
-from facesense.results import iter_jsonl, job_key
-from facesense.thumbnails import thumb_name
+from facesense.storage import layout
 
 bp = Blueprint("dashboard", __name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
 ERRORS = "!errors"  # the label filter for failed images (a class would need this odd name to clash)
-
-
-def services():
-    """The app's Services."""
-    return current_app.extensions["facesense"]
 
 
 @bp.get("/")
@@ -54,7 +51,7 @@ def gallery(job_id: str):
     offset = int_arg(request, "offset", 0, 0, 10**9)
     total = _matching(record.get("summary") or {}, label, group)
     rows: list[dict] = []
-    with s.store.open(job_key(job_id, "results.jsonl")) as stream:
+    with s.store.open(layout.job_key(job_id, layout.RESULTS_JSONL)) as stream:
         seen = 0
         for index, row in enumerate(iter_jsonl(stream)):
             if not _matches(row, label, group):
@@ -103,7 +100,7 @@ def thumbnail(job_id: str, name: str):
     if not THUMB_NAME.match(name):
         raise NotFound(f"no thumbnail {name!r} in job {job_id}")
     try:
-        data = s.store.get(job_key(job_id, f"thumbs/{name}"))
+        data = s.store.get(layout.thumb_key(job_id, name))
     except ObjectNotFound:
         raise NotFound(f"no thumbnail {name!r} in job {job_id} (thumbnails may be off, or the "
                        "image failed)") from None
@@ -118,7 +115,7 @@ def model_history(version: str):
     s = services()
     manifest = s.registry.manifest(check_name(version))
     try:
-        history = json.loads(s.store.get(f"models/{manifest['version']}/history.json"))
+        history = json.loads(s.store.get(layout.version_key(manifest["version"], "history.json")))
     except ObjectNotFound:
         raise NotFound(f"model version {version} has no training history (it was imported, "
                        "not trained here)") from None

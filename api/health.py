@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
+
+from api.services import services
 
 bp = Blueprint("health", __name__)
 
@@ -10,15 +12,15 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     """200 when Redis and storage answer, else 503 naming what failed."""
-    services = current_app.extensions["facesense"]
+    s = services()
     checks = {}
     try:
-        services.jobs.redis.ping()
+        s.jobs.redis.ping()
         checks["redis"] = "ok"
     except Exception as e:
         checks["redis"] = f"error: {type(e).__name__}"
     try:
-        services.store.exists("healthz")
+        s.store.exists("healthz")
         checks["store"] = "ok"
     except Exception as e:
         checks["store"] = f"error: {type(e).__name__}"

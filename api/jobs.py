@@ -15,22 +15,21 @@ from api.schemas import (
     int_arg,
     json_body,
 )
+from api.services import services
 from facesense.errors import BadRequest, Conflict, TransientError
-from facesense.jobs import JobStatus, new_job_id, public_record
+from facesense.inputs.sources import normalize_source, upload_source
+from facesense.inputs.uploads import save_uploads
+from facesense.inputs.urls import save_url_list
+from facesense.outputs.results import failed_images, read_page
+from facesense.outputs.webhooks import check_callback_url
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
-from facesense.results import RETRY_KEYS, failed_images, job_key, read_page
-from facesense.sources import normalize_source, save_uploads, upload_source
+from facesense.state.records import public_record
+from facesense.state.status import JobStatus, new_job_id
+from facesense.storage import layout
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
-from facesense.urls import save_url_list
-from facesense.webhooks import check_callback_url
 
 bp = Blueprint("jobs", __name__, url_prefix="/v1/jobs")
 SKIPPED_LISTED = 100  # skipped .zip members named on the job record (all are counted)
-
-
-def services():
-    """The app's Services."""
-    return current_app.extensions["facesense"]
 
 
 @bp.post("")
@@ -90,7 +89,7 @@ def submit_upload() -> dict:
         raise BadRequest("the upload holds no files")
     s.registry.resolve(form.get("model") or s.settings.default_model)  # fail before storing
     job_id = new_job_id()
-    inputs = f"jobs/{job_id}/inputs"
+    inputs = layout.inputs(job_id)
     skipped: list[dict] = []  # a .zip's non-image members: reported on the job, not scored
     save_uploads(files, s.store.child(inputs), s.settings, skipped)
     if skipped:
@@ -151,7 +150,7 @@ def retry(job_id: str):
     if not keys:
         raise Conflict(f"job {job_id} has no failed images to retry")
     new_id = new_job_id()
-    s.store.put(job_key(new_id, RETRY_KEYS), json.dumps(keys).encode())
+    s.store.put(layout.job_key(new_id, layout.RETRY_KEYS), json.dumps(keys).encode())
     name = body.get("model") or old["model_version"]  # same version unless asked otherwise
     manifest = s.registry.resolve(name)
     record = s.jobs.create("classify", job_id=new_id, source=old["source"], model=name,
@@ -176,7 +175,7 @@ def cancel(job_id: str):
             s.celery.send_task(FINALIZE_CLASSIFY, args=[job_id])
         except Exception as e:
             current_app.logger.warning("job %s: could not queue its partial results: %s", job_id, e)
-            s.jobs.finished(job_id)
+            s.jobs.announce_finished(job_id)
     return jsonify(public_record(s.jobs.archive(job_id)))
 
 
@@ -206,7 +205,7 @@ def results(job_id: str):
         raise Conflict(f"job {job_id} has no results yet (status: {record['status']})")
     fmt = request.args.get("format", "json")
     if fmt == "csv":
-        stream = s.store.open(job_key(job_id, "results.csv"))
+        stream = s.store.open(layout.job_key(job_id, layout.RESULTS_CSV))
 
         def chunks():
             with stream:

@@ -18,9 +18,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from api.auth import public
+from api.services import EXTENSION, services
 from facesense.errors import ConfigError
-from facesense.jobs import ACTIVE, FINISHED_COUNTS, JobRecords, JobStatus
 from facesense.queue import INFERENCE_QUEUE, TRAINING_QUEUE
+from facesense.state import redis_keys
+from facesense.state.records import JobRecords
+from facesense.state.status import JobStatus
 
 MODES = ("public", "key", "off")
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"}
@@ -49,11 +52,11 @@ class QueueCollector:
 
     def _read(self) -> list:
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(INFERENCE_QUEUE).llen(TRAINING_QUEUE).smembers(ACTIVE).hgetall(FINISHED_COUNTS)
+            pipe.llen(INFERENCE_QUEUE).llen(TRAINING_QUEUE).smembers(redis_keys.ACTIVE).hgetall(redis_keys.FINISHED_COUNTS)
             inference, training, active, finished = pipe.execute()
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in active:
-                pipe.hmget(JobRecords.key(job_id.decode()), "type", "status")
+                pipe.hmget(redis_keys.job(job_id.decode()), "type", "status")
             fields = pipe.execute()
         depth = GaugeMetricFamily("facesense_queue_depth", "Tasks waiting in a Celery queue "
                                   "(LLEN of its Redis list)", labels=["queue"])
@@ -83,8 +86,8 @@ class QueueCollector:
 def install(app: Flask) -> None:
     """Count every request and serve /metrics, as FACESENSE_API_METRICS says (before auth, so
     requests it refuses are timed too)."""
-    services = app.extensions["facesense"]
-    mode = services.settings.api_metrics
+    s = app.extensions[EXTENSION]
+    mode = s.settings.api_metrics
     if mode not in MODES:
         raise ConfigError(f"FACESENSE_API_METRICS={mode!r}: use public, key or off")
     if mode == "off":
@@ -95,7 +98,7 @@ def install(app: Flask) -> None:
     latency = Histogram("facesense_http_request_duration_seconds", "Seconds to answer a "
                         "request (until the response starts, for streamed CSV)",
                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
-    queue = QueueCollector(services.jobs)
+    queue = QueueCollector(s.jobs)
     registry.register(queue)
     app.extensions["facesense_metrics"] = (registry, queue)
 
@@ -138,7 +141,7 @@ def openapi_paths() -> dict:
     """/metrics for /openapi.json (api/openapi.py merges it in when the route is served)."""
     from api.openapi import op
 
-    open_ = current_app.extensions["facesense"].settings.api_metrics == "public"
+    open_ = services().settings.api_metrics == "public"
     operation = op("Prometheus metrics (text format): requests, latency, queue depth, jobs",
                    200, {"type": "string"}, open_=open_)
     operation["responses"]["200"]["content"] = {"text/plain": {"schema": {"type": "string"}}}

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from api.auth import caller, require_admin
 from api.schemas import check_fields, json_body
+from api.services import services
 from facesense.registry import check_name
 
 bp = Blueprint("models", __name__, url_prefix="/v1/models")
@@ -13,7 +14,7 @@ bp = Blueprint("models", __name__, url_prefix="/v1/models")
 
 def registry():
     """The app's model registry."""
-    return current_app.extensions["facesense"].registry
+    return services().registry
 
 
 @bp.get("")

@@ -9,7 +9,7 @@ import sys
 from flask import Blueprint, current_app, jsonify
 
 from api.auth import auth_enabled, public
-from facesense.jobs import COUNTERS, JobStatus
+from facesense.state.status import COUNTERS, JobStatus
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
 
 bp = Blueprint("openapi", __name__)

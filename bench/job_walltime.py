@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 from api import create_app
-from facesense.embedded import start_redis, start_workers, stop
+from cli.launcher import start_redis, start_workers, stop
 from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.store import store_from_settings
+from facesense.storage import store_from_settings
 from tests.imagegen import make_folder
 
 
@@ -26,7 +26,7 @@ def main(n: int = 300) -> dict:
     """Run the job once and return the figures."""
     import torch
 
-    from trainer.model import build_alexnet, register_state
+    from runtime.network import build_alexnet, register_state
 
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)

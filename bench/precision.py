@@ -30,10 +30,11 @@ import torch
 from bench.photos import make_photos
 from bench.throughput import OUT, machine
 from facesense.registry import Registry
-from facesense.store import LocalStore
-from trainer.model import load_model
-from trainer.presets import normalize, preprocess, spec_for
-from worker.inference import PRECISIONS, LoadedModel, default_batch_size, forward
+from facesense.storage import LocalStore
+from runtime.device import PRECISIONS, default_batch_size
+from runtime.network import load_model
+from runtime.preprocess import normalize, preprocess, spec_for
+from runtime.serving import LoadedModel, forward
 
 MIN_LABEL_AGREEMENT = 0.995
 MAX_PROB_DIFF = 0.01
@@ -58,7 +59,7 @@ def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
     registry = Registry(LocalStore(store or base / "store"))
     if store or registry.alias("production"):
         return registry.resolve("production"), registry
-    from facesense.demo import make_dataset
+    from facesense.synthetic import make_dataset
     from facesense.trainparams import TrainParams
     from trainer.data import load_data
     from trainer.train import fit, manifest_for, register

@@ -23,11 +23,12 @@ import redis
 
 from api import create_app
 from bench.photos import make_photos
-from facesense.embedded import start_redis, stop, worker_command
+from cli.launcher import start_redis, stop, worker_command
 from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.store import store_from_settings
+from facesense.state import leases, redis_keys
+from facesense.storage import store_from_settings
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -52,7 +53,7 @@ def run(workers: int, images: Path, base: Path) -> dict:
         holders: set[str] = set()
         while (record := client.get(f"/v1/jobs/{job_id}").get_json())["status"] in (
                 "queued", "running"):
-            for key in r.scan_iter(f"facesense:job:{job_id}:shard:*:lease"):
+            for key in r.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
                 holders.add((r.get(key) or b"").decode().split(":")[1])
             time.sleep(0.05)
         wall = time.perf_counter() - start
@@ -84,7 +85,7 @@ def wait(client, job_id: str) -> None:
 def main() -> None:
     import torch
 
-    from trainer.model import build_alexnet, register_state
+    from runtime.network import build_alexnet, register_state
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000)

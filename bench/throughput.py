@@ -31,17 +31,12 @@ from torchvision import transforms as T
 
 from bench.photos import make_photos
 from facesense.registry import Registry
-from facesense.store import LocalStore
-from trainer.model import build_alexnet, load_model, register_state
-from trainer.presets import preprocess, spec_for
-from worker.inference import (
-    LoadedModel,
-    default_batch_size,
-    default_threads,
-    forward,
-    resolve_precision,
-    score,
-)
+from facesense.storage import LocalStore
+from runtime.device import default_batch_size, default_threads, resolve_precision
+from runtime.network import build_alexnet, load_model, register_state
+from runtime.preprocess import preprocess, spec_for
+from runtime.serving import LoadedModel, forward
+from worker.inference import score
 
 OUT = Path(__file__).parent / "out"
 
@@ -126,9 +121,10 @@ def bench_d(root: Path, n: int, base: Path, settings_kw: dict, sample_memory: bo
     import redis
 
     from api import create_app
-    from facesense.embedded import start_redis, start_workers, stop
+    from cli.launcher import start_redis, start_workers, stop
     from facesense.queue import make_celery
     from facesense.settings import Settings
+    from facesense.state import redis_keys
 
     redis_proc, url = start_redis(base / f"redis-{n}")
     settings = Settings.from_env(redis_url=url, allowed_roots=(str(root.parent),), **settings_kw)
@@ -154,7 +150,7 @@ def bench_d(root: Path, n: int, base: Path, settings_kw: dict, sample_memory: bo
             time.sleep(0.05)
         wall = time.perf_counter() - start
         assert rec["status"] == "succeeded" and rec["progress"]["total"] == n, rec
-        job_keys = [k for k in r.scan_iter(f"facesense:job:{job['id']}*")]
+        job_keys = [k for k in r.scan_iter(redis_keys.job(job["id"]) + "*")]
         per_job = sum(r.memory_usage(k) or 0 for k in job_keys)
         out = {"images_per_s": rate(n, wall), "wall_s": round(wall, 2),
                "redis_bytes_for_job": per_job,

@@ -6,6 +6,8 @@ COPY facesense ./facesense
 COPY api ./api
 COPY worker ./worker
 COPY trainer ./trainer
+COPY runtime ./runtime
+COPY cli ./cli
 RUN pip install --no-cache-dir ".[server]"
 USER nobody
 EXPOSE 8000

@@ -6,5 +6,7 @@ COPY facesense ./facesense
 COPY api ./api
 COPY worker ./worker
 COPY trainer ./trainer
+COPY runtime ./runtime
+COPY cli ./cli
 RUN pip install --no-cache-dir ".[worker]"
 CMD ["facesense", "worker", "--queues", "inference"]

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import requests
 
-from facesense.sources import is_image_key
+from facesense.inputs.sources import is_image_key
 
 FINISHED = ("succeeded", "failed", "cancelled")
 

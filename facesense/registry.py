@@ -9,14 +9,21 @@ import time
 import uuid
 
 from facesense.errors import BadRequest, Conflict, ModelError, ModelNotFound, ObjectNotFound
-from facesense.store import Store
+from facesense.storage import Store
+from facesense.storage.layout import ALIASES, MANIFEST, MODELS, WEIGHTS, alias_key, version_key
 
-PREFIX = "models"
-WEIGHTS = "weights.safetensors"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # The preprocessing a version expects unless its manifest says otherwise (ImageNet AlexNet's).
-DEFAULT_PREPROCESS = {"input_size": 224, "resize_size": 256,
+RESIZE_RATIO = 8 / 7  # shorter side resized to this times the input side, then centre-cropped
+
+
+def resize_for(input_size: int) -> int:
+    """The shorter side images are resized to before cropping (224 -> 256, as ImageNet)."""
+    return round(input_size * RESIZE_RATIO)
+
+
+DEFAULT_PREPROCESS = {"input_size": 224, "resize_size": resize_for(224),
                       "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
@@ -64,28 +71,28 @@ class Registry:
         version = check_name(version or new_version_id())
         if version == "aliases":  # models/aliases/ holds the alias records
             raise BadRequest("'aliases' is reserved and can't name a model version")
-        if self.store.exists(f"{PREFIX}/{version}/manifest.json"):
+        if self.store.exists(version_key(version)):
             raise Conflict(f"model version {version!r} already exists; versions are immutable")
         manifest = validate_manifest({**manifest, "version": version,
                                       "weights_sha256": sha256(weights),
                                       "weights_bytes": len(weights),
                                       "created_at": manifest.get("created_at") or time.time()})
-        self.store.put(f"{PREFIX}/{version}/{WEIGHTS}", weights)
+        self.store.put(version_key(version, WEIGHTS), weights)
         for name, data in (files or {}).items():  # e.g. history.json
-            self.store.put(f"{PREFIX}/{version}/{check_name(name, 'file')}", data)
-        self.store.put(f"{PREFIX}/{version}/manifest.json", json.dumps(manifest, indent=2).encode())
+            self.store.put(version_key(version, check_name(name, 'file')), data)
+        self.store.put(version_key(version), json.dumps(manifest, indent=2).encode())
         return manifest
 
     def manifest(self, version: str) -> dict:
         """A version's manifest."""
         try:
-            return json.loads(self.store.get(f"{PREFIX}/{check_name(version)}/manifest.json"))
+            return json.loads(self.store.get(version_key(check_name(version))))
         except (ObjectNotFound, BadRequest):
             raise ModelNotFound(f"no model version {version!r}") from None
 
     def weights(self, manifest: dict) -> bytes:
         """A version's weights, verified against the manifest's checksum."""
-        data = self.store.get(f"{PREFIX}/{manifest['version']}/{WEIGHTS}")
+        data = self.store.get(version_key(manifest['version'], WEIGHTS))
         if sha256(data) != manifest["weights_sha256"]:
             raise ModelError(f"model {manifest['version']}: weights checksum mismatch "
                              "(corrupt or tampered file)")
@@ -94,7 +101,7 @@ class Registry:
     def alias(self, alias: str) -> dict | None:
         """An alias record {alias, version, history}, or None."""
         try:
-            return json.loads(self.store.get(f"{PREFIX}/aliases/{check_name(alias, 'alias')}.json"))
+            return json.loads(self.store.get(alias_key(check_name(alias, 'alias'))))
         except ObjectNotFound:
             return None
 
@@ -122,19 +129,19 @@ class Registry:
         record["history"].append({"at": time.time(), "from": record["version"], "to": version,
                                   "by": by})
         record["version"] = version
-        self.store.put(f"{PREFIX}/aliases/{alias}.json", json.dumps(record, indent=2).encode())
+        self.store.put(alias_key(alias), json.dumps(record, indent=2).encode())
         return record
 
     def versions(self) -> list[dict]:
         """Every version's manifest, newest first."""
-        names = [k.split("/")[1] for k in self.store.list(PREFIX)
-                 if k.endswith("/manifest.json") and k.count("/") == 2]
+        names = [k.split("/")[1] for k in self.store.list(MODELS)
+                 if k.endswith(f"/{MANIFEST}") and k.count("/") == 2]
         manifests = [self.manifest(n) for n in names]
         return sorted(manifests, key=lambda m: m.get("created_at", 0), reverse=True)
 
     def aliases(self) -> dict[str, dict]:
         """Every alias record by name."""
-        keys = (k for k in self.store.list(f"{PREFIX}/aliases") if k.endswith(".json"))
+        keys = (k for k in self.store.list(ALIASES) if k.endswith(".json"))
         out = {}
         for key in keys:
             record = json.loads(self.store.get(key))

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 
 from facesense.errors import BadRequest
+from facesense.registry import resize_for
 
 PROMOTE_POLICIES = ("never", "if_better", "always")
 
@@ -62,7 +63,7 @@ class TrainParams:
     @property
     def resize_size(self) -> int:
         """The shorter side images are resized to before cropping (224 -> 256, as ImageNet)."""
-        return round(self.image_size * 8 / 7)
+        return resize_for(self.image_size)
 
 
 def _check(f: dataclasses.Field, value) -> str | None:

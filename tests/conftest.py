@@ -15,7 +15,7 @@ os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "facesense-test-secret")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
-from facesense.embedded import start_redis, start_workers, stop
+from cli.launcher import start_redis, start_workers, stop
 from facesense.settings import Settings
 from tests.servers import s3_client, start_seaweed
 
@@ -69,8 +69,8 @@ def model_version(settings) -> dict:
     import torch
 
     from facesense.registry import Registry
-    from facesense.store import store_from_settings
-    from trainer.model import build_alexnet, register_state
+    from facesense.storage import store_from_settings
+    from runtime.network import build_alexnet, register_state
 
     torch.manual_seed(0)
     registry = Registry(store_from_settings(settings))

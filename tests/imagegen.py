@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+
+from facesense.synthetic import backdrop, encode
 
 MODES = ("RGB", "L", "RGBA")
 
@@ -14,24 +15,13 @@ MODES = ("RGB", "L", "RGBA")
 def make_image(rng: random.Random, size: tuple[int, int], mode: str = "RGB") -> Image.Image:
     """A smooth gradient with a few shapes: cheap to encode, not trivially constant."""
     w, h = size
-    base = Image.linear_gradient("L").resize((w, h)).convert("RGB")
-    tint = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
-    img = Image.blend(base, tint, 0.5)
+    img = backdrop(rng, size)
     draw = ImageDraw.Draw(img)
     for _ in range(3):
         x0, y0 = rng.randrange(w), rng.randrange(h)
         x1, y1 = x0 + rng.randrange(1, max(2, w // 2)), y0 + rng.randrange(1, max(2, h // 2))
         draw.ellipse((x0, y0, x1, y1), fill=tuple(rng.randrange(256) for _ in range(3)))
     return img.convert(mode)
-
-
-def encode(img: Image.Image, fmt: str) -> bytes:
-    """Encode to JPEG or PNG bytes (JPEG drops alpha first)."""
-    buf = io.BytesIO()
-    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
-        img = img.convert("RGB")
-    img.save(buf, fmt, quality=85) if fmt == "JPEG" else img.save(buf, fmt)
-    return buf.getvalue()
 
 
 def corrupt_files() -> dict[str, bytes]:

@@ -1,4 +1,4 @@
-"""Real servers for tests: a SeaweedFS S3 server on loopback (Redis comes from facesense.embedded)."""
+"""Real servers for tests: a SeaweedFS S3 server on loopback (Redis comes from cli.launcher)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
-from facesense.embedded import free_port
+from cli.launcher import free_port
 
 
 @contextlib.contextmanager

@@ -75,8 +75,8 @@ def test_oversized_upload_is_413(settings):
 def test_results_before_the_job_finishes_are_409(client, model_version, redis_url, settings):
     import redis
 
-    from facesense.jobs import JobRecords
-    from facesense.store import store_from_settings
+    from facesense.state.records import JobRecords
+    from facesense.storage import store_from_settings
 
     jobs = JobRecords(redis.Redis.from_url(redis_url), store_from_settings(settings))
     job = jobs.create("classify", source="store:none", model="production")

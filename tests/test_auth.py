@@ -18,13 +18,14 @@ import redis
 import yaml
 
 from api import create_app
+from cli.main import main
 from facesense import keys
-from facesense.cli import main
 from facesense.client import ApiError, Client
 from facesense.errors import ConfigError
-from facesense.jobs import JobRecords
 from facesense.keys import Keyring, hash_key, new_key
 from facesense.settings import describe
+from facesense.state import redis_keys
+from facesense.state.records import JobRecords
 from tests.servers import serving
 
 ALICE, BOB, OPS = new_key(), new_key(), new_key()
@@ -126,7 +127,7 @@ def test_cancel_works_for_the_owner_and_the_archived_record_keeps_its_owner(api,
     resp = api.post(f"/v1/jobs/{job_id}/cancel", headers=bearer(ALICE))
     assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled"
     # Once Redis forgets the job, the record comes from storage: still alice's only.
-    redis.Redis.from_url(keyed_settings.redis_url).delete(JobRecords.key(job_id))
+    redis.Redis.from_url(keyed_settings.redis_url).delete(redis_keys.job(job_id))
     assert api.get(f"/v1/jobs/{job_id}", headers=bearer(BOB)).status_code == 404
     assert api.get(f"/v1/jobs/{job_id}", headers=bearer(ALICE)).get_json()["owner"] == "alice"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from facesense.embedded import free_port
+from cli.launcher import free_port
 from tests.imagegen import make_folder
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 def facesense(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
     """Run the CLI in a child process."""
-    proc = subprocess.run([sys.executable, "-m", "facesense.cli", *args], env=env,
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env,
                           capture_output=True, text=True, timeout=300)
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -33,7 +33,7 @@ def stack(tmp_path_factory):
     """`facesense up` on a free port with a data dir of its own; stopped with SIGTERM."""
     import torch
 
-    from trainer.model import build_alexnet
+    from runtime.network import build_alexnet
 
     data = tmp_path_factory.mktemp("embedded")
     port = free_port()
@@ -46,7 +46,7 @@ def stack(tmp_path_factory):
     imported = facesense("models", "import", str(weights), "--classes", "happy,sad",
                          "--promote", env=env)
     version = imported.stdout.strip()
-    proc = subprocess.Popen([sys.executable, "-m", "facesense.cli", "up", "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while True:
@@ -112,7 +112,7 @@ def test_classify_one_image_from_a_path_and_a_url(stack):
     import http.server
     import threading
 
-    from facesense.demo import draw_face, jpeg
+    from facesense.synthetic import draw_face, jpeg
 
     rng = __import__("random").Random(4)
     image = stack["data"] / "one.jpg"
@@ -138,7 +138,7 @@ def test_classify_one_image_from_a_path_and_a_url(stack):
 
 
 def test_standalone_trainer_registers_and_promotes(tmp_path):
-    from facesense.demo import make_dataset
+    from facesense.synthetic import make_dataset
 
     make_dataset(tmp_path / "faces", per_class=8)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}

@@ -10,7 +10,7 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 
 from api import create_app
-from facesense.cli import main
+from cli.main import main
 from facesense.client import ApiError, Client
 from tests.imagegen import encode, make_folder, make_image
 from tests.loopback import Loopback, respond

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facesense.cli import parser
+from cli.main import parser
 from facesense.settings import setting_names
 
 ROOT = Path(__file__).resolve().parent.parent

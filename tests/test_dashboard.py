@@ -17,12 +17,14 @@ import requests
 from PIL import Image
 
 from api import create_app
-from facesense.demo import draw_face, jpeg, make_dataset
-from facesense.jobs import JobRecords, JobStatus, new_job_id
+from facesense.outputs.results import write_results
+from facesense.outputs.thumbnails import ThumbnailWriter, thumb_key
 from facesense.registry import Registry
-from facesense.results import job_key, write_results
-from facesense.store import store_from_settings
-from facesense.thumbnails import ThumbnailWriter, thumb_key
+from facesense.state.records import JobRecords
+from facesense.state.status import JobStatus, new_job_id
+from facesense.storage import store_from_settings
+from facesense.storage.layout import job_key
+from facesense.synthetic import draw_face, jpeg, make_dataset
 from facesense.trainparams import TrainParams
 from tests.imagegen import encode, make_image
 from tests.servers import serving
@@ -370,9 +372,10 @@ def test_a_thumbnail_is_served_only_from_its_own_job(client, settings):
 def test_thumbnails_are_small_jpegs_and_a_failing_store_never_fails_a_row(settings):
     import torch
 
-    from trainer.model import build_alexnet
-    from trainer.presets import spec_for
-    from worker.inference import LoadedModel, score
+    from runtime.network import build_alexnet
+    from runtime.preprocess import spec_for
+    from runtime.serving import LoadedModel
+    from worker.inference import score
 
     rng = random.Random(5)
     images = {f"g/{i}.jpg": encode(make_image(rng, (900, 500)), "JPEG") for i in range(6)}

@@ -11,12 +11,14 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from facesense.demo import draw_face
 from facesense.errors import FacesenseError
-from trainer.model import build_alexnet
-from trainer.presets import preprocess, spec_for
-from worker.gpu_decode import choose_decoder, decode_batch_gpu
-from worker.inference import LoadedModel, resolve_precision, score, time_cpu_precisions
+from facesense.synthetic import draw_face
+from runtime.device import resolve_precision, time_cpu_precisions
+from runtime.gpu_decode import choose_decoder, decode_batch_gpu
+from runtime.network import build_alexnet
+from runtime.preprocess import preprocess, spec_for
+from runtime.serving import LoadedModel
+from worker.inference import score
 
 SPEC = spec_for(224, 256)
 CPU = torch.device("cpu")

@@ -19,11 +19,13 @@ import pytest
 import redis
 from PIL import Image
 
-from facesense.embedded import start_redis, start_workers, stop
+from cli.launcher import start_redis, start_workers, stop
+from facesense.outputs.results import iter_jsonl
 from facesense.registry import Registry
-from facesense.results import iter_jsonl, job_key
 from facesense.settings import Settings
-from facesense.store import store_from_settings
+from facesense.state import leases, redis_keys
+from facesense.storage import store_from_settings
+from facesense.storage.layout import job_key
 from tests.conftest import wait_for_workers
 from tests.servers import TcpProxy, s3_client, start_seaweed
 
@@ -54,7 +56,7 @@ def register_small_model(settings: Settings) -> None:
     """A random 2-class AlexNet with a 64 px input, promoted to production."""
     import torch
 
-    from trainer.model import build_alexnet, register_state
+    from runtime.network import build_alexnet, register_state
 
     torch.manual_seed(0)
     registry = Registry(store_from_settings(settings))
@@ -124,13 +126,13 @@ class Stack:
     def shard_held_by(self, job_id: str, worker: subprocess.Popen) -> int | None:
         """The index of a shard of this job whose lease the worker (or its pool child) holds."""
         pids = {str(worker.pid), *children(worker.pid)}
-        for key in self.redis.scan_iter(f"facesense:job:{job_id}:shard:*:lease"):
+        for key in self.redis.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
             if (self.redis.get(key) or b"").decode().split(":")[1] in pids:
                 return int(key.decode().split(":")[-2])
         return None
 
     def attempts(self, job_id: str) -> dict[int, int]:
-        raw = self.redis.hgetall(f"facesense:job:{job_id}:attempts")
+        raw = self.redis.hgetall(redis_keys.attempts(job_id))
         return {int(k): int(v) for k, v in raw.items()}
 
 
@@ -198,7 +200,7 @@ def test_sigterm_mid_shard_finishes_the_shard(stack):
     w.send_signal(signal.SIGTERM)
     assert w.wait(60) == 0  # warm shutdown: the running task completes first
     # The shard it held was finished and counted before the worker left.
-    assert stack.redis.getbit(f"facesense:job:{job_id}:shards", index) == 1
+    assert stack.redis.getbit(redis_keys.shard_bits(job_id), index) == 1
     stack.ensure_workers(1)  # the rest of the job waits in the queue for the next worker
     record = stack.wait(job_id, 120)
     assert record["status"] == "succeeded" and record["progress"]["done"] == 600

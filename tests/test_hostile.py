@@ -16,14 +16,15 @@ import torch
 from PIL import Image, ImageFile
 
 from facesense.errors import BadRequest, ModelError, PayloadTooLarge, SourceError
+from facesense.inputs.sources import normalize_source, open_source
+from facesense.inputs.uploads import save_zip
 from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.sources import normalize_source, open_source, save_zip
-from facesense.store import LocalStore, store_from_settings
+from facesense.storage import LocalStore, store_from_settings
+from runtime.network import read_state_file
+from runtime.preprocess import ImageRejected, decode, plain_jpeg, preprocess, spec_for
 from tests import hostile_corpus as hc
 from tests.conftest import wait_for_job
-from trainer.model import read_state_file
-from trainer.presets import ImageRejected, decode, plain_jpeg, preprocess, spec_for
 
 SPEC = spec_for(64)
 CASES = functools.cache(hc.cases)  # made once: the bomb alone takes a few hundred ms
@@ -101,14 +102,15 @@ def test_truncated_files_are_never_grey_padded():
 
 
 def test_gpu_decoder_path_leaves_cmyk_and_truncated_jpegs_to_the_cpu():
-    from worker.inference import LoadedModel, score
+    from runtime.serving import LoadedModel
+    from worker.inference import score
 
     plain = hc.encode(hc.halves((80, 60)), "JPEG")
     for data, gpu_ok in [(plain, True), (hc.cmyk_plain_jpeg(), False),
                          (hc.cmyk_adobe_jpeg(), False), (hc.truncated_jpeg(), False)]:
         assert plain_jpeg(Image.open(io.BytesIO(data)), data) is gpu_ok
     # The 'gpu' path runs torchvision's decoder on whatever device the model is on: CPU here.
-    from trainer.model import build_alexnet
+    from runtime.network import build_alexnet
 
     torch.manual_seed(0)
     loaded = LoadedModel("v", ["a", "b"], SPEC, build_alexnet(2).eval(), torch.device("cpu"),

@@ -8,9 +8,9 @@ import sys
 CHECK = """
 import importlib, pkgutil, sys
 import api, facesense
-for pkg in (api, facesense):  # every module of both packages
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"{{pkg.__name__}}.{{mod.name}}")
+for pkg in (api, facesense):  # every module of both packages, sub-packages included
+    for mod in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + "."):
+        importlib.import_module(mod.name)
 from api import create_app
 from facesense.settings import Settings
 create_app(Settings(redis_url="redis://127.0.0.1:1/0", store="{store}"))

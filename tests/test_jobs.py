@@ -9,8 +9,12 @@ import pytest
 import redis
 
 from facesense.errors import JobNotFound
-from facesense.jobs import RECENT, JobRecords, JobStatus, new_job_id
-from facesense.store import LocalStore
+from facesense.state import redis_keys
+from facesense.state.records import JobRecords
+from facesense.state.redis_keys import RECENT
+from facesense.state.shards import ShardBook
+from facesense.state.status import JobStatus, new_job_id
+from facesense.storage import LocalStore
 
 
 @pytest.fixture
@@ -23,6 +27,11 @@ def r(redis_url):
 @pytest.fixture
 def jobs(r, tmp_path) -> JobRecords:
     return JobRecords(r, LocalStore(tmp_path), ttl_s=600)
+
+
+@pytest.fixture
+def shards(r) -> ShardBook:
+    return ShardBook(r, ttl_s=600)
 
 
 def test_create_then_get_returns_the_queued_record(jobs):
@@ -39,7 +48,7 @@ def test_create_with_a_given_id_and_a_ttl(jobs, r):
     job_id = new_job_id()
     jobs.create("classify", job_id=job_id)
     assert jobs.get(job_id)["id"] == job_id
-    assert 0 < r.ttl(JobRecords.key(job_id)) <= 600
+    assert 0 < r.ttl(redis_keys.job(job_id)) <= 600
 
 
 def test_job_ids_are_unique_hex_and_time_sortable():
@@ -86,7 +95,7 @@ def test_set_status_refuses_to_move_a_finished_job(jobs, final):
 def test_set_status_of_an_unknown_job_creates_nothing(jobs, r):
     job_id = new_job_id()
     assert not jobs.set_status(job_id, JobStatus.RUNNING)
-    assert not r.exists(JobRecords.key(job_id))
+    assert not r.exists(redis_keys.job(job_id))
 
 
 def test_finished_flag_of_each_status():
@@ -97,31 +106,51 @@ def test_finished_flag_of_each_status():
 # --- shards -------------------------------------------------------------------------------
 
 
-def test_count_shard_counts_a_shard_only_once(jobs):
+def test_count_shard_counts_a_shard_only_once(jobs, shards):
     job_id = jobs.create("classify", total=10, shards=3)["id"]
-    assert jobs.count_shard(job_id, 0, done=5, failed=1) == (True, 1)
-    assert jobs.count_shard(job_id, 0, done=5, failed=1) == (False, 1)  # redelivered
+    assert shards.count(job_id, 0, done=5, failed=1) == (True, 1)
+    assert shards.count(job_id, 0, done=5, failed=1) == (False, 1)  # redelivered
     record = jobs.get(job_id)
     assert (record["done"], record["failed"], record["shards_done"]) == (5, 1, 1)
-    assert jobs.count_shard(job_id, 2, done=4, failed=0) == (True, 2)
+    assert shards.count(job_id, 2, done=4, failed=0) == (True, 2)
     record = jobs.get(job_id)
     assert (record["done"], record["failed"], record["shards_done"]) == (9, 1, 2)
 
 
-def test_uncounted_shards_lists_the_shards_not_yet_counted(jobs):
+def test_uncounted_shards_lists_the_shards_not_yet_counted(jobs, shards):
     job_id = jobs.create("classify", shards=20)["id"]
-    assert jobs.uncounted_shards(job_id, 20) == list(range(20))
+    assert shards.uncounted(job_id, 20) == list(range(20))
     for index in (0, 7, 8, 9, 17):
-        jobs.count_shard(job_id, index, done=1, failed=0)
-    assert jobs.uncounted_shards(job_id, 20) == [i for i in range(20)
+        shards.count(job_id, index, done=1, failed=0)
+    assert shards.uncounted(job_id, 20) == [i for i in range(20)
                                                  if i not in (0, 7, 8, 9, 17)]
-    assert jobs.uncounted_shards(job_id, 3) == [1, 2]
+    assert shards.uncounted(job_id, 3) == [1, 2]
 
 
-def test_shard_bitmap_expires_with_the_job(jobs, r):
+def test_shard_bitmap_expires_with_the_job(jobs, shards, r):
     job_id = jobs.create("classify")["id"]
-    jobs.count_shard(job_id, 4, done=1, failed=0)
-    assert 0 < r.ttl(f"facesense:job:{job_id}:shards") <= 600
+    shards.count(job_id, 4, done=1, failed=0)
+    assert 0 < r.ttl(redis_keys.shard_bits(job_id)) <= 600
+
+
+def test_attempts_count_up_and_back_and_expire_with_the_job(jobs, shards, r):
+    job_id = jobs.create("classify", shards=2)["id"]
+    assert shards.count_attempt(job_id, 1) == 1
+    assert shards.count_attempt(job_id, 1) == 2
+    assert shards.count_attempt(job_id, 1, -1) == 1  # a clean failure is taken back
+    assert shards.attempts(job_id) == {1: 1}
+    assert 0 < r.ttl(redis_keys.attempts(job_id)) <= 600
+
+
+def test_the_image_in_flight_when_a_worker_died_becomes_poison_once(jobs, shards):
+    job_id = jobs.create("classify", shards=1)["id"]
+    assert shards.convict_in_flight(job_id, 0) == set()  # nobody died scoring alone
+    shards.note_in_flight(job_id, 0, 3)  # the worker dies here: nothing clears the note
+    assert shards.convict_in_flight(job_id, 0) == {3}
+    assert shards.convict_in_flight(job_id, 0) == {3}  # the note was consumed, not re-added
+    shards.note_in_flight(job_id, 0, 5)
+    shards.note_in_flight(job_id, 0, None)  # scored fine: not poison
+    assert shards.convict_in_flight(job_id, 0) == {3}
 
 
 # --- listing, archive, lookup -------------------------------------------------------------
@@ -140,7 +169,7 @@ def test_recent_lists_newest_first(jobs):
 
 def test_recent_drops_jobs_whose_records_expired(jobs, r):
     job_id = jobs.create("classify")["id"]
-    r.delete(JobRecords.key(job_id))
+    r.delete(redis_keys.job(job_id))
     assert job_id not in [j["id"] for j in jobs.recent(limit=200)]
     assert r.zscore(RECENT, job_id) is None
 
@@ -151,7 +180,7 @@ def test_archive_writes_job_json_and_get_falls_back_to_it(jobs, r, tmp_path):
     archived = jobs.archive(job_id)
     on_disk = json.loads((tmp_path / "jobs" / job_id / "job.json").read_text())
     assert on_disk == archived == jobs.get(job_id)
-    r.delete(JobRecords.key(job_id))
+    r.delete(redis_keys.job(job_id))
     assert not jobs.exists(job_id)
     record = jobs.get(job_id)
     assert record["status"] == "succeeded" and record["source"] == "s3://b/p"

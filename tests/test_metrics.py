@@ -15,7 +15,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
-from facesense.embedded import free_port, start_workers, stop
+from cli.launcher import free_port, start_workers, stop
 from facesense.errors import ConfigError
 from facesense.keys import hash_key, new_key
 from facesense.logs import setup_logging

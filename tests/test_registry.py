@@ -9,7 +9,7 @@ import pytest
 
 from facesense.errors import BadRequest, Conflict, ModelError, ModelNotFound
 from facesense.registry import DEFAULT_PREPROCESS, NAME_RE, Registry, validate_manifest
-from facesense.store import LocalStore
+from facesense.storage import LocalStore
 
 WEIGHTS = b"\x00fake-safetensors\xff" * 100
 MANIFEST = {"classes": ["happy", "sad"], "arch": "alexnet"}

@@ -9,20 +9,18 @@ import json
 import pytest
 
 from facesense.errors import ObjectNotFound
-from facesense.results import (
+from facesense.outputs.results import (
     Summary,
     csv_header,
     csv_row,
     iter_jsonl,
     iter_lines,
-    job_key,
-    plan_key,
     read_page,
-    shard_key,
     shard_rows,
     write_results,
 )
-from facesense.store import LocalStore
+from facesense.storage import LocalStore
+from facesense.storage.layout import job_key, plan_key, shard_key
 
 CLASSES = ["happy", "sad"]
 

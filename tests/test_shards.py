@@ -7,13 +7,17 @@ import time
 
 import pytest
 
-from facesense.jobs import JobStatus
+from facesense.inputs.sources import normalize_source
+from facesense.outputs.results import read_page
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
-from facesense.results import read_page
-from facesense.sources import normalize_source
+from facesense.state import leases
+from facesense.state.status import JobStatus
+from facesense.storage import layout, store_from_settings
+from tests.conftest import wait_for_job
 from tests.imagegen import make_folder
 from worker import classify
 from worker.context import build_context
+from worker.jobs import fail_job
 
 
 @pytest.fixture
@@ -90,18 +94,18 @@ def test_a_finished_job_ignores_late_shards(ctx, base_dir, model_version, unique
     assert ctx.jobs.get(job_id)["done"] == 5
 
 
-def test_an_empty_source_fails_the_job_with_a_reason(ctx, base_dir, model_version, unique):
+def test_an_empty_source_fails_the_job_with_a_reason(client, worker, settings, base_dir, unique):
+    # Given a folder with no images in it
     folder = base_dir / f"empty-{unique}"
     folder.mkdir()
     (folder / "notes.txt").write_text("no images here")
-    job_id = new_job(ctx, folder, model_version)
-    with pytest.raises(Exception, match="no images found"):
-        classify.plan(ctx, job_id)
-    classify.fail(ctx, job_id, "no images found")
-    record = ctx.jobs.get(job_id)
-    assert record["status"] == "failed" and "no images" in record["error"]
-    archived = json.loads(ctx.store.get(f"jobs/{job_id}/job.json"))
-    assert archived["status"] == "failed"
+    # When it is submitted and a real worker plans it
+    job = client.post("/v1/jobs", json={"type": "classify", "source": str(folder)}).get_json()
+    record = wait_for_job(client, job["id"])
+    # Then the job failed, saying why, and its final record is archived
+    assert record["status"] == "failed" and "no images found" in record["error"], record
+    archived = json.loads(store_from_settings(settings).get(layout.job_record(job["id"])))
+    assert archived["status"] == "failed" and archived["error"] == record["error"]
 
 
 def test_a_shard_that_kills_its_workers_fails_only_the_images_they_died_on(ctx, base_dir,
@@ -110,13 +114,13 @@ def test_a_shard_that_kills_its_workers_fails_only_the_images_they_died_on(ctx, 
     job_id = job_on_folder(ctx, base_dir, model_version, f"poison-{unique}", 12)
     classify.plan(ctx, job_id)  # shards: 0 (10 images), 1 (2 images)
     for _ in range(ctx.settings.shard_max_attempts):
-        ctx.jobs.count_attempt(job_id, 0)
+        ctx.shards.count_attempt(job_id, 0)
     # and then two deliveries scoring its images alone, which died on images 3 and 7
-    ctx.jobs.count_attempt(job_id, 0)
-    ctx.jobs.scoring_alone(job_id, 0, 3)
-    assert ctx.jobs.take_poison(job_id, 0) == {3}
-    ctx.jobs.count_attempt(job_id, 0)
-    ctx.jobs.scoring_alone(job_id, 0, 7)
+    ctx.shards.count_attempt(job_id, 0)
+    ctx.shards.note_in_flight(job_id, 0, 3)
+    assert ctx.shards.convict_in_flight(job_id, 0) == {3}
+    ctx.shards.count_attempt(job_id, 0)
+    ctx.shards.note_in_flight(job_id, 0, 7)
     # When it is delivered once more, only those two images fail; the other eight are scored
     assert classify.run_shard(ctx, job_id, 0) and classify.run_shard(ctx, job_id, 1)
     classify.finalize(ctx, job_id)
@@ -128,7 +132,7 @@ def test_a_shard_that_kills_its_workers_fails_only_the_images_they_died_on(ctx, 
     assert all("a worker died while decoding or scoring this image" in rows[i]["error"]
                for i in (3, 7))
     assert all(r["label"] for i, r in enumerate(rows) if i not in (3, 7))
-    assert ctx.jobs.take_poison(job_id, 0) == {3, 7}  # no image left marked in flight
+    assert ctx.shards.convict_in_flight(job_id, 0) == {3, 7}  # no image left marked in flight
 
 
 def test_a_clean_failure_while_scoring_alone_marks_no_image_as_poison(ctx, base_dir,
@@ -137,7 +141,7 @@ def test_a_clean_failure_while_scoring_alone_marks_no_image_as_poison(ctx, base_
     job_id = job_on_folder(ctx, base_dir, model_version, f"clean-{unique}", 4)
     classify.plan(ctx, job_id)
     for _ in range(ctx.settings.shard_max_attempts):
-        ctx.jobs.count_attempt(job_id, 0)
+        ctx.shards.count_attempt(job_id, 0)
 
     def outage(*args, **kwargs):
         raise ConnectionError("the store went away")
@@ -145,14 +149,13 @@ def test_a_clean_failure_while_scoring_alone_marks_no_image_as_poison(ctx, base_
     monkeypatch.setattr(classify, "score", outage)
     with pytest.raises(ConnectionError):
         classify.run_shard(ctx, job_id, 0)
-    assert ctx.jobs.take_poison(job_id, 0) == set()  # an error is not a death
-    assert ctx.jobs.attempts(job_id) == {0: ctx.settings.shard_max_attempts}  # taken back
-    classify.fail(ctx, job_id, "test over")  # not left active for the watchdog tests
+    assert ctx.shards.convict_in_flight(job_id, 0) == set()  # an error is not a death
+    assert ctx.shards.attempts(job_id) == {0: ctx.settings.shard_max_attempts}  # taken back
+    fail_job(ctx, job_id, "test over")  # not left active for the watchdog tests
 
 
 def test_the_watchdog_requeues_a_shard_whose_worker_vanished(ctx, sent, base_dir, model_version,
                                                               unique):
-    from worker.classify import shard_lease
     from worker.watchdog import Watchdog
 
     job_id = job_on_folder(ctx, base_dir, model_version, f"dog-{unique}", 30)
@@ -160,17 +163,17 @@ def test_the_watchdog_requeues_a_shard_whose_worker_vanished(ctx, sent, base_dir
     assert classify.run_shard(ctx, job_id, 0)
     # Shard 1: a worker started it (counted a delivery) and holds a live lease.
     # Shard 2: a worker started it and died: its lease lapsed.
-    ctx.jobs.count_attempt(job_id, 1)
-    ctx.jobs.acquire_lease(job_id, "live-worker", 30, shard_lease(1))
-    ctx.jobs.count_attempt(job_id, 2)
+    ctx.shards.count_attempt(job_id, 1)
+    ctx.leases.acquire(job_id, leases.shard(1), "live-worker", 30)
+    ctx.shards.count_attempt(job_id, 2)
     sent.clear()
     dog = Watchdog(ctx, stall_s=3600)
-    assert dog.sweep() == [(job_id, shard_lease(2))]
+    assert dog.sweep() == [(job_id, leases.shard(2))]
     assert [a for n, a in sent] == [[job_id, 2]]
     assert dog.sweep() == []  # already requeued: not again while the marker lasts
     # The requeued delivery takes the shard up (clearing the marker) and finishes it.
     assert classify.run_shard(ctx, job_id, 2)
-    assert ctx.jobs.attempts(job_id)[2] == 2
+    assert ctx.shards.attempts(job_id)[2] == 2
 
 
 def test_the_watchdog_requeues_a_stalled_job_that_lost_its_messages(ctx, sent, base_dir,

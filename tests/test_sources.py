@@ -8,20 +8,18 @@ import zipfile
 import pytest
 
 from facesense.errors import BadRequest, PayloadTooLarge, SourceError
-from facesense.settings import Settings
-from facesense.sources import (
+from facesense.inputs.sources import (
     group_of,
     is_image_key,
     list_images,
     normalize_source,
     open_source,
     resolve_local,
-    save_uploads,
-    save_zip,
-    upload_key,
     upload_source,
 )
-from facesense.store import LocalStore
+from facesense.inputs.uploads import save_uploads, save_zip, upload_key
+from facesense.settings import Settings
+from facesense.storage import LocalStore
 
 EXTENSIONS = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 

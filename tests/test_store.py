@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from facesense.errors import ObjectNotFound, SourceError
-from facesense.store import LocalStore, S3Store, open_store
+from facesense.storage import LocalStore, S3Store, open_store
 from tests.conftest import BUCKET
 
 BAD_KEYS = ["../x", "/abs", "a//b", "", "a/./b", "a/../b", "a\\b", "a/"]

@@ -6,14 +6,14 @@ import pytest
 import torch
 from safetensors.torch import load
 
-from facesense.demo import make_dataset
 from facesense.errors import ModelError
 from facesense.registry import Registry
-from facesense.store import LocalStore
+from facesense.storage import LocalStore
+from facesense.synthetic import make_dataset
 from facesense.trainparams import TrainParams
+from runtime.network import HEAD, build_alexnet, register_state
+from runtime.preprocess import spec_for
 from trainer.data import load_data
-from trainer.model import HEAD, build_alexnet, register_state
-from trainer.presets import spec_for
 from trainer.train import Checkpoints, fit, initial_state
 
 SPEC = spec_for(64)

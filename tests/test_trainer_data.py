@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from facesense.demo import make_dataset
-from facesense.store import LocalStore
+from facesense.storage import LocalStore
+from facesense.synthetic import make_dataset
 from facesense.trainparams import TrainParams
+from runtime.preprocess import spec_for
 from trainer.data import DatasetError, load_data, stratified_split
-from trainer.presets import spec_for
 
 SPEC = spec_for(64)
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from facesense.demo import make_dataset
-from facesense.embedded import start_workers, stop
+from cli.launcher import start_workers, stop
+from facesense.synthetic import make_dataset
 from tests.conftest import BUCKET, wait_for_job, wait_for_workers
 from tests.imagegen import upload_folder
 

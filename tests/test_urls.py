@@ -11,11 +11,11 @@ import pytest
 
 from api import create_app
 from facesense.errors import BadRequest, ConfigError, PayloadTooLarge
-from facesense.netguard import FetchError, Limits, Refused, allowed_networks, fetch, is_blocked, vet
+from facesense.inputs.netguard import FetchError, Limits, Refused, allowed_networks, fetch, is_blocked, vet
+from facesense.inputs.sources import group_of
+from facesense.inputs.urls import save_url_list, split_url_key, url_item_key
 from facesense.settings import Settings
-from facesense.sources import group_of
-from facesense.store import LocalStore
-from facesense.urls import save_url_list, split_url_key, url_item_key
+from facesense.storage import LocalStore
 from tests.conftest import wait_for_job
 from tests.imagegen import encode, make_image
 from tests.loopback import Loopback, redirect, respond, stall, trickle

@@ -10,10 +10,7 @@ import pytest
 import redis
 
 from api import create_app
-from facesense.jobs import JobRecords, JobStatus
-from facesense.settings import Settings
-from facesense.store import store_from_settings
-from facesense.webhooks import (
+from facesense.outputs.webhooks import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     backoff,
@@ -22,6 +19,10 @@ from facesense.webhooks import (
     sign,
     verify,
 )
+from facesense.settings import Settings
+from facesense.state.records import JobRecords
+from facesense.state.status import JobStatus
+from facesense.storage import store_from_settings
 from tests.conftest import wait_for_job
 from tests.imagegen import make_folder
 from tests.loopback import Loopback

@@ -9,12 +9,14 @@ import sys
 from pathlib import Path
 
 from facesense.errors import FacesenseError
+from facesense.inputs.sources import open_source
 from facesense.logs import setup_logging
 from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.sources import open_source
-from facesense.store import open_store
+from facesense.storage import open_store
 from facesense.trainparams import TrainParams
+from runtime.device import default_threads, resolve_device, resolve_precision
+from trainer.pipeline import train_version
 
 
 def parser() -> argparse.ArgumentParser:
@@ -37,12 +39,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Train, register, print the metrics; exit 1 with a message on bad input."""
-
-    from trainer.data import load_data
-    from trainer.presets import spec_for
-    from trainer.train import fit, initial_state, manifest_for, register
-    from worker.inference import resolve_device, resolve_precision
-
     args = parser().parse_args(argv)
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)
@@ -52,33 +48,28 @@ def main(argv: list[str] | None = None) -> int:
                                     if getattr(args, f.name) is not None})
         store = open_store(args.store or settings.store_url,
                            endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
-        registry = Registry(store)
         data_url = args.data if "://" in args.data else Path(args.data).resolve().as_uri()
+        # The folder named on the command line is this run's allowed root.
         roots = settings.replace(allowed_roots=(str(Path(args.data).resolve()),)) \
             if "://" not in args.data else settings
-        spec = spec_for(params.image_size, params.resize_size)
-        data = load_data(open_source(data_url, roots, store), val_split=params.val_split,
-                         seed=params.seed, spec=spec, cache_dir=Path(settings.data_dir) / "cache",
-                         max_pixels=settings.max_image_pixels)
         device = resolve_device(settings.device)
-        precision = resolve_precision(settings.precision, device)
-        init, parent = initial_state(params, data.classes, registry)
 
         def show(row: dict) -> None:
             print(json.dumps(row), file=sys.stderr, flush=True)
 
-        result = fit(data, params, spec, device=device, precision=precision, init_state=init,
-                     on_epoch=show)
-        manifest = register(registry, result, manifest_for(result, data, params, spec,
-                                                           parent=parent, job_id=None,
-                                                           source=data_url))
-        if args.promote:
-            registry.promote(manifest["version"], args.promote, by="python -m trainer")
+        trained = train_version(
+            open_source(data_url, roots, store), data_url, params, settings=settings,
+            registry=Registry(store), device=device,
+            precision=resolve_precision(settings.precision, device),
+            threads=settings.decode_threads or default_threads(), on_epoch=show,
+            promote_policy="always" if args.promote else "never",
+            alias=args.promote or "production", promoted_by="python -m trainer")
     except FacesenseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"version": manifest["version"], "accuracy": manifest["metrics"]["accuracy"],
-                      "skipped": len(data.skipped), "promoted": args.promote}, indent=2))
+    print(json.dumps({"version": trained.manifest["version"],
+                      "accuracy": trained.manifest["metrics"]["accuracy"],
+                      "skipped": len(trained.data.skipped), "promoted": args.promote}, indent=2))
     return 0
 
 

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from facesense.errors import FacesenseError, ObjectNotFound
-from facesense.sources import is_image_key
-from facesense.store import LocalStore, Store, TooLarge, read_limited
-from trainer.presets import ImageRejected, preprocess
+from facesense.inputs.sources import is_image_key
+from facesense.storage import LocalStore, Store, TooLarge, read_limited
+from runtime.preprocess import ImageRejected, preprocess
 
 log = logging.getLogger(__name__)
 

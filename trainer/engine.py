@@ -8,9 +8,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from trainer.presets import normalize
-
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+from runtime.device import autocast
+from runtime.preprocess import normalize
 
 
 class Stopped(Exception):
@@ -53,7 +52,6 @@ def train_one_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tenso
     model.train()
     size = spec["input_size"]
     order = torch.randperm(len(y), generator=gen)
-    dtype = AUTOCAST[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for i in range(0, len(order), batch_size):
@@ -65,7 +63,7 @@ def train_one_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tenso
         if augment_images:
             inputs = jitter(inputs, gen)
         targets = y[idx].to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(device, precision):
             logits = model(inputs)
             loss = F.cross_entropy(logits.float(), targets)
         optimizer.zero_grad(set_to_none=True)
@@ -86,10 +84,9 @@ def predict(model, x: torch.Tensor, *, spec: dict, device: torch.device, precisi
             batch_size: int = 128) -> torch.Tensor:
     """Logits (float32, CPU) for uint8 NHWC images already at the input size."""
     model.eval()
-    dtype = AUTOCAST[precision]
     out = []
     for i in range(0, len(x), batch_size):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(device, precision):
             out.append(model(normalize(x[i:i + batch_size], spec, device)).float().cpu())
     return torch.cat(out) if out else torch.empty((0, 0))
 

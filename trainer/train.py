@@ -15,11 +15,11 @@ import torch
 
 from facesense.errors import ModelError, ObjectNotFound
 from facesense.registry import Registry
-from facesense.store import Store
+from facesense.storage import Store
 from facesense.trainparams import TrainParams
+from runtime.network import HEAD, build_alexnet, load_model, to_bytes
 from trainer.data import Dataset
 from trainer.engine import evaluate, train_one_epoch
-from trainer.model import HEAD, build_alexnet, load_model, to_bytes
 
 log = logging.getLogger(__name__)
 PRETRAINED_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet weights

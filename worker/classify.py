@@ -8,22 +8,17 @@ from functools import partial
 from itertools import islice
 
 from facesense.errors import FacesenseError, SourceError
-from facesense.jobs import JobStatus
+from facesense.inputs.sources import list_images
+from facesense.outputs.results import shard_rows, write_results
+from facesense.outputs.thumbnails import writer_for
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
-from facesense.results import (
-    RETRY_KEYS,
-    job_key,
-    plan_key,
-    shard_key,
-    shard_rows,
-    write_results,
-)
-from facesense.sources import list_images, open_source
-from facesense.store import read_limited
-from facesense.thumbnails import writer_for
+from facesense.state import leases
+from facesense.state.leases import Lease, LeaseBusy
+from facesense.state.status import JobStatus
+from facesense.storage import read_limited
+from facesense.storage.layout import RESULT_FILES, RETRY_KEYS, job_key, plan_key, shard_key
 from worker.context import Context
 from worker.inference import error_row, score
-from worker.lease import Lease, LeaseBusy
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +36,7 @@ def plan(ctx: Context, job_id: str) -> int:
     Safe to run twice: plans are deterministic and only shards not yet counted are re-queued.
     """
     try:
-        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, PLAN_LEASE):
+        with Lease(ctx.leases, job_id, ctx.settings.lease_ttl_s, leases.PLAN):
             return _plan(ctx, job_id)
     except LeaseBusy:
         return 0  # a live worker is planning it
@@ -53,15 +48,14 @@ def _plan(ctx: Context, job_id: str) -> int:
         return 0
     if record.get("shards"):  # redelivered after the shards were queued
         return _queue_missing_shards(ctx, job_id, record["shards"])
-    manifest = ctx.registry.manifest(record["model_version"])
-    if not ctx.jobs.set_status(job_id, JobStatus.RUNNING, model_version=manifest["version"],
-                               classes=manifest["classes"], precision=ctx.models.precision,
+    # The exact version was resolved once, at submission, and is on the record.
+    if not ctx.jobs.set_status(job_id, JobStatus.RUNNING, precision=ctx.models.precision,
                                device=str(ctx.models.device), decoder=ctx.decoder):
         return 0  # cancelled meanwhile
     if record.get("retry_of"):  # only the images that failed in the earlier job
         images = iter(json.loads(ctx.store.get(job_key(job_id, RETRY_KEYS))))
     else:
-        images = list_images(open_source(record["source"], ctx.settings, ctx.store))
+        images = list_images(ctx.sources.get(record["source"]))
     total = shards = 0
     for index, keys in enumerate(batched(images, ctx.settings.shard_size)):
         ctx.store.put(plan_key(job_id, index), json.dumps(keys).encode())
@@ -79,18 +73,10 @@ def _plan(ctx: Context, job_id: str) -> int:
 
 
 def _queue_missing_shards(ctx: Context, job_id: str, shards: int) -> int:
-    missing = ctx.jobs.uncounted_shards(job_id, shards)
+    missing = ctx.shards.uncounted(job_id, shards)
     for index in missing:
         ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
     return len(missing)
-
-
-PLAN_LEASE, FINALIZE_LEASE = "plan:lease", "finalize:lease"
-
-
-def shard_lease(index: int) -> str:
-    """The name of a shard's lease: held, with a heartbeat, by the worker scoring it."""
-    return f"shard:{index}:lease"
 
 
 def run_shard(ctx: Context, job_id: str, index: int) -> bool:
@@ -104,10 +90,10 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
     Returns True if rows were written.
     """
     record = ctx.jobs.get(job_id)
-    if JobStatus(record["status"]).finished or ctx.jobs.shard_counted(job_id, index):
+    if JobStatus(record["status"]).finished or ctx.shards.is_counted(job_id, index):
         return False  # a late or repeated delivery: its rows are already in
     try:
-        with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, shard_lease(index)):
+        with Lease(ctx.leases, job_id, ctx.settings.lease_ttl_s, leases.shard(index)):
             return _run_leased_shard(ctx, job_id, index, record)
     except LeaseBusy:
         return False  # a live worker is on it; the watchdog requeues it if that worker dies
@@ -116,7 +102,7 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
 def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bool:
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
     # Counted before scoring: a delivery whose worker dies mid-shard is never taken back.
-    attempts = ctx.jobs.count_attempt(job_id, index)
+    attempts = ctx.shards.count_attempt(job_id, index)
     try:
         if attempts > ctx.settings.shard_max_attempts:
             rows = _score_one_at_a_time(ctx, job_id, index, record, keys)
@@ -127,7 +113,7 @@ def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bo
         _save_and_count(ctx, job_id, index, record, rows)
     except BaseException:
         try:
-            ctx.jobs.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
+            ctx.shards.count_attempt(job_id, index, -1)  # failed cleanly: retries are not deaths
         except Exception as e:  # Redis itself failed: the retry may count as one death
             log.warning("job %s: shard %d: could not take back its delivery: %s", job_id, index, e)
         raise
@@ -141,7 +127,7 @@ def _score_one_at_a_time(ctx: Context, job_id: str, index: int, record: dict,
                          keys: list[str]) -> list[dict] | None:
     """After K deaths on a shard: each image alone, noting which is in flight, so a death names
     its image and the next delivery fails only that one (one more death per poison image)."""
-    poison = ctx.jobs.take_poison(job_id, index)
+    poison = ctx.shards.convict_in_flight(job_id, index)
     log.warning("job %s: shard %d: workers died on it; scoring its images one at a time "
                 "(%d found to kill a worker so far)", job_id, index, len(poison))
     rows: list[dict] = []
@@ -150,13 +136,13 @@ def _score_one_at_a_time(ctx: Context, job_id: str, index: int, record: dict,
             if position in poison:
                 rows.append(error_row(key, POISON))
                 continue
-            ctx.jobs.scoring_alone(job_id, index, position)
+            ctx.shards.note_in_flight(job_id, index, position)
             scored = _score_shard(ctx, job_id, record, [key], batch_size=1, threads=1)
             if scored is None:
                 return None
             rows.extend(scored)
     finally:  # any way out but death: the image in flight was not poison
-        ctx.jobs.scoring_alone(job_id, index, None)
+        ctx.shards.note_in_flight(job_id, index, None)
     return rows
 
 
@@ -164,7 +150,7 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
                  batch_size: int | None = None, threads: int | None = None) -> list[dict] | None:
     """The shard's rows, or None if the job was cancelled before they were all scored."""
     loaded = ctx.models.get(record["model_version"])
-    source = open_source(record["source"], ctx.settings, ctx.store)
+    source = ctx.sources.get(record["source"])
     rows = list(score(keys, loaded, partial(read_limited, source),
                       batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
@@ -180,7 +166,7 @@ def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: l
     failed = sum(1 for r in rows if r["error"])
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     ctx.store.put(shard_key(job_id, index), body.encode())
-    _, counted = ctx.jobs.count_shard(job_id, index, len(rows), failed)
+    _, counted = ctx.shards.count(job_id, index, len(rows), failed)
     if counted >= record["shards"]:
         ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
 
@@ -189,7 +175,7 @@ def finalize(ctx: Context, job_id: str) -> dict | None:
     """Merge shard outputs into results.jsonl / .csv / summary.json and finish the job."""
     # LeaseBusy propagates: the task retries after a lease TTL, so a cancel that lands while
     # another worker merges is still finished by this delivery.
-    with Lease(ctx.jobs, job_id, ctx.settings.lease_ttl_s, FINALIZE_LEASE):
+    with Lease(ctx.leases, job_id, ctx.settings.lease_ttl_s, leases.FINALIZE):
         return _finalize(ctx, job_id)
 
 
@@ -217,7 +203,7 @@ def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
     and then sends its webhook (the cancel left that to this step)."""
     summary, shards = None, record.get("shards") or 0
     if shards:
-        uncounted = set(ctx.jobs.uncounted_shards(job_id, shards))
+        uncounted = set(ctx.shards.uncounted(job_id, shards))
         counted = [i for i in range(shards) if i not in uncounted]
         summary = write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
                                 record["classes"])
@@ -226,20 +212,11 @@ def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
                  summary["overall"]["images"], len(counted), shards)
     ctx.jobs.update(job_id, partial=True)
     ctx.jobs.archive(job_id)
-    ctx.jobs.finished(job_id)
+    ctx.jobs.announce_finished(job_id)
     return summary
 
 
 def _locations(ctx: Context, job_id: str) -> dict:
     return {name: ctx.store.uri_for(job_key(job_id, name))
-            for name in ("results.jsonl", "results.csv", "summary.json")}
+            for name in RESULT_FILES}
 
-
-def fail(ctx: Context, job_id: str, reason: str) -> None:
-    """Mark a job failed with a reason (unless it already finished) and archive it."""
-    log.warning("job %s failed: %s", job_id, reason)
-    if ctx.jobs.exists(job_id) and ctx.jobs.set_status(job_id, JobStatus.FAILED, error=reason):
-        try:
-            ctx.jobs.archive(job_id)
-        except FacesenseError as e:  # the store may be what failed: Redis keeps the record
-            log.warning("job %s: could not archive its record: %s", job_id, e)

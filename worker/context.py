@@ -1,4 +1,4 @@
-"""What a worker process needs, built once per process: settings, store, records, models."""
+"""What a worker process needs, built once per process: settings, store, job state, models."""
 
 from __future__ import annotations
 
@@ -11,22 +11,20 @@ import redis as redis_lib
 import torch
 
 from facesense.errors import ConfigError
-from facesense.jobs import JobRecords
-from facesense.netguard import allowed_networks
+from facesense.inputs.netguard import allowed_networks
+from facesense.inputs.sources import open_source
+from facesense.outputs.webhooks import DELIVER as WEBHOOK
 from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.store import Store, store_from_settings
-from facesense.webhooks import DELIVER as WEBHOOK
-from trainer.model import load_model
+from facesense.state.leases import Leases
+from facesense.state.records import JobRecords
+from facesense.state.shards import ShardBook
+from facesense.storage import Store, store_from_settings
+from runtime.device import default_batch_size, default_threads, resolve_device, resolve_precision
+from runtime.gpu_decode import DECODERS, resolve_decoder
+from runtime.network import load_model
+from runtime.serving import LoadedModel
 from worker import metrics
-from worker.gpu_decode import DECODERS, resolve_decoder
-from worker.inference import (
-    LoadedModel,
-    default_batch_size,
-    default_threads,
-    resolve_device,
-    resolve_precision,
-)
 
 
 class ModelCache:
@@ -54,6 +52,25 @@ class ModelCache:
             return loaded
 
 
+class SourceCache:
+    """Each job's source opened once per process: an S3 source keeps its client across shards."""
+
+    def __init__(self, settings: Settings, store: Store, size: int = 8):
+        self.settings, self.store, self.size = settings, store, size
+        self._sources: OrderedDict[str, Store] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> Store:
+        """The source a job's URL names, opened on first use."""
+        with self._lock:
+            if url not in self._sources:
+                self._sources[url] = open_source(url, self.settings, self.store)
+                while len(self._sources) > self.size:
+                    self._sources.popitem(last=False)
+            self._sources.move_to_end(url)
+            return self._sources[url]
+
+
 @dataclass
 class Context:
     """A worker's dependencies, passed to the plain job functions."""
@@ -61,8 +78,11 @@ class Context:
     settings: Settings
     store: Store
     jobs: JobRecords
+    shards: ShardBook
+    leases: Leases
     registry: Registry
     models: ModelCache
+    sources: SourceCache
     enqueue: Callable[[str, list], None]  # send a task by name with positional args
     batch_size: int = 0
     threads: int = 0
@@ -90,8 +110,9 @@ def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> C
     jobs = JobRecords(redis, store, settings.job_ttl_s,  # every final status queues its webhook
                       on_finished=lambda job_id: enqueue(WEBHOOK, [job_id]))
     return Context(settings=settings, store=store, jobs=jobs,
+                   shards=ShardBook(redis, settings.job_ttl_s), leases=Leases(redis),
                    registry=registry, models=ModelCache(registry, device, precision),
-                   enqueue=enqueue,
+                   sources=SourceCache(settings, store), enqueue=enqueue,
                    batch_size=settings.batch_size or default_batch_size(device),
                    threads=settings.decode_threads or default_threads(),
                    decoder=resolve_decoder(settings.decoder, device))

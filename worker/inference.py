@@ -3,115 +3,26 @@
 from __future__ import annotations
 
 import logging
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from itertools import islice
 
 import numpy as np
 import torch
 
-from facesense.errors import FacesenseError, ObjectNotFound, TransientError
-from facesense.netguard import FetchError
-from facesense.sources import group_of
-from facesense.store import TooLarge
-from facesense.thumbnails import ThumbnailWriter
-from trainer.presets import ImageRejected, normalize, open_image, plain_jpeg, preprocess
+from facesense.errors import ObjectNotFound, TransientError
+from facesense.inputs.netguard import FetchError
+from facesense.inputs.sources import group_of
+from facesense.outputs.thumbnails import ThumbnailWriter
+from facesense.storage import TooLarge
+from runtime.gpu_decode import decode_batch_gpu, is_jpeg
+from runtime.preprocess import ImageRejected, open_image, plain_jpeg, preprocess
+from runtime.serving import LoadedModel, forward
 from worker import metrics
-from worker.gpu_decode import decode_batch_gpu, is_jpeg
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-BF16_MARGIN = 1.2  # auto picks bf16 on CPU only if at least this much faster than fp32
-
-
-@dataclass
-class LoadedModel:
-    """A model version ready to run: the network plus what its manifest says about inputs."""
-
-    version: str
-    classes: list[str]
-    spec: dict  # preprocessing: input_size, resize_size, mean, std
-    model: torch.nn.Module
-    device: torch.device
-    precision: str  # fp32, bf16 or fp16
-
-
-def resolve_device(setting: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-def resolve_precision(setting: str, device: torch.device, cpu_bf16: bool | None = None,
-                      timings: Callable[[], dict[str, float]] | None = None) -> str:
-    """'auto': bf16 (or fp16) on CUDA; bf16 on CPUs with native bf16 if measured faster; else fp32."""
-    if setting != "auto":
-        if setting not in PRECISIONS:
-            raise FacesenseError(f"unknown precision {setting!r}: use auto, fp32, bf16 or fp16")
-        return setting
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
-        return "fp32"  # emulated bf16 runs AlexNet several times slower than fp32
-    seconds = (timings or time_cpu_precisions)()
-    # A clear margin, so workers on the same kind of machine don't split on timing noise.
-    return "bf16" if seconds["bf16"] * BF16_MARGIN < seconds["fp32"] else "fp32"
-
-
-def cpu_has_bf16() -> bool:
-    """True on CPUs with native bf16 math (AVX-512 BF16 or AMX tiles)."""
-    try:
-        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    except AttributeError:  # a torch without these probes: assume not
-        return False
-
-
-@cache
-def time_cpu_precisions(batch: int = 16, repeats: int = 3) -> dict[str, float]:
-    """Median seconds of an AlexNet forward pass at 224 px per precision (once per process)."""
-    from trainer.model import build_alexnet
-    model = build_alexnet(2).eval().to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-    seconds = {}
-    for precision in ("fp32", "bf16"):
-        dtype, runs = PRECISIONS[precision], []
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-            model(x)  # warm-up: oneDNN picks and caches its kernels
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(x)
-                runs.append(time.perf_counter() - start)
-        seconds[precision] = sorted(runs)[len(runs) // 2]
-    log.info("CPU forward pass at batch %d: %s", batch, seconds)
-    return seconds
-
-
-def default_batch_size(device: torch.device) -> int:
-    """A batch that keeps each device busy without wasting memory."""
-    return 256 if device.type == "cuda" else 64
-
-
-def default_threads() -> int:
-    """Decode threads: a few more than cores, since fetches wait on I/O."""
-    return (os.cpu_count() or 2) + 2
-
-
-def forward(loaded: LoadedModel, batch: np.ndarray | torch.Tensor) -> np.ndarray:
-    """uint8 NHWC batch (CPU array, or tensor already on the device) -> class probabilities."""
-    x = normalize(torch.as_tensor(batch), loaded.spec, loaded.device)
-    dtype = PRECISIONS[loaded.precision]
-    with torch.inference_mode(), torch.autocast(loaded.device.type, dtype=dtype,
-                                                enabled=dtype is not None):
-        logits = loaded.model(x)
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
-
 
 class Jpeg(bytes):
     """JPEG bytes whose header passed the checks, left for the GPU to decode with its batch."""
@@ -124,7 +35,7 @@ def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], 
     """One result row per key, in order; decoding of batch k+1 overlaps the forward of batch k.
 
     fetch(key, max_bytes) returns an image's bytes (e.g. functools.partial(read_limited, store)).
-    decoder 'gpu' leaves JPEGs to nvJPEG on the device, in batches (see worker.gpu_decode).
+    decoder 'gpu' leaves JPEGs to nvJPEG on the device, in batches (see runtime.gpu_decode).
     Stops early (fewer rows than keys) when should_stop() turns true between batches.
     thumbs gets each decoded image for the gallery, and is closed (flushed) at the end.
     """

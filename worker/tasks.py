@@ -11,12 +11,13 @@ from celery.signals import task_postrun, task_prerun, worker_ready
 
 from facesense.errors import FacesenseError, TransientError
 from facesense.logs import bind_job, unbind_job
+from facesense.outputs.webhooks import DELIVER, backoff, deliver
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
-from facesense.webhooks import DELIVER, backoff, deliver
+from facesense.state.leases import LeaseBusy
 from worker import classify, metrics, training, watchdog
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
-from worker.lease import LeaseBusy
+from worker.jobs import fail_job
 
 log = logging.getLogger(__name__)
 TRANSIENT = (TransientError, redis.ConnectionError, redis.TimeoutError)  # worth a retry
@@ -69,12 +70,12 @@ def run_job_step(task: Task, job_id: str, step, *args):
             delay = min(60, 2 ** task.request.retries)
             log.warning("job %s: %s; retry in %ss", job_id, e, delay)
             raise task.retry(exc=e, countdown=delay, max_retries=None) from None
-        classify.fail(context(), job_id, f"gave up after {task.request.retries} retries: {e}")
+        fail_job(context(), job_id, f"gave up after {task.request.retries} retries: {e}")
     except FacesenseError as e:
-        classify.fail(context(), job_id, str(e))
+        fail_job(context(), job_id, str(e))
     except Exception as e:
         log.exception("job %s: unexpected error", job_id)
-        classify.fail(context(), job_id, f"internal error: {type(e).__name__}: {e}")
+        fail_job(context(), job_id, f"internal error: {type(e).__name__}: {e}")
     return None
 
 

@@ -15,7 +15,7 @@ from facesense.queue import (
     TRAIN,
     TRAINING_QUEUE,
 )
-from worker.classify import FINALIZE_LEASE, PLAN_LEASE, shard_lease
+from facesense.state import leases
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class Watchdog:
     """
 
     def __init__(self, ctx: Context, stall_s: float | None = None):
-        self.ctx, self.jobs = ctx, ctx.jobs
+        self.ctx, self.jobs, self.leases = ctx, ctx.jobs, ctx.leases
         self.stall_s = stall_s if stall_s is not None else 10 * ctx.settings.lease_ttl_s
         self._seen: dict[str, tuple[tuple, float]] = {}  # job id -> (its state, since when)
         self._idle: dict[str, bool] = {}  # queue -> empty at this sweep
@@ -52,9 +52,9 @@ class Watchdog:
                 self.jobs.forget_active(job_id)
                 continue
             for name, task, args in self._lost_work(record):
-                if self.jobs.mark_requeued(job_id, name, self.ctx.settings.visibility_timeout):
+                if self.leases.mark_requeued(job_id, name, self.ctx.settings.visibility_timeout):
                     log.warning("job %s: requeued %s (its worker vanished)", job_id,
-                                "training" if name == "lease" else name.removesuffix(":lease"))
+                                leases.describe(name))
                     self.ctx.enqueue(task, args)
                     requeued.append((job_id, name))
         self._seen = {k: v for k, v in self._seen.items() if k in active}
@@ -72,25 +72,25 @@ class Watchdog:
 
     def _lost_work(self, record: dict):
         """(lease name, task, args) of each piece of the job that lost its worker."""
-        job_id, jobs = record["id"], self.jobs
+        job_id, held = record["id"], self.leases.held
         stalled = self._stalled(record)
         if record["type"] == "train":
-            if (record["status"] == "running" or stalled) and not jobs.leased(job_id):
-                yield "lease", TRAIN, [job_id]
+            if (record["status"] == "running" or stalled) and not held(job_id, leases.TRAINING):
+                yield leases.TRAINING, TRAIN, [job_id]
             return
         shards = record.get("shards") or 0
         if not shards:  # queued, or planning
-            if (record["status"] == "running" or stalled) and not jobs.leased(job_id, PLAN_LEASE):
-                yield PLAN_LEASE, PLAN_CLASSIFY, [job_id]
+            if (record["status"] == "running" or stalled) and not held(job_id, leases.PLAN):
+                yield leases.PLAN, PLAN_CLASSIFY, [job_id]
         elif record["shards_done"] >= shards:  # queued by the last shard: lost only if stalled
-            if stalled and not jobs.leased(job_id, FINALIZE_LEASE):
-                yield FINALIZE_LEASE, FINALIZE_CLASSIFY, [job_id]
+            if stalled and not held(job_id, leases.FINALIZE):
+                yield leases.FINALIZE, FINALIZE_CLASSIFY, [job_id]
         else:
-            attempts = jobs.attempts(job_id)
-            for index in jobs.uncounted_shards(job_id, shards):
-                if ((attempts.get(index, 0) > 0 or stalled)
-                        and not jobs.leased(job_id, shard_lease(index))):
-                    yield shard_lease(index), CLASSIFY_SHARD, [job_id, index]
+            attempts = self.ctx.shards.attempts(job_id)
+            for index in self.ctx.shards.uncounted(job_id, shards):
+                name = leases.shard(index)
+                if (attempts.get(index, 0) > 0 or stalled) and not held(job_id, name):
+                    yield name, CLASSIFY_SHARD, [job_id, index]
 
 
 def start(ctx: Context) -> threading.Thread:

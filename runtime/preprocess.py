@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facesense.registry import DEFAULT_PREPROCESS
+from facesense.registry import DEFAULT_PREPROCESS, resize_for
 
 # We enforce our own pixel limit (a setting) before decoding, so Pillow's global one is off.
 # Pillow's ImageFile.LOAD_TRUNCATED_IMAGES must stay False: a cut-off file is an error row,
@@ -148,4 +148,4 @@ def normalize(batch: torch.Tensor, spec: dict, device: torch.device) -> torch.Te
 def spec_for(image_size: int, resize_size: int | None = None) -> dict:
     """A preprocessing spec for a square input side (ImageNet normalisation)."""
     return {**DEFAULT_PREPROCESS, "input_size": image_size,
-            "resize_size": resize_size or round(image_size * 8 / 7)}
+            "resize_size": resize_size or resize_for(image_size)}

@@ -13,9 +13,10 @@ import logging
 import time
 
 from facesense.errors import BadRequest, FacesenseError
-from facesense.jobs import JobRecords, now, public_record
-from facesense.netguard import FetchError, Limits, Refused, post, vet
+from facesense.inputs.netguard import FetchError, Limits, Refused, post, vet
 from facesense.settings import Settings
+from facesense.state.records import JobRecords, public_record
+from facesense.state.status import now
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,8 @@
-"""Synthetic faces for the demo and the tests: `happy` smiles, `sad` frowns.
+"""The one synthetic image generator, for the demo, the benchmarks and the tests.
 
-Faces vary in size, position, rotation, skin and background colour, noise, grayscale or colour
-and JPEG quality. `make_campaign` builds ad-variant folders whose happy shares are known.
+Faces (`happy` smiles, `sad` frowns) vary in size, position, rotation, skin and background
+colour, noise, grayscale or colour and JPEG quality; `make_campaign` builds ad-variant folders
+whose happy shares are known; `draw_photo` pastes a face on a photo-like background.
 """
 
 from __future__ import annotations
@@ -60,11 +61,37 @@ def draw_face(rng: random.Random, happy: bool, size: int | None = None) -> Image
     return img.convert("L") if rng.random() < 0.25 else img
 
 
+def backdrop(rng: random.Random, size: tuple[int, int], tint: float = 0.5) -> Image.Image:
+    """A grey gradient blended with a random colour: cheap to draw, not constant."""
+    w, h = size
+    gradient = Image.linear_gradient("L").resize((w, h)).convert("RGB")
+    colour = Image.new("RGB", (w, h), tuple(rng.randrange(256) for _ in range(3)))
+    return Image.blend(gradient, colour, tint)
+
+
+def draw_photo(rng: random.Random, size: tuple[int, int]) -> Image.Image:
+    """A face pasted on a backdrop with sensor-like noise (so JPEG sizes look like photos')."""
+    w, h = size
+    noise = Image.effect_noise((w // 2, h // 2), 40).resize((w, h)).convert("RGB")
+    img = Image.blend(backdrop(rng, size, 0.6), noise, 0.25)
+    face = draw_face(rng, rng.random() < 0.5, size=min(w, h) // 2).convert("RGB")
+    img.paste(face, (rng.randrange(w - face.width), rng.randrange(h - face.height)))
+    fine = Image.effect_noise((w, h), 60).convert("RGB")
+    return Image.blend(img, fine, 0.2)
+
+
+def encode(img: Image.Image, fmt: str = "JPEG", quality: int = 85) -> bytes:
+    """JPEG (alpha dropped first) or another format's bytes."""
+    buf = io.BytesIO()
+    if fmt == "JPEG" and img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    img.save(buf, fmt, quality=quality) if fmt == "JPEG" else img.save(buf, fmt)
+    return buf.getvalue()
+
+
 def jpeg(img: Image.Image, rng: random.Random) -> bytes:
     """JPEG bytes at a random quality."""
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=rng.randint(40, 95))
-    return buf.getvalue()
+    return encode(img, "JPEG", quality=rng.randint(40, 95))
 
 
 def make_dataset(root: Path, per_class: int = 300, seed: int = 0) -> dict[str, int]:

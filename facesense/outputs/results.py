@@ -9,24 +9,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from facesense.errors import ObjectNotFound
-from facesense.store import Store
-
-RETRY_KEYS = "retry-images.json"  # a retry job's list of image keys to score again
-
-
-def job_key(job_id: str, name: str) -> str:
-    """Where a job's file lives in the store."""
-    return f"jobs/{job_id}/{name}"
-
-
-def shard_key(job_id: str, index: int) -> str:
-    """The deterministic output key of one shard: a redelivered shard overwrites, never adds."""
-    return job_key(job_id, f"shards/{index:06d}.jsonl")
-
-
-def plan_key(job_id: str, index: int) -> str:
-    """The list of image keys one shard scores."""
-    return job_key(job_id, f"plan/{index:06d}.json")
+from facesense.storage import Store
+from facesense.storage.layout import RESULTS_CSV, RESULTS_JSONL, SUMMARY, job_key, shard_key
 
 
 def csv_header(classes: list[str]) -> list[str]:
@@ -122,13 +106,13 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
             writer.writerow(csv_row(row, classes))
             summary.add(row)
         jf.seek(0)
-        store.put_stream(job_key(job_id, "results.jsonl"), jf)
+        store.put_stream(job_key(job_id, RESULTS_JSONL), jf)
         cf.flush()
         cf.seek(0)
-        store.put_stream(job_key(job_id, "results.csv"), cf.buffer)
+        store.put_stream(job_key(job_id, RESULTS_CSV), cf.buffer)
     data = summary.to_dict()
     # summary.json last: its presence means the results beside it are complete.
-    store.put(job_key(job_id, "summary.json"), json.dumps(data, indent=2).encode())
+    store.put(job_key(job_id, SUMMARY), json.dumps(data, indent=2).encode())
     return data
 
 
@@ -136,7 +120,7 @@ def read_page(store: Store, job_id: str, offset: int, limit: int) -> list[dict]:
     """Rows [offset, offset + limit) of a finished job's results, streamed."""
     rows = []
     try:
-        stream = store.open(job_key(job_id, "results.jsonl"))
+        stream = store.open(job_key(job_id, RESULTS_JSONL))
     except ObjectNotFound:
         return rows
     with stream:
@@ -150,5 +134,5 @@ def read_page(store: Store, job_id: str, offset: int, limit: int) -> list[dict]:
 
 def failed_images(store: Store, job_id: str) -> list[str]:
     """The keys of a finished job's error rows, streamed from its results."""
-    with store.open(job_key(job_id, "results.jsonl")) as stream:
+    with store.open(job_key(job_id, RESULTS_JSONL)) as stream:
         return [row["image"] for row in iter_jsonl(stream) if row.get("error")]

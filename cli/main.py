@@ -132,7 +132,7 @@ def client(args, settings: Settings) -> Client:
 
 def cmd_up(args, settings: Settings) -> int:
     """Run the embedded stack in the foreground."""
-    from facesense import embedded
+    from cli import launcher
     from facesense.logs import setup_logging
 
     changes = {k: v for k, v in (("api_host", args.host), ("api_port", args.port),
@@ -140,13 +140,13 @@ def cmd_up(args, settings: Settings) -> int:
     settings = settings.replace(**changes)
     check_exposure(settings)  # before anything starts: no open API on a public address
     setup_logging(settings.log_level, settings.log_format)
-    embedded.run(settings, workers=args.workers)
+    launcher.run(settings, workers=args.workers)
     return 0
 
 
 def cmd_worker(args, settings: Settings) -> int:
     """Replace this process with a Celery worker (solo pool: one process per GPU)."""
-    from facesense.embedded import worker_command
+    from cli.launcher import worker_command
 
     if not settings.redis_url:
         raise FacesenseError("set FACESENSE_REDIS_URL: a worker needs the shared Redis")
@@ -285,8 +285,8 @@ def cmd_models(args, settings: Settings) -> int:
 def cmd_models_import(args, settings: Settings) -> int:
     """Register weights into the configured store (needs torch: run where workers run)."""
     from facesense.registry import Registry
-    from facesense.store import store_from_settings
-    from trainer.model import read_state_file, register_state
+    from facesense.storage import store_from_settings
+    from runtime.network import read_state_file, register_state
 
     registry = Registry(store_from_settings(settings))
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
@@ -309,16 +309,17 @@ def cmd_models_promote(args, settings: Settings) -> int:
 
 def cmd_classify(args, settings: Settings) -> int:
     """Load the model here (needs torch) and print label and confidence for one image."""
-    from facesense.fetch import fetch_image
+    from facesense.inputs.fetch import fetch_image
     from facesense.registry import Registry
-    from facesense.store import store_from_settings
+    from facesense.storage import store_from_settings
 
     data = fetch_image(args.image, settings)  # a bad path or URL fails before torch loads
     registry = Registry(store_from_settings(settings))
     manifest = registry.resolve(args.model or settings.default_model)
 
+    from runtime.device import resolve_device, resolve_precision
     from worker.context import ModelCache
-    from worker.inference import resolve_device, resolve_precision, score
+    from worker.inference import score
 
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
@@ -362,7 +363,7 @@ def config_line(args, digest: str) -> str:
 
 def cmd_demo(args, settings: Settings) -> int:
     """The demo: embedded stack, synthetic training set, promotion, campaign scoring."""
-    from facesense.demo_run import run_demo
+    from cli.demo import run_demo
 
     return run_demo(Path(args.data), port=args.port)
 

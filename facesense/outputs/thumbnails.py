@@ -10,8 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
-from facesense.results import job_key
-from facesense.store import Store
+from facesense.storage import Store, layout
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,7 @@ def thumb_name(image: str) -> str:
 
 def thumb_key(job_id: str, image: str) -> str:
     """Where an image's thumbnail lives in the store."""
-    return job_key(job_id, f"thumbs/{thumb_name(image)}")
+    return layout.thumb_key(job_id, thumb_name(image))
 
 
 def encode(image) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from facesense.errors import BadRequest, SourceError
-from facesense.netguard import FetchError, Limits, fetch
+from facesense.inputs.netguard import FetchError, Limits, fetch
 from facesense.settings import Settings
 
 

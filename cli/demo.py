@@ -13,9 +13,9 @@ from pathlib import Path
 
 import requests
 
+from cli.launcher import free_port
 from facesense.client import Client
-from facesense.demo import make_campaign, make_dataset
-from facesense.embedded import free_port
+from facesense.synthetic import make_campaign, make_dataset
 
 TOLERANCE = 0.05  # a variant's happy share must land within 5 points of the truth
 
@@ -31,7 +31,7 @@ def start_stack(data: Path, port: int) -> subprocess.Popen:
     env.update(FACESENSE_DATA_DIR=str(data / "stack"), FACESENSE_ALLOWED_ROOTS=str(data),
                FACESENSE_API_PORT=str(port), FACESENSE_LOG_LEVEL="WARNING")
     log = (data / "stack.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "facesense.cli", "up", "--workers", "1"],
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "1"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

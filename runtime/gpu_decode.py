@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from facesense.demo import draw_face
-from trainer.presets import preprocess, spec_for
+from facesense.synthetic import draw_face
+from runtime.preprocess import preprocess, spec_for
 
 log = logging.getLogger(__name__)
 

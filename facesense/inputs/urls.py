@@ -12,9 +12,9 @@ import re
 from urllib.parse import urlsplit
 
 from facesense.errors import BadRequest, PayloadTooLarge
-from facesense.netguard import Limits, fetch
+from facesense.inputs.netguard import Limits, fetch
 from facesense.settings import Settings
-from facesense.store import Store
+from facesense.storage import Store, layout
 
 URLS_SCHEME = "urls:"
 MAX_URL_CHARS = 4096
@@ -64,7 +64,7 @@ def save_url_list(urls, store: Store, job_id: str, settings: Settings) -> str:
         raise PayloadTooLarge(f"{len(urls)} URLs; the limit is {settings.url_max_per_job} "
                               "per job (FACESENSE_URL_MAX_PER_JOB)")
     keys = [url_item_key(entry, i) for i, entry in enumerate(urls)]
-    key = f"jobs/{job_id}/inputs/urls.json"
+    key = layout.url_list(job_id)
     store.put(key, json.dumps(keys).encode())
     return URLS_SCHEME + key
 

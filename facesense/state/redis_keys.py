@@ -1,0 +1,48 @@
+"""Every Redis key the system writes, named in one place (the broker's own queues aside)."""
+
+from __future__ import annotations
+
+PREFIX = "facesense:"
+RECENT = PREFIX + "jobs"  # sorted set: job id scored by creation time
+ACTIVE = PREFIX + "active"  # set: ids of queued and running jobs, for the watchdog
+FINISHED_COUNTS = PREFIX + "finished"  # hash: "<type>:<status>" -> jobs ended so (metrics)
+
+
+def owned(owner: str) -> str:
+    """The sorted set of one API key's jobs, scored by creation time."""
+    return f"{RECENT}:owner:{owner}"
+
+
+def job(job_id: str) -> str:
+    """The hash of a job's record."""
+    return f"{PREFIX}job:{job_id}"
+
+
+def shard_bits(job_id: str) -> str:
+    """A bitmap with one bit per shard, set once the shard's rows are counted."""
+    return f"{job(job_id)}:shards"
+
+
+def attempts(job_id: str) -> str:
+    """A hash: shard index -> deliveries that started scoring it."""
+    return f"{job(job_id)}:attempts"
+
+
+def in_flight(job_id: str) -> str:
+    """A hash: shard index -> position of the image being scored alone right now."""
+    return f"{job(job_id)}:alone"
+
+
+def poison(job_id: str, index: int) -> str:
+    """A set: positions in a shard of images a worker died on."""
+    return f"{job(job_id)}:poison:{index}"
+
+
+def lease(job_id: str, name: str) -> str:
+    """A lease on the job or a part of it (see state.leases for the names)."""
+    return f"{job(job_id)}:{name}"
+
+
+def requeued(job_id: str, name: str) -> str:
+    """A marker: the work under lease name was put back on the queue."""
+    return f"{job(job_id)}:requeued:{name}"

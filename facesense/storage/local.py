@@ -1,0 +1,109 @@
+"""A store in a local folder: atomic writes (temp file + rename), private to the owner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from facesense.errors import ObjectNotFound
+from facesense.storage.protocol import COPY_CHUNK, check_key
+
+
+class LocalStore:
+    """A folder on disk; writes are atomic (temp file + rename) and private to the owner."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / check_key(key)
+
+    def get(self, key: str) -> bytes:
+        """Whole object as bytes."""
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from None
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write an object atomically: readers see the old object or the new one, never half."""
+        with self._writer(key) as f:
+            f.write(data)
+
+    def put_stream(self, key: str, stream: BinaryIO) -> None:
+        """Write an object from a file-like object without holding it in memory."""
+        with self._writer(key) as f:
+            shutil.copyfileobj(stream, f, COPY_CHUNK)
+
+    def _writer(self, key: str):
+        path = self._path(key)
+        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        # mkstemp creates the file 0600: results hold people's faces' scores.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        return _AtomicFile(os.fdopen(fd, "wb"), tmp, path)
+
+    def open(self, key: str) -> BinaryIO:
+        """A streaming reader."""
+        try:
+            return self._path(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise ObjectNotFound(f"no object {key!r} in {self.uri}") from None
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Keys under prefix, recursively, in sorted order; temp files are skipped."""
+        base = self.root / prefix if prefix else self.root
+        if base.is_dir():
+            yield from self._walk(base)
+
+    def _walk(self, folder: Path) -> Iterator[str]:
+        # Sort each folder's entries as their keys sort (a sub-folder as 'name/'), so keys come
+        # out in S3's order, not files-then-folders; symlinked folders are not followed.
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted((e.name + "/" if e.is_dir() else e.name, e) for e in it)
+        except OSError:  # unreadable folder: skipped, as os.walk did
+            return
+        for name, entry in entries:
+            if name.endswith("/"):
+                if not entry.is_symlink():
+                    yield from self._walk(Path(entry.path))
+            elif not name.startswith(".tmp-"):
+                yield Path(entry.path).relative_to(self.root).as_posix()
+
+    def exists(self, key: str) -> bool:
+        """True if the object exists."""
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        """Remove an object; missing is fine."""
+        self._path(key).unlink(missing_ok=True)
+
+    def child(self, prefix: str) -> LocalStore:
+        """A store rooted at a sub-folder."""
+        return LocalStore(self._path(prefix))
+
+    def uri_for(self, key: str) -> str:
+        """A URL naming one object."""
+        return self._path(key).as_uri()
+
+
+class _AtomicFile:
+    """A file written under a temp name and renamed into place only on success."""
+
+    def __init__(self, f, tmp: str, path: Path):
+        self.f, self.tmp, self.path = f, tmp, path
+
+    def __enter__(self):
+        return self.f
+
+    def __exit__(self, exc_type, *_):
+        self.f.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            os.unlink(self.tmp)

@@ -1,0 +1,47 @@
+"""Promotion after training: move an alias to the new version when the policy says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from facesense.registry import Registry
+from facesense.storage import Store
+from runtime.network import load_model
+from runtime.preprocess import preprocess
+from trainer.data import Dataset
+from trainer.engine import metrics_from, predict
+
+
+def promote(registry: Registry, manifest: dict, data: Dataset, policy: str, *, by: str,
+            source: Store, device: torch.device, precision: str,
+            alias: str = "production") -> dict:
+    """Apply the promotion policy; if_better compares with the alias holder on the same images."""
+    out = {"policy": policy, "alias": alias, "promoted": False,
+           "candidate_accuracy": manifest["metrics"]["accuracy"]}
+    if policy == "never":
+        return out
+    holder = registry.alias(alias)
+    if policy == "if_better" and holder:
+        incumbent = registry.manifest(holder["version"])
+        if incumbent["classes"] != data.classes:
+            return {**out, "reason": f"{holder['version']} has other classes; not comparable"}
+        accuracy = incumbent_accuracy(registry, incumbent, data, source, device, precision)
+        out["incumbent"], out["incumbent_accuracy"] = holder["version"], accuracy
+        if manifest["metrics"]["accuracy"] <= accuracy:
+            return {**out, "reason": "not better than the alias holder on the validation images"}
+    registry.promote(manifest["version"], alias, by=by)
+    return {**out, "promoted": True}
+
+
+def incumbent_accuracy(registry: Registry, manifest: dict, data: Dataset, source: Store,
+                       device: torch.device, precision: str) -> float:
+    """The alias holder's accuracy on this job's validation images, preprocessed its own way."""
+    model = load_model(manifest, registry.weights(manifest), device)
+    spec = manifest["preprocess"]
+    if spec["input_size"] == data.val_x.shape[1]:
+        x = data.val_x
+    else:  # re-decode for the incumbent's own input size
+        x = torch.from_numpy(np.stack([preprocess(source.get(k), spec) for k in data.val_keys]))
+    logits = predict(model, x, spec=spec, device=device, precision=precision)
+    return metrics_from(logits, data.val_y, data.classes)["accuracy"]

@@ -1,0 +1,21 @@
+"""What every job type shares in the worker: ending a job that cannot go on."""
+
+from __future__ import annotations
+
+import logging
+
+from facesense.errors import FacesenseError
+from facesense.state.status import JobStatus
+from worker.context import Context
+
+log = logging.getLogger(__name__)
+
+
+def fail_job(ctx: Context, job_id: str, reason: str) -> None:
+    """Mark a job (of any type) failed with a reason, unless it already finished, and archive it."""
+    log.warning("job %s failed: %s", job_id, reason)
+    if ctx.jobs.exists(job_id) and ctx.jobs.set_status(job_id, JobStatus.FAILED, error=reason):
+        try:
+            ctx.jobs.archive(job_id)
+        except FacesenseError as e:  # the store may be what failed: Redis keeps the record
+            log.warning("job %s: could not archive its record: %s", job_id, e)
