@@ -115,7 +115,7 @@ def model_history(version: str):
     s = services()
     manifest = s.registry.manifest(check_name(version))
     try:
-        history = json.loads(s.store.get(layout.version_key(manifest["version"], "history.json")))
+        history = json.loads(s.store.get(layout.version_key(manifest["version"], layout.HISTORY)))
     except ObjectNotFound:
         raise NotFound(f"model version {version} has no training history (it was imported, "
                        "not trained here)") from None

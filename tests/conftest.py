@@ -120,6 +120,22 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
+def queue_drained(r: redis.Redis, queue: str = "inference") -> bool:
+    """True once no message waits in the queue and none is being worked on (late acks: a
+    message leaves kombu's unacked hash only when its task returns)."""
+    return r.llen(queue) == 0 and r.hlen("unacked") == 0
+
+
+def wait_for_drained_queue(redis_url: str, queue: str = "inference", timeout: float = 60) -> None:
+    """Block until every message queued so far has been delivered and its task has returned."""
+    r = redis.Redis.from_url(redis_url)
+    deadline = time.monotonic() + timeout
+    while not queue_drained(r, queue):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"queue {queue!r} still busy after {timeout}s")
+        time.sleep(0.05)
+
+
 def wait_for_job(client, job_id: str, timeout: float = 240) -> dict:
     """Poll the API until the job finishes; returns its record."""
     deadline = time.monotonic() + timeout

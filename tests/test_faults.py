@@ -21,12 +21,13 @@ from PIL import Image
 
 from cli.launcher import start_redis, start_workers, stop
 from facesense.outputs.results import iter_jsonl
+from facesense.queue import INFERENCE_QUEUE
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.state import leases, redis_keys
 from facesense.storage import store_from_settings
 from facesense.storage.layout import job_key
-from tests.conftest import wait_for_workers
+from tests.conftest import queue_drained, wait_for_workers
 from tests.servers import TcpProxy, s3_client, start_seaweed
 
 pytestmark = pytest.mark.slow
@@ -79,9 +80,10 @@ class Stack:
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.workers: list[subprocess.Popen] = []
 
-    def start_workers(self, n: int, pool: str = "solo", env: dict | None = None):
+    def start_workers(self, n: int, pool: str = "solo", env: dict | None = None, stderr=None):
         procs = start_workers(self.settings, n, env={**ONE_THREAD, **(env or {})},
-                              queues="inference", pool=pool, first=len(self.workers))
+                              queues="inference", pool=pool, first=len(self.workers),
+                              stderr=stderr)
         self.workers += procs
         wait_for_workers(self.settings, procs, len(self.alive()))
         return procs
@@ -111,6 +113,10 @@ class Stack:
         resp = self.api.post("/v1/jobs", json={"type": "classify", "source": str(folder)})
         assert resp.status_code == 202, resp.get_json()
         return resp.get_json()["id"]
+
+    def drained(self) -> bool:
+        """True once every queued message has been delivered and its task has returned."""
+        return queue_drained(self.redis, INFERENCE_QUEUE)
 
     def job(self, job_id: str) -> dict:
         return self.api.get(f"/v1/jobs/{job_id}").get_json()
@@ -282,7 +288,8 @@ def test_cancel_keeps_partial_results(stack):
     assert {r["image"] for r in rows} < set(keys)
     page = stack.api.get(f"/v1/jobs/{job_id}/results?limit=1000").get_json()
     assert page["total"] == done and len(page["rows"]) == min(done, 1000)
-    time.sleep(1.5)  # queued shards are skipped: nothing more is counted
+    # Every shard still queued at the cancel is delivered and skipped: nothing more is counted.
+    wait_until(stack.drained, 60, "the queued shards to be delivered")
     assert stack.job(job_id)["progress"]["done"] == done
 
 
@@ -300,12 +307,15 @@ def test_object_store_outage(tmp_path_factory, stack):
     stack.stop_workers()  # the other tests' workers use the local store
     outage = Stack(root, settings, stack.redis_proc)
     keys = tiny_folder(root / "images", 600)
-    outage.start_workers(1, env={"AWS_MAX_ATTEMPTS": "1"})
+    log_path = root / "outage-worker.log"
+    with log_path.open("wb") as log:
+        outage.start_workers(1, env={"AWS_MAX_ATTEMPTS": "1"}, stderr=log)
     try:
         job_id = outage.submit(root / "images")
         wait_until(lambda: outage.job(job_id)["progress"]["shards_done"] >= 1, 60, "a shard")
         proxy.down()
-        time.sleep(2.5)
+        # The worker meets the outage and schedules a retry: the job is still running.
+        wait_until(lambda: "retry in" in log_path.read_text(errors="replace"), 30, "a retry")
         assert outage.job(job_id)["status"] == "running"
         proxy.up()
         record = outage.wait(job_id, 60)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from facesense.inputs.sources import normalize_source
 from facesense.outputs.results import read_page
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
-from facesense.state import leases
+from facesense.state import leases, redis_keys
 from facesense.state.status import JobStatus
 from facesense.storage import layout, store_from_settings
 from tests.conftest import wait_for_job
@@ -72,6 +74,60 @@ def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, sent, base_dir, mo
     rows = read_page(ctx.store, job_id, 0, 1000)
     assert len(rows) == 25 and len({r["image"] for r in rows}) == 25
     assert record["summary"]["overall"]["images"] == 25
+
+
+def test_a_second_delivery_before_the_first_is_counted_adds_no_rows(ctx, sent, base_dir,
+                                                                   model_version, unique,
+                                                                   monkeypatch):
+    # Given a 25-image job in 3 shards, and a first delivery of shard 0 paused after it wrote
+    # its rows but before they were counted
+    job_id = job_on_folder(ctx, base_dir, model_version, f"overlap-{unique}", 25)
+    classify.plan(ctx, job_id)
+    count, wrote, resume = ctx.shards.count, threading.Event(), threading.Event()
+
+    def count_after_the_pause(*args):
+        if not wrote.is_set():
+            wrote.set()
+            assert resume.wait(60)
+        return count(*args)
+
+    monkeypatch.setattr(ctx.shards, "count", count_after_the_pause)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(classify.run_shard, ctx, job_id, 0)
+        assert wrote.wait(120)
+        # When a second delivery arrives while the first still holds its lease, it is skipped
+        assert classify.run_shard(ctx, job_id, 0) is False
+        # and when one arrives after the first's lease lapsed (it stalled), it scores the shard
+        ctx.leases.redis.delete(redis_keys.lease(job_id, leases.shard(0)))
+        assert classify.run_shard(ctx, job_id, 0) is True
+        assert ctx.jobs.get(job_id)["shards_done"] == 1
+        # and then the first one resumes: its rows land on the same key, counted nothing
+        resume.set()
+        assert first.result(60) is True
+    assert [classify.run_shard(ctx, job_id, i) for i in (1, 2)] == [True, True]
+    classify.finalize(ctx, job_id)
+    # Then every image appears once and the counters hold each image once
+    record = ctx.jobs.get(job_id)
+    assert (record["status"], record["done"], record["shards_done"]) == ("succeeded", 25, 3)
+    rows = read_page(ctx.store, job_id, 0, 1000)
+    assert len(rows) == 25 and len({r["image"] for r in rows}) == 25
+    assert [a for n, a in sent if n == FINALIZE_CLASSIFY] == [[job_id]]
+
+
+def test_a_worker_opens_a_jobs_source_once_for_all_its_shards(ctx, base_dir, model_version,
+                                                              unique, monkeypatch):
+    import worker.context
+
+    opened = []
+    real = worker.context.open_source
+    monkeypatch.setattr(worker.context, "open_source",
+                        lambda url, *a: opened.append(url) or real(url, *a))
+    job_id = job_on_folder(ctx, base_dir, model_version, f"once-{unique}", 25)
+    classify.plan(ctx, job_id)
+    assert all(classify.run_shard(ctx, job_id, i) for i in range(3))
+    assert opened == [ctx.jobs.get(job_id)["source"]]  # the plan's listing and 3 shards: one open
+    s3 = "s3://some-bucket/campaign"
+    assert ctx.sources.get(s3).client is ctx.sources.get(s3).client  # one boto3 client
 
 
 def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, sent, base_dir, model_version,

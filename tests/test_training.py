@@ -7,8 +7,11 @@ import signal
 import time
 
 import pytest
+import redis
 
 from cli.launcher import start_workers, stop
+from facesense.state import leases
+from facesense.state.leases import Leases
 from facesense.synthetic import make_dataset
 from tests.conftest import BUCKET, wait_for_job, wait_for_workers
 from tests.imagegen import upload_folder
@@ -138,11 +141,17 @@ def test_a_one_class_dataset_fails_before_training(client, training_worker, base
     assert "at least 2" in record["error"] and "happy" in record["error"]
 
 
-def test_cancel_stops_training_and_publishes_nothing(client, training_worker, faces):
+def test_cancel_stops_training_and_publishes_nothing(client, training_worker, faces,
+                                                     trainer_settings):
     job_id = train_until_first_epoch(client, faces, epochs=40)
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
-    time.sleep(4)  # more than an epoch: a job that ignored the cancel would move on
+    # The worker gives its lease up when the training task returns: wait for that event.
+    held = Leases(redis.Redis.from_url(trainer_settings.redis_url)).held
+    deadline = time.monotonic() + 60
+    while held(job_id, leases.TRAINING):
+        assert time.monotonic() < deadline, "the worker went on training after the cancel"
+        time.sleep(0.05)
     record = client.get(f"/v1/jobs/{job_id}").get_json()
     assert record["status"] == "cancelled" and record["epoch"] <= 2
     assert job_id not in [v.get("job_id") for v in client.get("/v1/models").get_json()["versions"]]

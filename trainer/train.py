@@ -16,6 +16,7 @@ import torch
 from facesense.errors import ModelError, ObjectNotFound
 from facesense.registry import Registry
 from facesense.storage import Store
+from facesense.storage.layout import HISTORY
 from facesense.trainparams import TrainParams
 from runtime.network import HEAD, build_alexnet, load_model, to_bytes
 from trainer.data import Dataset
@@ -185,5 +186,5 @@ def manifest_for(result: FitResult, data: Dataset, params: TrainParams, spec: di
 
 def register(registry: Registry, result: FitResult, manifest: dict) -> dict:
     """Store the best weights, manifest and history.json as a new immutable version."""
-    files = {"history.json": json.dumps(result.history, indent=2).encode()}
+    files = {HISTORY: json.dumps(result.history, indent=2).encode()}
     return registry.register(to_bytes(result.state), manifest, files=files)

@@ -21,6 +21,7 @@ WEIGHTS, MANIFEST = "weights.safetensors", "manifest.json"
 RESULTS_JSONL, RESULTS_CSV, SUMMARY = "results.jsonl", "results.csv", "summary.json"
 RESULT_FILES = (RESULTS_JSONL, RESULTS_CSV, SUMMARY)
 RETRY_KEYS = "retry-images.json"
+HISTORY = "history.json"  # a trained version's per-epoch rows
 
 
 def job_key(job_id: str, name: str) -> str:
