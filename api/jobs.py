@@ -61,12 +61,12 @@ def submit_classify(body: dict) -> dict:
     if ("source" in body) == ("urls" in body):
         raise BadRequest("give exactly one of 'source' and 'urls'")
     if "urls" in body:
-        s.registry.resolve(body.get("model") or s.settings.default_model)  # fail before storing
+        model = resolve_model(body.get("model"))  # fail before storing anything
         job_id = new_job_id()
         source = save_url_list(body["urls"], s.store, job_id, s.settings)
-        return queue_classify(job_id, source, body.get("model"), **extra)
+        return queue_classify(job_id, source, model, **extra)
     source = normalize_source(body["source"], s.settings)
-    return queue_classify(new_job_id(), source, body.get("model"), **extra)
+    return queue_classify(new_job_id(), source, resolve_model(body.get("model")), **extra)
 
 
 def callback(body: dict) -> dict:
@@ -87,24 +87,29 @@ def submit_upload() -> dict:
              for f in request.files.getlist(key)]
     if not files:
         raise BadRequest("the upload holds no files")
-    s.registry.resolve(form.get("model") or s.settings.default_model)  # fail before storing
+    model = resolve_model(form.get("model"))  # fail before storing anything
     job_id = new_job_id()
     inputs = layout.inputs(job_id)
     skipped: list[dict] = []  # a .zip's non-image members: reported on the job, not scored
     save_uploads(files, s.store.child(inputs), s.settings, skipped)
     if skipped:
         extra.update(skipped=skipped[:SKIPPED_LISTED], skipped_count=len(skipped))
-    return queue_classify(job_id, upload_source(inputs), form.get("model"), **extra)
+    return queue_classify(job_id, upload_source(inputs), model, **extra)
 
 
-def queue_classify(job_id: str, source: str, model: str | None, **fields) -> dict:
+def resolve_model(name: str | None) -> tuple[str, dict]:
+    """The model a job names (or the default) and the exact version it resolves to now: a job
+    records that version once, here, and every worker step uses it."""
+    name = name or services().settings.default_model
+    return name, services().registry.resolve(name)
+
+
+def queue_classify(job_id: str, source: str, model: tuple[str, dict], **fields) -> dict:
     """Record a scoring job with the exact model version, then queue its planner."""
-    s = services()
-    name = model or s.settings.default_model
-    manifest = s.registry.resolve(name)
-    record = s.jobs.create("classify", job_id=job_id, source=source, model=name,
-                           model_version=manifest["version"], classes=manifest["classes"],
-                           owner=caller().name, **fields)
+    name, manifest = model
+    record = services().jobs.create("classify", job_id=job_id, source=source, model=name,
+                                    model_version=manifest["version"],
+                                    classes=manifest["classes"], owner=caller().name, **fields)
     return send(record, PLAN_CLASSIFY)
 
 
@@ -151,12 +156,9 @@ def retry(job_id: str):
         raise Conflict(f"job {job_id} has no failed images to retry")
     new_id = new_job_id()
     s.store.put(layout.job_key(new_id, layout.RETRY_KEYS), json.dumps(keys).encode())
-    name = body.get("model") or old["model_version"]  # same version unless asked otherwise
-    manifest = s.registry.resolve(name)
-    record = s.jobs.create("classify", job_id=new_id, source=old["source"], model=name,
-                           model_version=manifest["version"], classes=manifest["classes"],
-                           retry_of=job_id, owner=caller().name)
-    response = jsonify(public_record(send(record, PLAN_CLASSIFY)))
+    model = resolve_model(body.get("model") or old["model_version"])  # same version by default
+    record = queue_classify(new_id, old["source"], model, retry_of=job_id)
+    response = jsonify(public_record(record))
     response.headers["Location"] = f"/v1/jobs/{new_id}"
     return response, 202
 

@@ -52,7 +52,8 @@ class QueueCollector:
 
     def _read(self) -> list:
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(INFERENCE_QUEUE).llen(TRAINING_QUEUE).smembers(redis_keys.ACTIVE).hgetall(redis_keys.FINISHED_COUNTS)
+            pipe.llen(INFERENCE_QUEUE).llen(TRAINING_QUEUE)
+            pipe.smembers(redis_keys.ACTIVE).hgetall(redis_keys.FINISHED_COUNTS)
             inference, training, active, finished = pipe.execute()
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in active:

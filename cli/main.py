@@ -283,21 +283,11 @@ def cmd_models(args, settings: Settings) -> int:
     return 0
 
 
-
-
 def cmd_models_promote(args, settings: Settings) -> int:
     """Move an alias through the API."""
     record = client(args, settings).promote(args.version, args.alias)
     print(f"{record['alias']} -> {record['version']}")
     return 0
-
-
-
-
-
-
-
-
 
 
 def cmd_demo(args, settings: Settings) -> int:

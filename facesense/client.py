@@ -18,8 +18,7 @@ from typing import BinaryIO
 import requests
 
 from facesense.inputs.sources import is_image_key
-
-FINISHED = ("succeeded", "failed", "cancelled")
+from facesense.state.status import FINISHED
 
 
 class ApiError(Exception):

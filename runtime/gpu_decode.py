@@ -72,7 +72,7 @@ def time_decoders(samples: list[bytes], cpu_decode: Callable[[bytes], object],
 def decode_batch_gpu(datas: list[bytes], spec: dict, device: torch.device) -> torch.Tensor:
     """JPEG bytes -> (N, size, size, 3) uint8 on device: decode, resize shorter side, centre crop.
 
-    Same geometry as trainer.presets.preprocess (antialiased bilinear), done on the GPU.
+    Same geometry as runtime.preprocess.preprocess (antialiased bilinear), done on the GPU.
     """
     from torchvision.io import ImageReadMode, decode_jpeg
 

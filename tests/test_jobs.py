@@ -98,6 +98,18 @@ def test_set_status_of_an_unknown_job_creates_nothing(jobs, r):
     assert not r.exists(redis_keys.job(job_id))
 
 
+def test_a_final_status_leaves_the_active_index_and_counts_one_end(jobs, r):
+    job_id = jobs.create("train")["id"]
+    assert job_id in jobs.active()
+    before = int(r.hget(redis_keys.FINISHED_COUNTS, "train:failed") or 0)
+    assert jobs.set_status(job_id, JobStatus.RUNNING) and job_id in jobs.active()
+    assert jobs.set_status(job_id, JobStatus.FAILED, error="boom")
+    assert not jobs.set_status(job_id, JobStatus.CANCELLED)  # already final: no second end
+    assert job_id not in jobs.active()
+    assert int(r.hget(redis_keys.FINISHED_COUNTS, "train:failed")) == before + 1
+    assert jobs.get(job_id)["error"] == "boom" and jobs.get(job_id)["finished_at"]
+
+
 def test_finished_flag_of_each_status():
     assert [s.value for s in JobStatus if s.finished] == ["succeeded", "failed", "cancelled"]
     assert JobStatus("queued") is JobStatus.QUEUED and JobStatus.QUEUED == "queued"

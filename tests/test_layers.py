@@ -25,6 +25,9 @@ TORCH_FREE = {"facesense", "api"}
 # Inside the core: the base modules, then sub-packages, each naming what it may import.
 BASE = {"facesense.errors", "facesense.settings", "facesense.logs"}
 CORE = {
+    "facesense.errors": set(),
+    "facesense.settings": {"facesense.errors"},
+    "facesense.logs": {"facesense.errors"},
     "facesense.storage": {"facesense.errors"},
     "facesense.state": BASE | {"facesense.storage"},
     "facesense.inputs": BASE | {"facesense.storage"},

@@ -15,8 +15,6 @@ from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.storage import open_store
 from facesense.trainparams import TrainParams
-from runtime.device import default_threads, resolve_device, resolve_precision
-from trainer.pipeline import train_version
 
 
 def parser() -> argparse.ArgumentParser:
@@ -39,7 +37,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Train, register, print the metrics; exit 1 with a message on bad input."""
-    args = parser().parse_args(argv)
+    args = parser().parse_args(argv)  # --help and bad flags answer before torch loads
+    from runtime.device import default_threads, resolve_device, resolve_precision
+    from trainer.pipeline import train_version
+
     settings = Settings.from_env()
     setup_logging(settings.log_level, settings.log_format)
     try:

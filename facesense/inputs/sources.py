@@ -141,7 +141,8 @@ def upload_source(prefix: str) -> str:
 
 
 def open_source(url: str, settings: Settings, store: Store) -> Store:
-    """The store to read a job's images from; local folders are re-checked against the roots."""
+    """The store to read a job's images from; a local folder is checked against the roots here,
+and every file in it again when opened."""
     if url.startswith(URLS_SCHEME):
         return UrlSource(store, url[len(URLS_SCHEME):], settings)
     if url.startswith(UPLOAD_SCHEME):

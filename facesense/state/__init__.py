@@ -1,4 +1,5 @@
 """Job state in Redis: records and the status machine, shard accounting, leases, key names.
 
-May import the rest of the core (errors, storage); never torch, the worker or the API.
+May import the core's base modules (errors, settings, logs) and storage; never inputs, outputs,
+torch, the worker or the API.
 """

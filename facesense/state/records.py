@@ -17,15 +17,23 @@ log = logging.getLogger(__name__)
 
 # Move to a new status unless the job already finished (a late shard can't resurrect it);
 # the fields that go with the move are written in the same step, so no reader sees one alone.
-# ARGV: status, number of finished states k, k finished states, then field/value pairs.
+# A move to a final status also leaves the active index and counts the end once, atomically.
+# KEYS: the job's hash, the active index, the finished counts.
+# ARGV: job id, status, final (0/1), k, k finished states, then field/value pairs.
 _SET_STATUS = """
 local cur = redis.call('HGET', KEYS[1], 'status')
 if not cur then return 0 end
 cur = cjson.decode(cur)
-local k = tonumber(ARGV[2])
-for i = 3, 2 + k do if ARGV[i] == cur then return 0 end end
-redis.call('HSET', KEYS[1], 'status', cjson.encode(ARGV[1]))
-for i = 3 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local k = tonumber(ARGV[4])
+for i = 5, 4 + k do if ARGV[i] == cur then return 0 end end
+redis.call('HSET', KEYS[1], 'status', cjson.encode(ARGV[2]))
+for i = 5 + k, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+if ARGV[3] == '1' then
+  local kind = redis.call('HGET', KEYS[1], 'type')
+  kind = kind and cjson.decode(kind) or 'None'
+  redis.call('SREM', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[3], kind .. ':' .. ARGV[2], 1)
+end
 return 1
 """
 
@@ -89,16 +97,11 @@ class JobRecords:
         elif status is JobStatus.RUNNING:
             fields["started_at"] = now()
         pairs = [x for k, v in fields.items() for x in (k, json.dumps(v))]
-        moved = bool(self._set_status(keys=[redis_keys.job(job_id)],
-                                      args=[status.value, len(FINISHED), *FINISHED, *pairs]))
-        if moved and status.finished:
-            kind = self.get_field(job_id, "type")
-            with self.redis.pipeline() as pipe:  # moved once per job: each end is counted once
-                pipe.srem(redis_keys.ACTIVE, job_id)
-                pipe.hincrby(redis_keys.FINISHED_COUNTS, f"{kind}:{status.value}")
-                pipe.execute()
-            if notify:
-                self.announce_finished(job_id)
+        moved = bool(self._set_status(
+            keys=[redis_keys.job(job_id), redis_keys.ACTIVE, redis_keys.FINISHED_COUNTS],
+            args=[job_id, status.value, int(status.finished), len(FINISHED), *FINISHED, *pairs]))
+        if moved and status.finished and notify:
+            self.announce_finished(job_id)
         return moved
 
     def announce_finished(self, job_id: str) -> None:
