@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
 import uuid
@@ -120,19 +122,22 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def queue_drained(r: redis.Redis, queue: str = "inference") -> bool:
-    """True once no message waits in the queue and none is being worked on (late acks: a
-    message leaves kombu's unacked hash only when its task returns)."""
-    return r.llen(queue) == 0 and r.hlen("unacked") == 0
+def messages_for(r: redis.Redis, job_id: str, queue: str = "inference") -> int:
+    """Task messages for a job still waiting in the queue or delivered but not yet acked (late
+    acks: a message leaves kombu's unacked hash only when its task returns)."""
+    waiting = r.lrange(queue, 0, -1)
+    delivered = [json.loads(raw)[0] for raw in r.hvals("unacked")]
+    bodies = [json.loads(m)["body"] for m in waiting] + [m["body"] for m in delivered]
+    return sum(1 for b in bodies if json.loads(base64.b64decode(b))[0][:1] == [job_id])
 
 
-def wait_for_drained_queue(redis_url: str, queue: str = "inference", timeout: float = 60) -> None:
-    """Block until every message queued so far has been delivered and its task has returned."""
+def wait_for_no_messages(redis_url: str, job_id: str, timeout: float = 60) -> None:
+    """Block until every task queued for the job has been delivered and has returned."""
     r = redis.Redis.from_url(redis_url)
     deadline = time.monotonic() + timeout
-    while not queue_drained(r, queue):
+    while messages_for(r, job_id):
         if time.monotonic() > deadline:
-            raise AssertionError(f"queue {queue!r} still busy after {timeout}s")
+            raise AssertionError(f"job {job_id} still has task messages after {timeout}s")
         time.sleep(0.05)
 
 

@@ -27,7 +27,7 @@ from facesense.settings import Settings
 from facesense.state import leases, redis_keys
 from facesense.storage import store_from_settings
 from facesense.storage.layout import job_key
-from tests.conftest import queue_drained, wait_for_workers
+from tests.conftest import messages_for, wait_for_workers
 from tests.servers import TcpProxy, s3_client, start_seaweed
 
 pytestmark = pytest.mark.slow
@@ -114,9 +114,9 @@ class Stack:
         assert resp.status_code == 202, resp.get_json()
         return resp.get_json()["id"]
 
-    def drained(self) -> bool:
-        """True once every queued message has been delivered and its task has returned."""
-        return queue_drained(self.redis, INFERENCE_QUEUE)
+    def settled(self, job_id: str) -> bool:
+        """True once every task queued for the job has been delivered and has returned."""
+        return messages_for(self.redis, job_id, INFERENCE_QUEUE) == 0
 
     def job(self, job_id: str) -> dict:
         return self.api.get(f"/v1/jobs/{job_id}").get_json()
@@ -289,7 +289,7 @@ def test_cancel_keeps_partial_results(stack):
     page = stack.api.get(f"/v1/jobs/{job_id}/results?limit=1000").get_json()
     assert page["total"] == done and len(page["rows"]) == min(done, 1000)
     # Every shard still queued at the cancel is delivered and skipped: nothing more is counted.
-    wait_until(stack.drained, 60, "the queued shards to be delivered")
+    wait_until(lambda: stack.settled(job_id), 60, "the queued shards to be delivered")
     assert stack.job(job_id)["progress"]["done"] == done
 
 

@@ -23,7 +23,7 @@ from facesense.settings import Settings
 from facesense.state.records import JobRecords
 from facesense.state.status import JobStatus
 from facesense.storage import store_from_settings
-from tests.conftest import wait_for_drained_queue, wait_for_job
+from tests.conftest import wait_for_job, wait_for_no_messages
 from tests.imagegen import make_folder
 from tests.loopback import Loopback
 
@@ -103,7 +103,7 @@ def test_a_finished_job_posts_one_signed_record(client, worker, receiver, settin
     assert resp.status_code == 202, resp.get_json()
     job = wait_for_job(client, resp.get_json()["id"])
     record = wait_for_webhook(client, job["id"])
-    wait_for_drained_queue(settings.redis_url)  # a duplicate delivery would have been sent
+    wait_for_no_messages(settings.redis_url, job["id"])  # a duplicate would have been sent
     (seen,) = receiver.requests_to(f"/hook/{unique}")
     body = assert_signed(seen, settings.webhook_secret)
     assert body["id"] == job["id"] and body["status"] == "succeeded"
