@@ -250,3 +250,18 @@ def test_the_watchdog_requeues_a_stalled_job_that_lost_its_messages(ctx, sent, b
     ctx.jobs.set_status(queued, JobStatus.CANCELLED)
     dog.sweep()
     assert queued not in ctx.jobs.active()
+
+
+def test_one_worker_sweeps_for_the_whole_cluster(ctx):
+    from worker.watchdog import Watchdog, interval, tick
+
+    r = ctx.leases.redis
+    r.delete(redis_keys.SWEEPER)
+    first, second = Watchdog(ctx, stall_s=3600), Watchdog(ctx, stall_s=3600)
+    assert tick(first, "worker-a") is True
+    assert tick(second, "worker-b") is False  # a holds the sweeper's lease
+    assert tick(first, "worker-a") is True  # and renews it each tick
+    assert 0 < r.ttl(redis_keys.SWEEPER) <= 3 * interval(ctx)
+    r.delete(redis_keys.SWEEPER)  # a died: its lease lapses
+    assert tick(second, "worker-b") is True
+    assert tick(first, "worker-a") is False

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 
@@ -15,7 +17,7 @@ from facesense.queue import (
     TRAIN,
     TRAINING_QUEUE,
 )
-from facesense.state import leases
+from facesense.state import leases, redis_keys
 from worker.context import Context
 
 log = logging.getLogger(__name__)
@@ -93,17 +95,37 @@ class Watchdog:
                     yield name, CLASSIFY_SHARD, [job_id, index]
 
 
+def interval(ctx: Context) -> float:
+    """Seconds between sweeps: half a lease, so lost work is found within about one lease."""
+    return max(1.0, ctx.settings.lease_ttl_s / 2)
+
+
+def tick(dog: Watchdog, owner: str) -> bool:
+    """Sweep if this worker is the cluster's sweeper (elected by a lease it renews each tick,
+    so one worker sweeps while it lives and its stall timers keep running); True if it swept.
+
+    The lease lasts three intervals: a sweeper that died is replaced within that time.
+    """
+    ttl = max(2, round(3 * interval(dog.ctx)))
+    if not dog.leases.elect(redis_keys.SWEEPER, owner, ttl):
+        return False
+    dog.sweep()
+    return True
+
+
 def start(ctx: Context) -> threading.Thread:
-    """Sweep every half lease in a daemon thread for as long as the worker lives."""
+    """Run the watchdog in a daemon thread for as long as the worker lives; one worker in the
+    cluster sweeps each interval, so the cost does not grow with the number of workers."""
     dog = Watchdog(ctx)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
 
     def loop():
         while True:
             try:
-                dog.sweep()
+                tick(dog, owner)
             except Exception as e:  # Redis or the broker away for a moment: try next time
                 log.warning("watchdog sweep failed: %s", e)
-            time.sleep(max(1.0, ctx.settings.lease_ttl_s / 2))
+            time.sleep(interval(ctx))
 
     thread = threading.Thread(target=loop, daemon=True, name="watchdog")
     thread.start()

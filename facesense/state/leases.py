@@ -65,6 +65,13 @@ class Leases:
         """True while some live worker holds the lease."""
         return bool(self.redis.exists(redis_keys.lease(job_id, name)))
 
+    def elect(self, key: str, owner: str, ttl_s: int) -> bool:
+        """Hold a cluster-wide lease at key (e.g. the watchdog's sweeper): True if owner has it,
+        taken now or renewed; another owner gets it only once owner stops renewing."""
+        if self.redis.set(key, owner, nx=True, ex=ttl_s):
+            return True
+        return bool(self._renew(keys=[key], args=[owner, ttl_s]))
+
     def mark_requeued(self, job_id: str, name: str, ttl_s: int) -> bool:
         """Note that the work under lease name was put back on the queue; False if it already was."""
         return bool(self.redis.set(redis_keys.requeued(job_id, name), 1, nx=True, ex=ttl_s))

@@ -8,6 +8,9 @@ ACTIVE = PREFIX + "active"  # set: ids of queued and running jobs, for the watch
 FINISHED_COUNTS = PREFIX + "finished"  # hash: "<type>:<status>" -> jobs ended so (metrics)
 
 
+SWEEPER = PREFIX + "watchdog:sweeper"  # string: the worker that sweeps for the whole cluster
+
+
 def owned(owner: str) -> str:
     """The sorted set of one API key's jobs, scored by creation time."""
     return f"{RECENT}:owner:{owner}"
