@@ -12,7 +12,7 @@ from api.auth import public, visible
 from api.schemas import int_arg
 from api.services import services
 from facesense.errors import Conflict, NotFound, ObjectNotFound
-from facesense.outputs.results import iter_jsonl
+from facesense.outputs.pages import ERRORS, read_rows
 from facesense.outputs.thumbnails import thumb_name
 from facesense.registry import check_name
 from facesense.storage import layout
@@ -21,7 +21,6 @@ bp = Blueprint("dashboard", __name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
-ERRORS = "!errors"  # the label filter for failed images (a class would need this odd name to clash)
 
 
 @bp.get("/")
@@ -41,7 +40,7 @@ def static(filename: str):
 @bp.get("/ui/api/jobs/<job_id>/gallery")
 def gallery(job_id: str):
     """A page of a finished job's rows, filtered by label (or ERRORS) and group, with thumbnail
-    URLs. Streams results.jsonl up to the page's end; the total comes from the summary."""
+    URLs. Reads from the page's nearest indexed row; the total comes from the summary."""
     s = services()
     record = visible(s.jobs.get(job_id))
     if not record.get("results"):
@@ -50,28 +49,11 @@ def gallery(job_id: str):
     limit = int_arg(request, "limit", 48, 1, 500)
     offset = int_arg(request, "offset", 0, 0, 10**9)
     total = _matching(record.get("summary") or {}, label, group)
-    rows: list[dict] = []
-    with s.store.open(layout.job_key(job_id, layout.RESULTS_JSONL)) as stream:
-        seen = 0
-        for index, row in enumerate(iter_jsonl(stream)):
-            if not _matches(row, label, group):
-                continue
-            seen += 1
-            if seen > offset:
-                rows.append(_card(job_id, index, row))
-                if len(rows) >= limit:
-                    break
+    rows = [_card(job_id, index, row)
+            for index, row in read_rows(s.store, job_id, offset, limit, label, group)]
     end = offset + len(rows)
     return jsonify({"job_id": job_id, "total": total, "offset": offset, "limit": limit,
                     "next_offset": end if end < total else None, "rows": rows})
-
-
-def _matches(row: dict, label: str, group: str | None) -> bool:
-    if group is not None and row["group"] != group:
-        return False
-    if label == ERRORS:
-        return bool(row.get("error"))
-    return not label or row.get("label") == label
 
 
 def _matching(summary: dict, label: str, group: str | None) -> int:

@@ -20,7 +20,7 @@ import redis
 from PIL import Image
 
 from cli.launcher import start_redis, start_workers, stop
-from facesense.outputs.results import iter_jsonl
+from facesense.outputs.jsonl import iter_jsonl
 from facesense.queue import INFERENCE_QUEUE
 from facesense.registry import Registry
 from facesense.settings import Settings

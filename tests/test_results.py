@@ -9,12 +9,12 @@ import json
 import pytest
 
 from facesense.errors import ObjectNotFound
+from facesense.outputs.jsonl import iter_jsonl, iter_lines
+from facesense.outputs.pages import ERRORS, STRIDE, read_rows
 from facesense.outputs.results import (
     Summary,
     csv_header,
     csv_row,
-    iter_jsonl,
-    iter_lines,
     read_page,
     shard_rows,
     write_results,
@@ -196,3 +196,47 @@ def test_iter_lines_yields_no_empty_line_after_a_final_newline(chunk_size):
 def test_iter_jsonl_skips_blank_lines():
     stream = io.BytesIO(b'{"a": 1}\n\n  \n{"a": 2}\n')
     assert list(iter_jsonl(stream)) == [{"a": 1}, {"a": 2}]
+
+
+def many_rows(n: int) -> list[dict]:
+    """n rows over 3 groups: every 7th failed, the rest happy or sad by turns."""
+    out = []
+    for i in range(n):
+        failed = i % 7 == 0
+        label = None if failed else ("happy" if i % 2 else "sad")
+        out.append({"image": f"g{i % 3}/{i:05d}.jpg", "group": f"g{i % 3}", "label": label,
+                    "confidence": None if failed else 0.9,
+                    "probs": None if failed else {"happy": 0.9, "sad": 0.1},
+                    "error": "broken" if failed else None})
+    return out
+
+
+@pytest.mark.parametrize("label, group", [("", None), ("happy", None), (ERRORS, None),
+                                          ("sad", "g1")])
+def test_read_rows_matches_a_full_scan_for_every_view(tmp_path, label, group):
+    store, rows = LocalStore(tmp_path), many_rows(3000)
+    write_results(store, "job9", rows, ["happy", "sad"])
+    expected = [(i, r) for i, r in enumerate(rows)
+                if (group is None or r["group"] == group)
+                and (r["error"] if label == ERRORS else (not label or r["label"] == label))]
+    for offset in (0, 1, STRIDE - 1, STRIDE, 2 * STRIDE + 5, len(expected) - 3, len(expected)):
+        assert read_rows(store, "job9", offset, 10, label, group) == expected[offset:offset + 10]
+
+
+def test_a_page_at_the_end_decodes_no_more_rows_than_one_at_the_start(tmp_path, monkeypatch):
+    import facesense.outputs.pages as pages
+
+    store = LocalStore(tmp_path)
+    write_results(store, "big", many_rows(20_000), ["happy", "sad"])
+    decoded = []
+
+    def counting(stream):
+        for row in iter_jsonl(stream):
+            decoded.append(1)
+            yield row
+
+    monkeypatch.setattr(pages, "iter_jsonl", counting)
+    assert len(read_page(store, "big", 0, 100)) == 100
+    at_start, decoded[:] = len(decoded), []
+    assert [r["image"] for r in read_page(store, "big", 19_900, 100)][-1] == "g1/19999.jpg"
+    assert len(decoded) <= at_start + STRIDE  # not 20,000

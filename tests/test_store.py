@@ -71,6 +71,14 @@ def test_open_streams_the_object_in_chunks(store):
     assert len(chunks) > 1
 
 
+def test_open_from_a_byte_offset_reads_the_rest(store):
+    store.put("a/ranged.bin", bytes(range(256)) * 4)
+    with store.open("a/ranged.bin", start=1000) as stream:
+        assert stream.read() == (bytes(range(256)) * 4)[1000:]
+    with store.open("a/ranged.bin", start=0) as stream:
+        assert len(stream.read()) == 1024
+
+
 def test_get_of_a_missing_key_raises_object_not_found(store):
     with pytest.raises(ObjectNotFound):
         store.get("nope/missing.jpg")

@@ -83,12 +83,12 @@ class LocalSource(LocalStore):
         """Keys under prefix whose files stay inside the allowed roots."""
         return (key for key in super().list(prefix) if self._inside(key))
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, start: int = 0) -> BinaryIO:
         """A streaming reader; a file that links out of the roots is not there (checked again
         here, as a link may change between listing and reading)."""
         if not self._inside(key):
             raise ObjectNotFound(f"no object {key!r} inside the allowed roots")
-        return super().open(key)
+        return super().open(key, start)
 
     def get(self, key: str) -> bytes:
         """Whole object as bytes, under the same rule as open."""
@@ -141,8 +141,8 @@ def upload_source(prefix: str) -> str:
 
 
 def open_source(url: str, settings: Settings, store: Store) -> Store:
-    """The store to read a job's images from; a local folder is checked against the roots here,
-and every file in it again when opened."""
+    """The store to read a job's images from; a local folder is checked against the roots
+    here, and every file in it again when opened."""
     if url.startswith(URLS_SCHEME):
         return UrlSource(store, url[len(URLS_SCHEME):], settings)
     if url.startswith(UPLOAD_SCHEME):

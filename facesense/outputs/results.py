@@ -8,9 +8,17 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from facesense.errors import ObjectNotFound
+from facesense.outputs.jsonl import iter_jsonl
+from facesense.outputs.pages import PageIndex, read_rows
 from facesense.storage import Store
-from facesense.storage.layout import RESULTS_CSV, RESULTS_JSONL, SUMMARY, job_key, shard_key
+from facesense.storage.layout import (
+    RESULTS_CSV,
+    RESULTS_INDEX,
+    RESULTS_JSONL,
+    SUMMARY,
+    job_key,
+    shard_key,
+)
 
 
 def csv_header(classes: list[str]) -> list[str]:
@@ -68,24 +76,6 @@ class _Tally:
                            for c, n in self.count.items()}}
 
 
-def iter_lines(stream, chunk_size: int = 1 << 16) -> Iterator[bytes]:
-    """Lines of a binary stream read in chunks (S3 bodies are not full io objects)."""
-    rest = b""
-    while chunk := stream.read(chunk_size):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest
-
-
-def iter_jsonl(stream) -> Iterator[dict]:
-    """Rows of a JSON-lines stream, read line by line."""
-    for line in iter_lines(stream):
-        if line.strip():
-            yield json.loads(line)
-
-
 def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dict]:
     """These shards' rows in order; a missing shard file is a bug, so it raises."""
     for index in shards:
@@ -101,7 +91,9 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
     with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", **text) as cf:
         writer = csv.writer(cf)
         writer.writerow(csv_header(classes))
-        for row in rows:
+        pages = PageIndex()
+        for index, row in enumerate(rows):
+            pages.add(index, jf.tell(), row)
             jf.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
             writer.writerow(csv_row(row, classes))
             summary.add(row)
@@ -110,6 +102,7 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
         cf.flush()
         cf.seek(0)
         store.put_stream(job_key(job_id, RESULTS_CSV), cf.buffer)
+        store.put(job_key(job_id, RESULTS_INDEX), pages.to_bytes())
     data = summary.to_dict()
     # summary.json last: its presence means the results beside it are complete.
     store.put(job_key(job_id, SUMMARY), json.dumps(data, indent=2).encode())
@@ -117,19 +110,8 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
 
 
 def read_page(store: Store, job_id: str, offset: int, limit: int) -> list[dict]:
-    """Rows [offset, offset + limit) of a finished job's results, streamed."""
-    rows = []
-    try:
-        stream = store.open(job_key(job_id, RESULTS_JSONL))
-    except ObjectNotFound:
-        return rows
-    with stream:
-        for i, row in enumerate(iter_jsonl(stream)):
-            if i >= offset + limit:
-                break
-            if i >= offset:
-                rows.append(row)
-    return rows
+    """Rows [offset, offset + limit) of a finished job's results, in time independent of offset."""
+    return [row for _, row in read_rows(store, job_id, offset, limit)]
 
 
 def failed_images(store: Store, job_id: str) -> list[str]:

@@ -5,7 +5,8 @@ jobs/<id>/inputs/...               uploaded files and unpacked zips; inputs/urls
 jobs/<id>/retry-images.json        a retry job's list of image keys to score again
 jobs/<id>/plan/<shard>.json        the image keys one shard scores
 jobs/<id>/shards/<shard>.jsonl     one shard's result rows (deterministic: redelivery overwrites)
-jobs/<id>/results.jsonl|.csv       the merged rows; summary.json is written last, once they are
+jobs/<id>/results.jsonl|.csv       the merged rows, and results.index.json (row offsets for pages);
+                                   summary.json is written last, once they are
 jobs/<id>/thumbs/<hash>.jpg        gallery thumbnails
 jobs/<id>/checkpoint.pt            a training job's last-epoch checkpoint
 models/<version>/manifest.json     a model version (immutable), beside weights.safetensors
@@ -19,6 +20,7 @@ JOBS, MODELS = "jobs", "models"
 ALIASES = f"{MODELS}/aliases"
 WEIGHTS, MANIFEST = "weights.safetensors", "manifest.json"
 RESULTS_JSONL, RESULTS_CSV, SUMMARY = "results.jsonl", "results.csv", "summary.json"
+RESULTS_INDEX = "results.index.json"  # byte offsets of every 256th row per view: fast pages
 RESULT_FILES = (RESULTS_JSONL, RESULTS_CSV, SUMMARY)
 RETRY_KEYS = "retry-images.json"
 HISTORY = "history.json"  # a trained version's per-epoch rows

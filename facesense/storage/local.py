@@ -47,12 +47,15 @@ class LocalStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         return _AtomicFile(os.fdopen(fd, "wb"), tmp, path)
 
-    def open(self, key: str) -> BinaryIO:
-        """A streaming reader."""
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        """A streaming reader, from byte start."""
         try:
-            return self._path(key).open("rb")
+            f = self._path(key).open("rb")
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no object {key!r} in {self.uri}") from None
+        if start:
+            f.seek(start)
+        return f
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under prefix, recursively, in sorted order; temp files are skipped."""

@@ -39,10 +39,11 @@ class S3Store:
         with _s3_errors(self.uri, key):
             self.client.upload_fileobj(stream, self.bucket, self._key(key))
 
-    def open(self, key: str) -> BinaryIO:
-        """A streaming reader over the object's body."""
+    def open(self, key: str, start: int = 0) -> BinaryIO:
+        """A streaming reader over the object's body, from byte start (a ranged GET)."""
+        extra = {"Range": f"bytes={start}-"} if start else {}
         with _s3_errors(self.uri, key):
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)["Body"]
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under prefix, recursively, in S3's (sorted) order."""
