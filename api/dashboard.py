@@ -48,7 +48,11 @@ def gallery(job_id: str):
     label, group = request.args.get("label", ""), request.args.get("group")
     limit = int_arg(request, "limit", 48, 1, 500)
     offset = int_arg(request, "offset", 0, 0, 10**9)
-    total = _matching(record.get("summary") or {}, label, group)
+    summary = record.get("summary") or {}
+    if group is not None and group not in summary.get("groups", {}) and "other_groups" in summary:
+        # a group left out of the record's bounded summary: summary.json has them all
+        summary = json.loads(s.store.get(layout.job_key(job_id, layout.SUMMARY)))
+    total = _matching(summary, label, group)
     rows = [_card(job_id, index, row)
             for index, row in read_rows(s.store, job_id, offset, limit, label, group)]
     end = offset + len(rows)

@@ -69,6 +69,7 @@ class Settings:
     api_metrics: str = _setting("public", "The API's Prometheus /metrics: public (no key needed), key (an API key, when keys are configured) or off (not served)")
     worker_metrics_port: int = _setting(0, "Port each worker serves Prometheus metrics on; 0: none; `facesense up --workers N` gives worker i this port + i")
     job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
+    summary_max_groups: int = _setting(50, "Most groups in the summary on a job's record and webhook (the largest by images; the rest add up under other_groups); summary.json keeps them all")
     thumbnails: int = _setting(1, "1: workers write a 128 px JPEG thumbnail of each scored image for the dashboard's gallery; 0: none")
 
     @classmethod

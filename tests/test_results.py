@@ -13,6 +13,7 @@ from facesense.outputs.jsonl import iter_jsonl, iter_lines
 from facesense.outputs.pages import ERRORS, STRIDE, read_rows
 from facesense.outputs.results import (
     Summary,
+    bounded,
     csv_header,
     csv_row,
     read_page,
@@ -240,3 +241,20 @@ def test_a_page_at_the_end_decodes_no_more_rows_than_one_at_the_start(tmp_path, 
     at_start, decoded[:] = len(decoded), []
     assert [r["image"] for r in read_page(store, "big", 19_900, 100)][-1] == "g1/19999.jpg"
     assert len(decoded) <= at_start + STRIDE  # not 20,000
+
+
+def test_a_bounded_summary_keeps_the_largest_groups_and_adds_up_the_rest():
+    summary = Summary(["happy", "sad"])
+    for group, n in (("big", 5), ("mid", 3), ("s1", 1), ("s2", 1)):
+        for i in range(n):
+            summary.add({"group": group, "label": "happy" if i % 2 == 0 else "sad",
+                         "confidence": 0.8, "error": None})
+    summary.add({"group": "s2", "label": None, "confidence": None, "error": "broken"})
+    full = summary.to_dict()
+    out = bounded(full, 2)
+    assert list(out["groups"]) == ["big", "mid"] and out["overall"] == full["overall"]
+    other = out["other_groups"]
+    assert (other["groups"], other["images"], other["scored"], other["failed"]) == (2, 3, 2, 1)
+    assert other["labels"]["happy"] == {"count": 2, "share": 1.0, "mean_confidence": 0.8}
+    assert other["labels"]["sad"]["count"] == 0
+    assert bounded(full, 4) == full  # few enough groups: untouched

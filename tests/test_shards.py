@@ -265,3 +265,17 @@ def test_one_worker_sweeps_for_the_whole_cluster(ctx):
     r.delete(redis_keys.SWEEPER)  # a died: its lease lapses
     assert tick(second, "worker-b") is True
     assert tick(first, "worker-a") is False
+
+
+def test_the_record_keeps_a_bounded_summary_and_summary_json_every_group(ctx, base_dir,
+                                                                         model_version, unique):
+    ctx.settings = ctx.settings.replace(summary_max_groups=1)
+    job_id = job_on_folder(ctx, base_dir, model_version, f"groups-{unique}", 12)  # 2 groups
+    classify.plan(ctx, job_id)
+    assert all(classify.run_shard(ctx, job_id, i) for i in range(2))
+    classify.finalize(ctx, job_id)
+    summary = ctx.jobs.get(job_id)["summary"]
+    assert len(summary["groups"]) == 1 and summary["other_groups"]["groups"] == 1
+    assert summary["overall"]["images"] == 12
+    full = json.loads(ctx.store.get(layout.job_key(job_id, layout.SUMMARY)))
+    assert len(full["groups"]) == 2 and "other_groups" not in full

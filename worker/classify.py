@@ -9,7 +9,7 @@ from itertools import islice
 
 from facesense.errors import FacesenseError, SourceError
 from facesense.inputs.sources import list_images
-from facesense.outputs.results import shard_rows, write_results
+from facesense.outputs.results import bounded, shard_rows, write_results
 from facesense.outputs.thumbnails import writer_for
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
 from facesense.state import leases
@@ -189,7 +189,8 @@ def _finalize(ctx: Context, job_id: str) -> dict | None:
         raise FacesenseError(f"finalise called with {record['shards_done']} of "
                              f"{record['shards']} shards done")
     rows = shard_rows(ctx.store, job_id, range(record["shards"]))
-    summary = write_results(ctx.store, job_id, rows, record["classes"])
+    summary = bounded(write_results(ctx.store, job_id, rows, record["classes"]),
+                      ctx.settings.summary_max_groups)
     if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=_locations(ctx, job_id),
                            summary=summary):
         ctx.jobs.archive(job_id)
@@ -205,8 +206,8 @@ def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
     if shards:
         uncounted = set(ctx.shards.uncounted(job_id, shards))
         counted = [i for i in range(shards) if i not in uncounted]
-        summary = write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
-                                record["classes"])
+        summary = bounded(write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
+                                        record["classes"]), ctx.settings.summary_max_groups)
         ctx.jobs.update(job_id, results=_locations(ctx, job_id), summary=summary)
         log.info("job %s cancelled: kept %d images from %d of %d shards", job_id,
                  summary["overall"]["images"], len(counted), shards)

@@ -21,6 +21,25 @@ from facesense.storage.layout import (
 )
 
 
+def bounded(summary: dict, max_groups: int) -> dict:
+    """The summary with its max_groups largest groups; the others added up under other_groups
+    (the record and webhooks stay small however many folders a job has)."""
+    groups = summary["groups"]
+    if len(groups) <= max_groups:
+        return summary
+    ranked = sorted(groups, key=lambda g: (-groups[g]["images"], g))
+    kept, rest = ranked[:max_groups], [groups[g] for g in ranked[max_groups:]]
+    other = {"groups": len(rest), **{k: sum(t[k] for t in rest) for k in ("images", "scored", "failed")}}
+    labels = {}
+    for c in summary["classes"]:
+        n = sum(t["labels"][c]["count"] for t in rest)
+        conf = sum((t["labels"][c]["mean_confidence"] or 0) * t["labels"][c]["count"] for t in rest)
+        labels[c] = {"count": n, "share": round(n / other["scored"], 6) if other["scored"] else 0.0,
+                     "mean_confidence": round(conf / n, 6) if n else None}
+    return {**summary, "groups": {g: groups[g] for g in sorted(kept)},
+            "other_groups": {**other, "labels": labels}}
+
+
 def csv_header(classes: list[str]) -> list[str]:
     """results.csv columns: one probability column per class."""
     return ["image", "group", "label", "confidence", *[f"p_{c}" for c in classes], "error"]
