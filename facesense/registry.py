@@ -10,7 +10,7 @@ import uuid
 
 from facesense.errors import BadRequest, Conflict, ModelError, ModelNotFound, ObjectNotFound
 from facesense.storage import Store
-from facesense.storage.layout import ALIASES, MANIFEST, MODELS, WEIGHTS, alias_key, version_key
+from facesense.storage.layout import ALIASES, MODELS, WEIGHTS, alias_key, version_key
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -62,8 +62,9 @@ def validate_manifest(manifest: dict) -> dict:
 class Registry:
     """Versions live at models/<version>/; aliases at models/aliases/<alias>.json with history."""
 
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: Store, cached: int = 4096):
+        self.store, self.cached = store, cached
+        self._manifests: dict[str, dict] = {}  # versions are immutable: a manifest read is kept
 
     def register(self, weights: bytes, manifest: dict, version: str | None = None,
                  files: dict[str, bytes] | None = None) -> dict:
@@ -84,11 +85,17 @@ class Registry:
         return manifest
 
     def manifest(self, version: str) -> dict:
-        """A version's manifest."""
+        """A version's manifest (read from the store once per process)."""
+        if version in self._manifests:
+            return self._manifests[version]
         try:
-            return json.loads(self.store.get(version_key(check_name(version))))
+            manifest = json.loads(self.store.get(version_key(check_name(version))))
         except (ObjectNotFound, BadRequest):
             raise ModelNotFound(f"no model version {version!r}") from None
+        if len(self._manifests) >= self.cached:
+            self._manifests.pop(next(iter(self._manifests)))
+        self._manifests[version] = manifest
+        return manifest
 
     def weights(self, manifest: dict) -> bytes:
         """A version's weights, verified against the manifest's checksum."""
@@ -134,9 +141,13 @@ class Registry:
 
     def versions(self) -> list[dict]:
         """Every version's manifest, newest first."""
-        names = [k.split("/")[1] for k in self.store.list(MODELS)
-                 if k.endswith(f"/{MANIFEST}") and k.count("/") == 2]
-        manifests = [self.manifest(n) for n in names]
+        manifests = []
+        for name in self.store.folders(MODELS):  # one listing, not every file of every version
+            if name != ALIASES.rsplit("/", 1)[1]:
+                try:
+                    manifests.append(self.manifest(name))
+                except ModelNotFound:  # a version still being written (manifest comes last)
+                    continue
         return sorted(manifests, key=lambda m: m.get("created_at", 0), reverse=True)
 
     def aliases(self) -> dict[str, dict]:

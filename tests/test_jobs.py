@@ -186,6 +186,16 @@ def test_recent_drops_jobs_whose_records_expired(jobs, r):
     assert r.zscore(RECENT, job_id) is None
 
 
+def test_job_indexes_are_trimmed_of_ids_older_than_the_record_ttl(jobs, r):
+    stale = new_job_id()
+    r.zadd(RECENT, {stale: time.time() - 601})  # older than the records' 600 s TTL
+    r.zadd(redis_keys.owned("alice"), {stale: time.time() - 601})
+    fresh = jobs.create("classify", owner="alice")["id"]
+    assert r.zscore(RECENT, stale) is None and r.zscore(RECENT, fresh) is not None
+    assert [j["id"] for j in jobs.recent(owner="alice")] == [fresh]
+    assert 0 < r.ttl(redis_keys.owned("alice")) <= 600
+
+
 def test_archive_writes_job_json_and_get_falls_back_to_it(jobs, r, tmp_path):
     job_id = jobs.create("classify", source="s3://b/p")["id"]
     jobs.set_status(job_id, JobStatus.SUCCEEDED)

@@ -194,3 +194,28 @@ def test_aliases_lists_every_alias_record(registry):
     assert aliases["staging"]["version"] == "v2"
     # Aliases are not versions.
     assert [m["version"] for m in registry.versions()] == ["v2", "v1"]
+
+
+def test_listing_versions_reads_each_manifest_once_and_never_lists_weights(store):
+    writer = Registry(store)
+    for i in range(5):
+        writer.register(WEIGHTS, MANIFEST, version=f"v{i}")
+    store.put("models/half/weights.safetensors", WEIGHTS)  # being written: no manifest yet
+    gets, lists = [], []
+
+    class Counting(LocalStore):
+        def get(self, key):
+            gets.append(key)
+            return super().get(key)
+
+        def list(self, prefix=""):
+            lists.append(prefix)
+            return super().list(prefix)
+
+    reader = Registry(Counting(store.root))
+    first = [m["version"] for m in reader.versions()]
+    assert sorted(first) == [f"v{i}" for i in range(5)]  # the half-written one is left out
+    assert not any(k.endswith("weights.safetensors") for k in gets) and lists == []
+    reads = len(gets)
+    assert [m["version"] for m in reader.versions()] == first
+    assert len(gets) == reads + 1  # again: only the manifest that is still missing is retried

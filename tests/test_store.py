@@ -79,6 +79,14 @@ def test_open_from_a_byte_offset_reads_the_rest(store):
         assert len(stream.read()) == 1024
 
 
+def test_folders_names_only_the_folders_directly_under_a_prefix(store):
+    for key in ("m/v1/a.json", "m/v1/deep/b.bin", "m/v2/c.json", "m/top.json", "n/x.json"):
+        store.put(key, b"x")
+    assert list(store.folders("m")) == ["v1", "v2"]
+    assert list(store.folders()) == ["m", "n"]
+    assert list(store.folders("missing")) == []
+
+
 def test_get_of_a_missing_key_raises_object_not_found(store):
     with pytest.raises(ObjectNotFound):
         store.get("nope/missing.jpg")

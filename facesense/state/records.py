@@ -56,10 +56,14 @@ class JobRecords:
         pipe = self.redis.pipeline()
         pipe.hset(redis_keys.job(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
         pipe.expire(redis_keys.job(job_id), self.ttl_s)
-        pipe.zadd(redis_keys.RECENT, {job_id: record["created_at"]})
         pipe.sadd(redis_keys.ACTIVE, job_id)
+        indexes = [redis_keys.RECENT]
         if record.get("owner"):  # the API key's name (never the key): its own jobs, listable
-            pipe.zadd(redis_keys.owned(record["owner"]), {job_id: record["created_at"]})
+            indexes.append(redis_keys.owned(record["owner"]))
+        for index in indexes:  # trimmed as they grow: ids whose records expired leave them
+            pipe.zadd(index, {job_id: record["created_at"]})
+            pipe.zremrangebyscore(index, "-inf", record["created_at"] - self.ttl_s)
+            pipe.expire(index, self.ttl_s)
         pipe.execute()
         return record
 
@@ -122,15 +126,22 @@ class JobRecords:
         self.redis.srem(redis_keys.ACTIVE, job_id)
 
     def recent(self, limit: int = 20, offset: int = 0, owner: str | None = None) -> list[dict]:
-        """Newest jobs first (only owner's, if given); expired ids are dropped from the index."""
+        """Newest jobs first (only owner's, if given), read in one round trip; the index holds
+        the jobs Redis still keeps (older ones are found by id, from their archived record)."""
         index = redis_keys.owned(owner) if owner else redis_keys.RECENT
         ids = [i.decode() for i in self.redis.zrevrange(index, offset, offset + limit - 1)]
-        out = []
-        for job_id in ids:
-            try:
-                out.append(self.get(job_id))
-            except JobNotFound:
-                self.redis.zrem(index, job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(redis_keys.job(job_id))
+            raws = pipe.execute()
+        out, gone = [], []
+        for job_id, raw in zip(ids, raws, strict=True):
+            if raw:
+                out.append({k.decode(): json.loads(v) for k, v in raw.items()})
+            else:
+                gone.append(job_id)
+        if gone:  # expired before the index was trimmed past them
+            self.redis.zrem(index, *gone)
         return out
 
     def archive(self, job_id: str) -> dict:

@@ -63,6 +63,15 @@ class LocalStore:
         if base.is_dir():
             yield from self._walk(base)
 
+    def folders(self, prefix: str = "") -> Iterator[str]:
+        """Names of the sub-folders directly under prefix, sorted (links not followed)."""
+        base = self.root / check_key(prefix) if prefix else self.root
+        try:
+            with os.scandir(base) as it:
+                yield from sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        except OSError:  # no such folder: nothing under it
+            return
+
     def _walk(self, folder: Path) -> Iterator[str]:
         # Sort each folder's entries as their keys sort (a sub-folder as 'name/'), so keys come
         # out in S3's order, not files-then-folders; symlinked folders are not followed.

@@ -57,6 +57,16 @@ class S3Store:
                     if not obj["Key"].endswith("/"):
                         yield obj["Key"][skip:]
 
+    def folders(self, prefix: str = "") -> Iterator[str]:
+        """Names of the 'folders' directly under prefix (common prefixes), in S3's order."""
+        full = join(self.prefix, prefix)
+        full = full + "/" if full else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        with _s3_errors(self.uri, prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+                for common in page.get("CommonPrefixes", ()):
+                    yield common["Prefix"][len(full):].rstrip("/")
+
     def exists(self, key: str) -> bool:
         """True if the object exists."""
         import botocore.exceptions
