@@ -60,7 +60,10 @@ SCHEMAS = {
         "source": {"type": "string"}, "model": NULLABLE_STR, "model_version": NULLABLE_STR,
         "progress": obj({c: {"type": "integer"} for c in COUNTERS}, COUNTERS),
         "summary": {"type": ["object", "null"]}, "results": {"type": ["object", "null"]},
-        "retry_of": {"type": "string"}}, ("id", "type", "status", "progress")),
+        "retry_of": {"type": "string"},
+        "planned": {"type": "integer", "description": "shards planned so far (the source is "
+                                                      "listed and its shards queued in batches)"}},
+        ("id", "type", "status", "progress")),
     "ClassifyRequest": {"oneOf": [{"required": ["source"]}, {"required": ["urls"]}], **obj({
         "type": {"const": "classify"},
         "source": {"type": "string", "description": "s3://bucket/prefix or a server-side folder"},

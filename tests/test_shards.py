@@ -130,6 +130,52 @@ def test_a_worker_opens_a_jobs_source_once_for_all_its_shards(ctx, base_dir, mod
     assert ctx.sources.get(s3).client is ctx.sources.get(s3).client  # one boto3 client
 
 
+def test_planning_streams_shards_start_while_the_listing_goes_on(ctx, sent, base_dir,
+                                                                model_version, unique,
+                                                                monkeypatch):
+    # Given a job of 45 images (5 shards of 10) planned 2 shards at a time
+    monkeypatch.setattr(classify, "PLAN_BATCH", 2)
+    job_id = job_on_folder(ctx, base_dir, model_version, f"stream-{unique}", 45)
+    queued_when_listed: list[int] = []
+    real = classify.list_images
+
+    def slow_listing(source):
+        for key in real(source):
+            queued_when_listed.append(len(sent))
+            yield key
+
+    monkeypatch.setattr(classify, "list_images", slow_listing)
+    # When it is planned
+    assert classify.plan(ctx, job_id) == 5
+    # Then the first shards were queued before the last images were even listed
+    assert queued_when_listed[-1] == 4 and queued_when_listed[0] == 0
+    assert [a for n, a in sent] == [[job_id, i] for i in range(5)]
+    record = ctx.jobs.get(job_id)
+    assert (record["total"], record["shards"], record["planned"]) == (45, 5, 5)
+
+
+def test_the_last_shard_counted_before_planning_ends_still_finalizes(ctx, sent, base_dir,
+                                                                    model_version, unique,
+                                                                    monkeypatch):
+    # Given a worker so quick that it scores the only shard as soon as it is queued, before
+    # the plan has set how many shards there are
+    job_id = job_on_folder(ctx, base_dir, model_version, f"race-{unique}", 5)
+    queue = ctx.enqueue
+
+    def eager(name, args):
+        queue(name, args)
+        if name == CLASSIFY_SHARD:
+            assert not ctx.jobs.get_field(job_id, "shards")  # 0: still planning
+            assert classify.run_shard(ctx, *args)
+
+    monkeypatch.setattr(ctx, "enqueue", eager)
+    classify.plan(ctx, job_id)
+    # Then the plan queued the finaliser itself, and the job finishes
+    assert [a for n, a in sent if n == FINALIZE_CLASSIFY] == [[job_id]]
+    classify.finalize(ctx, job_id)
+    assert ctx.jobs.get(job_id)["status"] == "succeeded"
+
+
 def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, sent, base_dir, model_version,
                                                            unique):
     job_id = job_on_folder(ctx, base_dir, model_version, f"replan-{unique}", 25)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import islice
 
@@ -21,6 +22,8 @@ from worker.context import Context
 from worker.inference import error_row, score
 
 log = logging.getLogger(__name__)
+PLAN_BATCH = 64  # shards whose plan files are written together, then queued
+PLAN_WRITERS = 16  # plan files written at once (S3 PUTs wait on the network)
 
 
 def batched(items, n: int):
@@ -57,17 +60,26 @@ def _plan(ctx: Context, job_id: str) -> int:
     else:
         images = list_images(ctx.sources.get(record["source"]))
     total = shards = 0
-    for index, keys in enumerate(batched(images, ctx.settings.shard_size)):
-        ctx.store.put(plan_key(job_id, index), json.dumps(keys).encode())
-        total, shards = total + len(keys), index + 1
+    # Streamed: each batch of plan files is written (in parallel) and its shards queued while
+    # the listing goes on, so a huge job starts scoring at once. `shards` is set at the end.
+    with ThreadPoolExecutor(PLAN_WRITERS, thread_name_prefix="plan") as pool:
+        for batch in batched(enumerate(batched(images, ctx.settings.shard_size)), PLAN_BATCH):
+            list(pool.map(lambda item: ctx.store.put(plan_key(job_id, item[0]),
+                                                     json.dumps(item[1]).encode()), batch))
+            if ctx.jobs.get_field(job_id, "status") != JobStatus.RUNNING:
+                return 0  # cancelled while listing: its record is final, leave it as it is
+            total, shards = total + sum(len(keys) for _, keys in batch), shards + len(batch)
+            ctx.jobs.update(job_id, total=total, planned=shards)
+            for index, _ in batch:
+                ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
     if not total:
         raise SourceError(f"no images found in {record['source']} "
                           "(extensions: jpg, jpeg, png, webp, bmp, gif, tif, tiff)")
-    if ctx.jobs.get_field(job_id, "status") != JobStatus.RUNNING:
-        return 0  # cancelled while listing: its record is final, leave it as it is
-    ctx.jobs.update(job_id, total=total, shards=shards)
-    for index in range(shards):
-        ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
+    ctx.jobs.update(job_id, shards=shards)
+    # Set shards, then read the count: if the last shard was counted before it could see
+    # `shards`, the finaliser is queued here instead (a second one is harmless).
+    if (ctx.jobs.get_field(job_id, "shards_done") or 0) >= shards:
+        ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
     log.info("job %s: %d images in %d shards", job_id, total, shards)
     return shards
 
@@ -167,7 +179,8 @@ def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: l
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     ctx.store.put(shard_key(job_id, index), body.encode())
     _, counted = ctx.shards.count(job_id, index, len(rows), failed)
-    if counted >= record["shards"]:
+    shards = ctx.jobs.get_field(job_id, "shards")  # 0 while the plan is still listing
+    if shards and counted >= shards:
         ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
 
 
@@ -202,7 +215,7 @@ def _finalize(ctx: Context, job_id: str) -> dict | None:
 def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
     """A cancelled job keeps the rows of the shards counted before the cancel, marked partial,
     and then sends its webhook (the cancel left that to this step)."""
-    summary, shards = None, record.get("shards") or 0
+    summary, shards = None, record.get("shards") or record.get("planned") or 0
     if shards:
         uncounted = set(ctx.shards.uncounted(job_id, shards))
         counted = [i for i in range(shards) if i not in uncounted]
