@@ -83,3 +83,33 @@ def test_params_have_defaults_and_reject_unknown_names():
     with pytest.raises(Exception, match="image_size must be between 63"):
         TrainParams.parse({"image_size": 32})
     assert TrainParams.parse({"lr": 1}).lr == 1.0
+
+
+def test_decoded_images_live_in_an_unlinked_file_and_read_back_exactly(tmp_path):
+    import torch
+
+    from runtime.preprocess import preprocess
+
+    make_dataset(tmp_path / "d", per_class=6)
+    data = load(tmp_path / "d", tmp_path)
+    # What was decoded is read back, by index list and by slice, as preprocessing made it
+    key = data.val_keys[1]
+    expected = preprocess((tmp_path / "d" / key).read_bytes(), SPEC)
+    assert torch.equal(data.val_x[[1]][0], torch.from_numpy(expected))
+    assert torch.equal(data.val_x[1:2][0], data.val_x[torch.tensor([1])][0])
+    assert data.train_x[0:len(data.train_x)].shape == data.train_x.shape
+    # and no decoded file is left on disk (the descriptor alone holds it)
+    assert list((tmp_path / "cache" / "decoded").iterdir()) == []
+
+
+def test_ordered_map_keeps_order_and_never_runs_ahead_more_than_its_window():
+    from trainer.images import ordered_map
+
+    started = []
+    consumed = 0
+    for n, value in enumerate(ordered_map(lambda i: started.append(i) or i * i, iter(range(500)),
+                                          threads=4, window=8)):
+        assert value == n * n
+        consumed += 1
+        assert len(started) - consumed <= 8  # decoded images waiting: a window, not the set
+    assert consumed == 500

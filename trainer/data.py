@@ -6,17 +6,16 @@ import hashlib
 import logging
 import random
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from facesense.errors import FacesenseError, ObjectNotFound
 from facesense.inputs.sources import is_image_key
 from facesense.storage import LocalStore, Store, TooLarge, read_limited
 from runtime.preprocess import ImageRejected, preprocess
+from trainer.images import DiskImages, DiskImagesWriter, ordered_map
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,9 @@ class Dataset:
     """Decoded images ready for training: uint8 NHWC tensors and integer labels."""
 
     classes: list[str]
-    train_x: torch.Tensor  # (N, resize, resize, 3): random crops are taken each epoch
+    train_x: DiskImages  # (N, resize, resize, 3): random crops are taken each epoch
     train_y: torch.Tensor
-    val_x: torch.Tensor  # (M, size, size, 3): centre crops, exactly as inference sees them
+    val_x: DiskImages  # (M, size, size, 3): centre crops, exactly as inference sees them
     val_y: torch.Tensor
     val_keys: list[str]
     fingerprint: str
@@ -101,7 +100,7 @@ def check_classes(train: dict[str, list[str]], val: dict[str, list[str]] | None,
 
 def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_dir: Path,
               max_pixels: int, max_bytes: int = 64 << 20, threads: int = 4) -> Dataset:
-    """List, split, fetch once into the cache, and decode a labelled folder."""
+    """List, split, fetch once into the cache, and decode a labelled folder to local files."""
     keys = [k for k in source.list() if is_image_key(k)]
     layout, by_class, val_by_class = find_layout(keys)
     if layout == "folders":
@@ -128,20 +127,17 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
 
     def decode_all(split: dict[str, list[str]], crop: int | None):
         items = [(k, classes.index(c)) for c in classes for k in sorted(split.get(c, []))]
-        xs, ys, names = [], [], []
-        with ThreadPoolExecutor(threads) as pool:
-            for (key, label), (_, arr, part) in zip(
-                    items, pool.map(lambda it: decode(it[0], crop), items), strict=True):
-                if part is None:
-                    skipped.append({"image": key, "error": arr})
-                    continue
-                digest.update(f"{key}:{part}\n".encode())
-                xs.append(arr)
-                ys.append(label)
-                names.append(key)
-        side = crop or spec["input_size"]
-        x = torch.from_numpy(np.stack(xs)) if xs else torch.empty((0, side, side, 3), dtype=torch.uint8)
-        return x, torch.tensor(ys, dtype=torch.long), names
+        images, ys, names = DiskImagesWriter(cache_dir / "decoded", crop or spec["input_size"]), [], []
+        for (key, label), (_, arr, part) in zip(
+                items, ordered_map(lambda it: decode(it[0], crop), items, threads), strict=True):
+            if part is None:
+                skipped.append({"image": key, "error": arr})
+                continue
+            digest.update(f"{key}:{part}\n".encode())
+            images.append(arr)
+            ys.append(label)
+            names.append(key)
+        return images.finish(), torch.tensor(ys, dtype=torch.long), names
 
     train_x, train_y, _ = decode_all(train_keys, spec["resize_size"])
     val_x, val_y, val_names = decode_all(val_keys, None)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,14 +47,18 @@ class Checkpoints:
 
     def load(self) -> dict | None:
         """The saved state, or None; loaded weights-only, so a checkpoint can't run code."""
-        try:
-            data = self.store.get(self.key)
-        except ObjectNotFound:
-            return None
-        try:
-            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ModelError(f"checkpoint {self.key} is not a plain tensor checkpoint ({e})") from None
+        with tempfile.TemporaryFile() as f:
+            try:
+                with self.store.open(self.key) as stream:
+                    shutil.copyfileobj(stream, f, 1 << 20)
+            except ObjectNotFound:
+                return None
+            f.seek(0)
+            try:
+                return torch.load(f, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise ModelError(f"checkpoint {self.key} is not a plain tensor checkpoint "
+                                 f"({e})") from None
 
     def delete(self) -> None:
         """Remove both files (after the version is registered)."""
@@ -61,10 +66,12 @@ class Checkpoints:
         self.store.delete(self.best_key)
 
     def save(self, state: dict) -> None:
-        """Write the state (atomically: the store never shows half a checkpoint)."""
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        self.store.put(self.key, buf.getvalue())
+        """Write the state through a temporary file, streamed to the store (multipart on S3;
+        atomic either way): no in-memory copy of a checkpoint that can pass 1 GB."""
+        with tempfile.TemporaryFile() as f:
+            torch.save(state, f)
+            f.seek(0)
+            self.store.put_stream(self.key, f)
 
 
 @dataclass
