@@ -43,12 +43,16 @@ def extra_store_bytes(store_root: Path, job_id: str) -> int:
 def run(n: int, base: Path) -> dict:
     """Score n images in one job; the figures above."""
     import redis
+    import torch
 
     from api import create_app
     from cli.launcher import start_redis, start_workers, stop
     from facesense.queue import make_celery
+    from facesense.registry import Registry
     from facesense.settings import Settings
     from facesense.state import redis_keys
+    from facesense.storage import store_from_settings
+    from runtime.network import build_alexnet, register_state
 
     root = base / f"photos-{n}"
     make_photos(root, n, (64, 48))
@@ -56,13 +60,19 @@ def run(n: int, base: Path) -> dict:
     store = base / f"store-{n}"
     settings = Settings.from_env(redis_url=url, store=str(store), allowed_roots=(str(base),),
                                  data_dir=str(base / "var"))
+    registry = Registry(store_from_settings(settings))
+    if not registry.alias("production"):  # a seeded random-init model: speed, not accuracy
+        torch.manual_seed(0)
+        manifest = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"])
+        registry.promote(manifest["version"], "production", by="bench.bigjob")
     workers = start_workers(settings, 1, queues="inference")
     try:
         while not make_celery(settings).control.ping(timeout=1):
             time.sleep(0.2)
         client = create_app(settings).test_client()
         start = time.perf_counter()
-        job_id = client.post("/v1/jobs", json={"type": "classify", "source": str(root)}).get_json()["id"]
+        resp = client.post("/v1/jobs", json={"type": "classify", "source": str(root)}).get_json()
+        job_id = resp["id"]
         planned = None
         while (rec := client.get(f"/v1/jobs/{job_id}").get_json())["status"] in ("queued", "running"):
             if planned is None and rec["progress"]["shards"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 import time
 import uuid
 
@@ -65,6 +66,7 @@ class Registry:
     def __init__(self, store: Store, cached: int = 4096):
         self.store, self.cached = store, cached
         self._manifests: dict[str, dict] = {}  # versions are immutable: a manifest read is kept
+        self._lock = threading.Lock()
 
     def register(self, weights: bytes, manifest: dict, version: str | None = None,
                  files: dict[str, bytes] | None = None) -> dict:
@@ -92,9 +94,10 @@ class Registry:
             manifest = json.loads(self.store.get(version_key(check_name(version))))
         except (ObjectNotFound, BadRequest):
             raise ModelNotFound(f"no model version {version!r}") from None
-        if len(self._manifests) >= self.cached:
-            self._manifests.pop(next(iter(self._manifests)))
-        self._manifests[version] = manifest
+        with self._lock:  # threaded API: evict under a lock
+            if len(self._manifests) >= self.cached:
+                self._manifests.pop(next(iter(self._manifests)), None)
+            self._manifests[version] = manifest
         return manifest
 
     def weights(self, manifest: dict) -> bytes:

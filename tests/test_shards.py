@@ -176,6 +176,16 @@ def test_the_last_shard_counted_before_planning_ends_still_finalizes(ctx, sent, 
     assert ctx.jobs.get(job_id)["status"] == "succeeded"
 
 
+def test_a_plan_redelivered_after_every_shard_was_counted_queues_the_finaliser(
+        ctx, sent, base_dir, model_version, unique):
+    job_id = job_on_folder(ctx, base_dir, model_version, f"refinal-{unique}", 15)
+    classify.plan(ctx, job_id)
+    assert all(classify.run_shard(ctx, job_id, i) for i in range(2))
+    sent.clear()  # the finaliser's message was lost with the planner that queued it
+    assert classify.plan(ctx, job_id) == 0
+    assert sent == [(FINALIZE_CLASSIFY, [job_id])]
+
+
 def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, sent, base_dir, model_version,
                                                            unique):
     job_id = job_on_folder(ctx, base_dir, model_version, f"replan-{unique}", 25)

@@ -113,3 +113,16 @@ def test_ordered_map_keeps_order_and_never_runs_ahead_more_than_its_window():
         consumed += 1
         assert len(started) - consumed <= 8  # decoded images waiting: a window, not the set
     assert consumed == 500
+
+
+def test_a_decode_cut_short_by_an_error_gives_its_file_back(tmp_path):
+    import os
+
+    from trainer.images import DiskImagesWriter
+
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(RuntimeError), DiskImagesWriter(tmp_path, side=4) as images:
+        images.append(__import__("numpy").zeros((4, 4, 3), "uint8"))
+        raise RuntimeError("the store went away mid-decode")
+    assert len(os.listdir("/proc/self/fd")) == before  # the descriptor (and its data) is gone
+    assert list(tmp_path.iterdir()) == []

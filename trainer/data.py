@@ -127,17 +127,18 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
 
     def decode_all(split: dict[str, list[str]], crop: int | None):
         items = [(k, classes.index(c)) for c in classes for k in sorted(split.get(c, []))]
-        images, ys, names = DiskImagesWriter(cache_dir / "decoded", crop or spec["input_size"]), [], []
-        for (key, label), (_, arr, part) in zip(
-                items, ordered_map(lambda it: decode(it[0], crop), items, threads), strict=True):
-            if part is None:
-                skipped.append({"image": key, "error": arr})
-                continue
-            digest.update(f"{key}:{part}\n".encode())
-            images.append(arr)
-            ys.append(label)
-            names.append(key)
-        return images.finish(), torch.tensor(ys, dtype=torch.long), names
+        ys, names = [], []
+        with DiskImagesWriter(cache_dir / "decoded", crop or spec["input_size"]) as images:
+            for (key, label), (_, arr, part) in zip(
+                    items, ordered_map(lambda it: decode(it[0], crop), items, threads), strict=True):
+                if part is None:
+                    skipped.append({"image": key, "error": arr})
+                    continue
+                digest.update(f"{key}:{part}\n".encode())
+                images.append(arr)
+                ys.append(label)
+                names.append(key)
+            return images.finish(), torch.tensor(ys, dtype=torch.long), names
 
     train_x, train_y, _ = decode_all(train_keys, spec["resize_size"])
     val_x, val_y, val_names = decode_all(val_keys, None)

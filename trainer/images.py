@@ -32,11 +32,21 @@ class DiskImages:
         return self.n
 
     def __getitem__(self, index) -> torch.Tensor:
-        """Rows by slice (one read) or by a tensor / list of indices (one read each)."""
+        """Rows by slice (read in one pass) or by a tensor / list of indices (one read each)."""
         if isinstance(index, slice):
-            start, stop, _ = index.indices(self.n)
-            data = os.pread(self.fd, self.row * max(0, stop - start), self.row * start)
-            return torch.from_numpy(np.frombuffer(bytearray(data), np.uint8).reshape(-1, *self.shape[1:]))
+            start, stop, step = index.indices(self.n)
+            if step != 1:
+                raise IndexError("DiskImages slices take no step")
+            out = np.empty((max(0, stop - start), *self.shape[1:]), np.uint8)
+            view, done = memoryview(out).cast("B"), 0
+            while done < len(view):  # pread returns at most ~2 GiB at a time
+                got = os.preadv(self.fd, [view[done:]], self.row * start + done)
+                if not got:
+                    raise OSError("decoded images file ended early")
+                done += got
+            return torch.from_numpy(out)
+        if isinstance(index, int):
+            return self[index:index + 1][0]
         rows = [int(i) for i in index]
         out = np.empty((len(rows), *self.shape[1:]), np.uint8)
         for j, r in enumerate(rows):
@@ -50,7 +60,8 @@ class DiskImages:
 
 
 class DiskImagesWriter:
-    """Appends decoded images to an unlinked temporary file under folder."""
+    """Appends decoded images to an unlinked temporary file under folder; used as a context
+    manager, so a decode that fails half-way gives its file back at once."""
 
     def __init__(self, folder: Path, side: int):
         folder.mkdir(parents=True, exist_ok=True)
@@ -64,8 +75,17 @@ class DiskImagesWriter:
         self.n += 1
 
     def finish(self) -> DiskImages:
-        """The images written, ready to read."""
-        return DiskImages(self.fd, self.n, self.side)
+        """The images written, ready to read (they now own the file)."""
+        images, self.fd = DiskImages(self.fd, self.n, self.side), -1
+        return images
+
+    def __enter__(self) -> DiskImagesWriter:
+        return self
+
+    def __exit__(self, *_) -> None:
+        if self.fd >= 0:  # not finished: an error cut the decode short
+            os.close(self.fd)
+            self.fd = -1
 
 
 def ordered_map(fn: Callable, items: Iterable, threads: int, window: int = 64) -> Iterator:

@@ -69,7 +69,9 @@ def _plan(ctx: Context, job_id: str) -> int:
             if ctx.jobs.get_field(job_id, "status") != JobStatus.RUNNING:
                 return 0  # cancelled while listing: its record is final, leave it as it is
             total, shards = total + sum(len(keys) for _, keys in batch), shards + len(batch)
-            ctx.jobs.update(job_id, total=total, planned=shards)
+            # never lower: a re-run plan must not hide shards an earlier run queued (cancel
+            # merges the counted shards among `planned`)
+            ctx.jobs.update(job_id, total=total, planned=max(shards, record.get("planned") or 0))
             for index, _ in batch:
                 ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
     if not total:
@@ -88,6 +90,8 @@ def _queue_missing_shards(ctx: Context, job_id: str, shards: int) -> int:
     missing = ctx.shards.uncounted(job_id, shards)
     for index in missing:
         ctx.enqueue(CLASSIFY_SHARD, [job_id, index])
+    if not missing:  # all counted: a plan that died before queueing the finaliser left it to us
+        ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
     return len(missing)
 
 
