@@ -317,9 +317,15 @@ async function renderScoring(el, job, query) {
   const table = h("table", {class: "summary"},
     h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", {}, "Images"),
       classes.map((c) => h("th", {}, c)), h("th", {}, "Failed"))),
-    h("tbody", {}, [...groups, ["", summary.overall]].map(([g, t], i) => h("tr",
-      {class: i === groups.length ? "total" : ""},
-      h("td", {}, i === groups.length ? "All" : groupName(g)), h("td", {}, t.images),
+    // A job with many groups carries its largest ones; the rest come added up as other_groups.
+    h("tbody", {}, [...groups.map(([g, t]) => [groupName(g), t, ""]),
+                    ...(summary.other_groups
+                      ? [[`${summary.other_groups.groups} other groups`, summary.other_groups, ""]]
+                      : []),
+                    ["All", summary.overall, "total"]].map(([name, t, cls]) => h("tr",
+      {class: cls},
+      h("td", {}, name),
+      h("td", {}, t.images),
       classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)})`)),
       h("td", {}, t.failed)))));
 
