@@ -335,3 +335,21 @@ def test_the_record_keeps_a_bounded_summary_and_summary_json_every_group(ctx, ba
     assert summary["overall"]["images"] == 12
     full = json.loads(ctx.store.get(layout.job_key(job_id, layout.SUMMARY)))
     assert len(full["groups"]) == 2 and "other_groups" not in full
+
+
+def test_the_watchdog_requeues_a_lost_shard_while_its_plan_still_lists(ctx, sent, base_dir,
+                                                                       model_version, unique):
+    from worker.watchdog import Watchdog
+
+    # Given a job whose plan is still listing (it holds the plan lease; 3 shards queued so far)
+    job_id = job_on_folder(ctx, base_dir, model_version, f"midplan-{unique}", 5)
+    ctx.jobs.set_status(job_id, JobStatus.RUNNING)
+    ctx.jobs.update(job_id, planned=3)
+    ctx.leases.acquire(job_id, leases.PLAN, "live-planner", 30)
+    # and a worker that started shard 1 and died (a delivery counted, its lease gone)
+    ctx.shards.count_attempt(job_id, 1)
+    sent.clear()
+    # When the watchdog sweeps, Then shard 1 is queued again, and nothing else
+    assert (job_id, leases.shard(1)) in Watchdog(ctx, stall_s=3600).sweep()
+    assert [a for n, a in sent if a[0] == job_id] == [[job_id, 1]]
+    ctx.jobs.set_status(job_id, JobStatus.CANCELLED)  # not left active for later sweeps

@@ -84,15 +84,24 @@ class Watchdog:
         if not shards:  # queued, or planning
             if (record["status"] == "running" or stalled) and not held(job_id, leases.PLAN):
                 yield leases.PLAN, PLAN_CLASSIFY, [job_id]
+            # shards already queued by a plan still listing: a started one that lost its worker
+            yield from self._lost_shards(job_id, record.get("planned") or 0, stalled=False)
         elif record["shards_done"] >= shards:  # queued by the last shard: lost only if stalled
             if stalled and not held(job_id, leases.FINALIZE):
                 yield leases.FINALIZE, FINALIZE_CLASSIFY, [job_id]
         else:
-            attempts = self.ctx.shards.attempts(job_id)
-            for index in self.ctx.shards.uncounted(job_id, shards):
-                name = leases.shard(index)
-                if (attempts.get(index, 0) > 0 or stalled) and not held(job_id, name):
-                    yield name, CLASSIFY_SHARD, [job_id, index]
+            yield from self._lost_shards(job_id, shards, stalled)
+
+    def _lost_shards(self, job_id: str, shards: int, stalled: bool):
+        """Uncounted shards among the first `shards` that were started (or, in a stalled job,
+        queued) and hold no lease."""
+        if not shards:
+            return
+        attempts = self.ctx.shards.attempts(job_id)
+        for index in self.ctx.shards.uncounted(job_id, shards):
+            name = leases.shard(index)
+            if (attempts.get(index, 0) > 0 or stalled) and not self.leases.held(job_id, name):
+                yield name, CLASSIFY_SHARD, [job_id, index]
 
 
 def interval(ctx: Context) -> float:
