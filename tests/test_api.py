@@ -48,6 +48,27 @@ def test_unusable_sources_are_422(client, base_dir):
         client.post("/v1/jobs", json={"type": "classify", "source": "ftp://x/y"}), 422)["message"]
 
 
+@pytest.fixture
+def local_client(settings, tmp_path):
+    """The API on a local-folder store (as `facesense up` runs it): file names have limits."""
+    from api import create_app
+
+    return create_app(settings.replace(store=str(tmp_path / "store"))).test_client()
+
+
+@pytest.mark.parametrize("job_id", ["f" * 300, "a" * 5000, "x" * 100])
+@pytest.mark.parametrize("route", ["", "/results", "/results?format=csv"])
+def test_a_long_or_odd_job_id_is_a_404_on_every_route(local_client, job_id, route):
+    resp = local_client.get(f"/v1/jobs/{job_id}{route}")
+    assert error_of(resp, 404)["code"] == "job_not_found"
+
+
+def test_a_long_job_id_is_a_404_for_cancel_and_the_gallery(local_client):
+    long_id = "f" * 5000
+    assert error_of(local_client.post(f"/v1/jobs/{long_id}/cancel"), 404)["code"] == "job_not_found"
+    assert local_client.get(f"/ui/api/jobs/{long_id}/gallery").status_code == 404
+
+
 def test_unknown_job_and_model_are_404(client, base_dir):
     assert error_of(client.get("/v1/jobs/0123456789ab"), 404)["code"] == "job_not_found"
     assert error_of(client.get("/v1/jobs/..%2Fetc"), 404)

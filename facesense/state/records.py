@@ -69,7 +69,9 @@ class JobRecords:
 
     def get(self, job_id: str) -> dict:
         """The live record, or the final one from storage once Redis forgot it."""
-        raw = self.redis.hgetall(redis_keys.job(job_id)) if valid_id(job_id) else {}
+        if not valid_id(job_id):  # never let an odd id name a storage key (too long, '..')
+            raise JobNotFound(f"no job {job_id[:80]!r}")
+        raw = self.redis.hgetall(redis_keys.job(job_id))
         if raw:
             return {k.decode(): json.loads(v) for k, v in raw.items()}
         try:
