@@ -106,7 +106,16 @@ class Keyring:
         if both:
             raise ConfigError(f"key name(s) in both FACESENSE_API_KEYS and FACESENSE_ADMIN_KEYS "
                               f"(environment or keys file): {', '.join(both)}")
-        return [(n, h, False) for n, h in users.items()] + [(n, h, True) for n, h in admins.items()]
+        entries = [(n, h, False) for n, h in users.items()] + [(n, h, True) for n, h in admins.items()]
+        # One key must name one caller: listed twice (say as a user and as an admin), which
+        # name and rights it carries would hang on the order of the lines.
+        names: dict[str, list[str]] = {}
+        for name, digest, _ in entries:
+            names.setdefault(digest, []).append(name)
+        twice = sorted(", ".join(n) for n in names.values() if len(n) > 1)
+        if twice:
+            raise ConfigError(f"one key is configured under several names: {'; '.join(twice)}")
+        return entries
 
     def refresh(self) -> None:
         """Re-read the keys file if it changed (at most every check_every_s seconds)."""

@@ -346,3 +346,17 @@ def test_the_keys_file_is_checked_at_start_up(tmp_path, settings):
     with pytest.raises(ConfigError, match="also in the environment: alice"):
         Keyring.from_settings(settings.replace(api_keys=f"alice:{hash_key(BOB)}",
                                                keys_file=str(bad)))
+
+
+def test_one_key_under_a_user_and_an_admin_name_is_refused_and_the_old_keys_stay(tmp_path,
+                                                                                 settings):
+    # At start-up: refused, naming the names (never the key or its hash)
+    with pytest.raises(ConfigError, match="several names: alice, root") as e:
+        Keyring({"alice": hash_key(ALICE)}, {"root": hash_key(ALICE)})
+    assert hash_key(ALICE) not in str(e.value)
+    # In a keys file being edited: the previous keys stay in force
+    path = tmp_path / "keys.env"
+    path.write_text(key_line("alice", ALICE))
+    ring = Keyring({}, {}, path=path, check_every_s=0)
+    path.write_text(key_line("alice", ALICE) + f"FACESENSE_ADMIN_KEYS=root:{hash_key(ALICE)}\n")
+    assert ring.identify(ALICE) == keys.Caller("alice", False)  # never an admin
