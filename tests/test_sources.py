@@ -128,6 +128,17 @@ def test_symlink_inside_the_root_pointing_inside_is_allowed(root, settings):
     assert normalize_source(str(root / "alias"), settings) == (root / "ads").resolve().as_uri()
 
 
+def test_outside_the_roots_a_missing_and_an_existing_folder_get_the_same_answer(outside,
+                                                                                settings):
+    # No existence oracle: outside the roots, only "outside" is ever said
+    answers = []
+    for path in (outside, outside / "no-such-folder", outside.parent / "nor-this" / "deep"):
+        with pytest.raises(SourceError) as e:
+            normalize_source(str(path), settings)
+        answers.append(str(e.value).replace(repr(str(path)), "PATH"))
+    assert len(set(answers)) == 1 and "outside the allowed roots" in answers[0]
+
+
 def test_missing_folder_is_refused(root, settings):
     with pytest.raises(SourceError, match="does not exist"):
         normalize_source(str(root / "nope"), settings)

@@ -47,14 +47,21 @@ def inside_roots(real: Path, roots: tuple[Path, ...]) -> bool:
 
 
 def resolve_local(path: str, settings: Settings) -> Path:
-    """The real path of a local folder, refused unless it lies inside an allowed root."""
+    """The real path of a local folder, refused unless it lies inside an allowed root.
+
+    The roots are checked first, on the path as far as it exists: nothing else is said about a
+    path outside them (whether it exists is not for a caller to learn).
+    """
+    outside = SourceError(f"local folder {path!r} is outside the allowed roots "
+                          "(FACESENSE_ALLOWED_ROOTS)")
     try:
+        if not inside_roots(Path(path).expanduser().resolve(strict=False), settings.roots):
+            raise outside
         real = Path(path).expanduser().resolve(strict=True)
     except (RuntimeError, OSError, ValueError):  # missing, a link loop, a NUL byte
         raise SourceError(f"local folder {path!r} does not exist") from None
     if not inside_roots(real, settings.roots):
-        raise SourceError(f"local folder {path!r} is outside the allowed roots "
-                          "(FACESENSE_ALLOWED_ROOTS)")
+        raise outside
     if not real.is_dir():
         raise SourceError(f"{path!r} is not a folder")
     return real
