@@ -258,3 +258,26 @@ def test_a_bounded_summary_keeps_the_largest_groups_and_adds_up_the_rest():
     assert other["labels"]["happy"] == {"count": 2, "share": 1.0, "mean_confidence": 0.8}
     assert other["labels"]["sad"]["count"] == 0
     assert bounded(full, 4) == full  # few enough groups: untouched
+
+
+@pytest.mark.parametrize("hostile", ['=HYPERLINK("x")', "+SUM(1)", "-cmd|calc!A0", "@A1",
+                                     "\tTAB", "\rCR"])
+def test_csv_cells_that_would_start_a_formula_are_made_text_and_json_stays_verbatim(
+        tmp_path, hostile):
+    row = {"image": f"{hostile}/{hostile}.jpg", "group": hostile, "label": None,
+           "confidence": None, "probs": None, "error": hostile}
+    cells = csv_row(row, ["happy", "sad"])
+    assert cells[0] == "'" + row["image"] and cells[1] == "'" + hostile
+    assert cells[-1] == "'" + hostile
+    store = LocalStore(tmp_path)
+    write_results(store, "inj", [row], ["happy", "sad"])
+    table = list(csv.reader(io.StringIO(store.get(job_key("inj", "results.csv")).decode(),
+                                        newline="")))
+    assert table[1][1] == "'" + hostile
+    assert json.loads(store.get(job_key("inj", "results.jsonl")))["group"] == hostile
+
+
+def test_ordinary_cells_are_left_alone():
+    row = {"image": "variant_a/x.jpg", "group": "variant_a", "label": "happy",
+           "confidence": 0.9, "probs": {"happy": 0.9, "sad": 0.1}, "error": None}
+    assert csv_row(row, ["happy", "sad"])[:3] == ["variant_a/x.jpg", "variant_a", "happy"]

@@ -45,13 +45,23 @@ def csv_header(classes: list[str]) -> list[str]:
     return ["image", "group", "label", "confidence", *[f"p_{c}" for c in classes], "error"]
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so
+
+
+def text_cell(value: str) -> str:
+    """A text cell a spreadsheet shows as text: one that would start a formula gets a leading
+    apostrophe (OWASP's CSV injection rule); results.jsonl keeps every value verbatim."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def csv_row(row: dict, classes: list[str]) -> list:
     """One result row as CSV cells."""
     probs = row.get("probs") or {}
     conf = row.get("confidence")
-    return [row["image"], row["group"], row.get("label") or "",
+    return [text_cell(row["image"]), text_cell(row["group"]), text_cell(row.get("label") or ""),
             "" if conf is None else f"{conf:.6f}",
-            *["" if c not in probs else f"{probs[c]:.6f}" for c in classes], row.get("error") or ""]
+            *["" if c not in probs else f"{probs[c]:.6f}" for c in classes],
+            text_cell(row.get("error") or "")]
 
 
 class Summary:
