@@ -146,7 +146,7 @@ def submit_train(body: dict) -> dict:
 def retry(job_id: str):
     """Score again only the images that failed in a finished scoring job, as a new job."""
     s = services()
-    body = check_fields(json_body(request), {"model": str}, ()) if request.data else {}
+    body = check_fields(json_body(request, allow_empty=True), {"model": str}, ())
     old = visible(s.jobs.get(job_id))
     if old["type"] != "classify" or old["status"] != JobStatus.SUCCEEDED.value:
         raise Conflict(f"job {job_id} is not a finished scoring job with results "

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import json
+
 from flask import Request
 
-from facesense.errors import BadRequest
+from api.services import services
+from facesense.errors import BadRequest, PayloadTooLarge
 
 CLASSIFY_FIELDS = {"type": str, "source": str, "urls": list, "model": str, "callback_url": str}
 TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "callback_url": str}
 UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str}
 
 
-def json_body(request: Request) -> dict:
-    """The request's JSON object, or a 400 saying why not."""
-    data = request.get_json(silent=True)
-    if data is None:
-        raise BadRequest("the body is not valid JSON")
+def json_body(request: Request, allow_empty: bool = False) -> dict:
+    """The request's JSON object, or a 400 saying why not; a body over FACESENSE_MAX_JSON_BYTES
+    is a 413 before any of it is parsed (uploads have their own, larger limit)."""
+    limit = services().settings.max_json_bytes
+    if (request.content_length or 0) > limit:
+        raise PayloadTooLarge(f"a JSON body may hold at most {limit} bytes (FACESENSE_MAX_JSON_BYTES)")
+    raw = request.stream.read(limit + 1)  # a body without a length is cut off here too
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"a JSON body may hold at most {limit} bytes (FACESENSE_MAX_JSON_BYTES)")
+    if not raw.strip() and allow_empty:
+        return {}
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
+        raise BadRequest("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data

@@ -48,6 +48,23 @@ def test_unusable_sources_are_422(client, base_dir):
         client.post("/v1/jobs", json={"type": "classify", "source": "ftp://x/y"}), 422)["message"]
 
 
+def test_deeply_nested_json_is_a_400_not_a_500(client):
+    body = '{"type":"classify","x":' + "[" * 100_000 + "]" * 100_000 + "}"
+    resp = client.post("/v1/jobs", data=body, content_type="application/json")
+    assert error_of(resp, 400)["message"] == "the body is not valid JSON"
+
+
+def test_a_json_body_over_its_limit_is_a_413_before_parsing(settings, model_version):
+    from api import create_app
+
+    small = create_app(settings.replace(max_json_bytes=1000)).test_client()
+    big = '{"type": "classify", "urls": [' + ",".join(['"http://x/a.jpg"'] * 200) + "]}"
+    resp = small.post("/v1/jobs", data=big, content_type="application/json")
+    assert "FACESENSE_MAX_JSON_BYTES" in error_of(resp, 413)["message"]
+    assert error_of(small.post("/v1/models/v1/promote", data=big,
+                               content_type="application/json"), 413)
+
+
 @pytest.fixture
 def local_client(settings, tmp_path):
     """The API on a local-folder store (as `facesense up` runs it): file names have limits."""
