@@ -10,7 +10,7 @@ from werkzeug.exceptions import Forbidden
 
 from api.errors import error_response
 from facesense.errors import JobNotFound
-from facesense.keys import ANONYMOUS, OPEN, Caller, Keyring
+from facesense.keys import ANONYMOUS, KEY_PREFIX, OPEN, Caller, Keyring
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,10 @@ def install(app: Flask, keyring: Keyring) -> None:
 
     @app.before_request
     def authenticate():
+        if key_in_url():  # a URL ends up in access logs, proxies and browser history
+            return unauthorized("an API key never goes in the URL: send it in the header "
+                                "'Authorization: Bearer <key>' (and consider that one "
+                                "leaked)", ', error="invalid_request"')
         g.caller = ANONYMOUS if keyring.enabled else OPEN
         if not keyring.enabled or is_public(app):
             return None  # a public view runs as ANONYMOUS: it sees no job
@@ -44,6 +48,15 @@ def install(app: Flask, keyring: Keyring) -> None:
             return unauthorized("the API key is not valid", ', error="invalid_token"')
         g.caller = caller
         return None
+
+
+URL_KEY_NAMES = {"api_key", "apikey", "key", "token", "access_token"}
+
+
+def key_in_url() -> bool:
+    """True if the query string carries something that is, or is named like, an API key."""
+    return any(name.lower() in URL_KEY_NAMES or value.startswith(KEY_PREFIX)
+               for name, value in request.args.items(multi=True))
 
 
 def is_public(app: Flask) -> bool:

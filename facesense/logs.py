@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import re
 import time
 from contextvars import ContextVar
 
@@ -66,11 +67,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)  # json escapes newlines: one line per record
 
 
+SECRET = re.compile(r"fsk_[A-Za-z0-9_\-]+")  # an API key (facesense.keys.KEY_PREFIX)
+
+
+class RedactKeys(logging.Filter):
+    """Blanks anything shaped like an API key in a line (an access log line with a key in its
+    URL, a key pasted into an error): logs never carry keys."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if SECRET.search(message):
+            record.msg, record.args = SECRET.sub("fsk_[redacted]", message), None
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """One format everywhere: FACESENSE_LOG_FORMAT text (default) or json."""
     if fmt not in FORMATS:
         raise ConfigError(f"FACESENSE_LOG_FORMAT={fmt!r}: use text or json")
     logging.basicConfig(level=level.upper(), format=TEXT_FORMAT)
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactKeys) for f in handler.filters):
+            handler.addFilter(RedactKeys())
     if fmt == "json":
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())

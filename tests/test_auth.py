@@ -82,6 +82,32 @@ def test_no_key_or_a_wrong_key_is_401_json_with_a_challenge(api):
     assert api.get("/v1/models", headers=bearer(BOB)).status_code == 200
 
 
+@pytest.mark.parametrize("query", [f"api_key={ALICE}", f"limit=5&x={ALICE}", "token=abc",
+                                   "access_token=abc"])
+def test_a_key_in_the_url_is_refused_even_with_a_good_header(api, query):
+    resp = api.get(f"/v1/jobs?{query}", headers=bearer(ALICE))
+    assert resp.status_code == 401 and "Authorization: Bearer" in resp.get_json()["error"][
+        "message"]
+    assert api.get("/v1/jobs?limit=5", headers=bearer(ALICE)).status_code == 200
+
+
+def test_access_log_lines_never_carry_a_key():
+    from facesense.logs import RedactKeys
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(RedactKeys())
+    access = logging.getLogger("werkzeug")
+    access.addHandler(handler)
+    try:  # what werkzeug logs for a request with a key in its URL
+        access.warning('%s - - "%s" %s -', "127.0.0.1", f"GET /v1/jobs?api_key={ALICE} HTTP/1.1",
+                       401)
+    finally:
+        access.removeHandler(handler)
+    line = out.getvalue()
+    assert ALICE not in line and "api_key=fsk_[redacted]" in line and "401" in line
+
+
 def test_health_and_the_openapi_document_stay_open(api):
     assert api.get("/healthz").status_code == 200
     assert api.get("/openapi.json").status_code == 200
