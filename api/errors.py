@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import redis
-from flask import Flask, jsonify
+from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from facesense import errors as fe
@@ -17,6 +18,13 @@ STATUS = [
     (fe.BadRequest, 400), (fe.NotFound, 404), (fe.Conflict, 409), (fe.PayloadTooLarge, 413),
     (fe.SourceError, 422), (fe.ModelError, 422), (fe.TransientError, 503), (fe.ConfigError, 500),
 ]
+
+
+# The dashboard's own files only; thumbnails arrive as blob: URLs; progress bars and heat cells
+# set inline style attributes (style, not script: no inline script runs).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
 
 
 def error_response(status: int, code: str, message: str):
@@ -44,6 +52,20 @@ def register(app: Flask) -> None:
             if name.lower() != "content-type":
                 response.headers[name] = value
         return response, status
+
+    @app.after_request
+    def safe_headers(response):
+        """Nothing sniffed or framed; the dashboard's page runs only its own scripts; an
+        automatic OPTIONS answer is JSON like every other answer."""
+        if request.method == "OPTIONS" and response.status_code == 200 and not response.is_json:
+            allow = sorted(response.allow)
+            response.set_data(json.dumps({"allow": allow}))
+            response.mimetype = "application/json"
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
 
     @app.errorhandler(redis.ConnectionError)
     @app.errorhandler(redis.TimeoutError)

@@ -204,3 +204,19 @@ def test_retry_rescores_only_the_failed_images(client, worker, base_dir, unique)
         "type": "classify", "source": str(folder / "variant_b")}).get_json()["id"])
     assert error_of(client.post(f"/v1/jobs/{clean['id']}/retry"), 409)
     assert error_of(client.post("/v1/jobs/0123456789ab/retry"), 404)
+
+
+def test_every_answer_refuses_sniffing_and_framing_and_the_page_has_a_csp(client):
+    page = client.get("/")  # the dashboard
+    assert page.status_code == 200 and page.mimetype == "text/html"
+    csp = page.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    for resp in (page, client.get("/v1/models"), client.get("/v1/jobs/0123456789ab")):
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["X-Frame-Options"] == "DENY"
+
+
+def test_options_answers_json_with_the_allowed_methods(client):
+    resp = client.open("/v1/jobs", method="OPTIONS")
+    assert resp.status_code == 200 and resp.mimetype == "application/json"
+    assert {"GET", "POST"} <= set(resp.get_json()["allow"])

@@ -41,6 +41,15 @@ UPDATE_DOCS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 EPOCHS, FACES, SIDE, BATCH = (12, 120, 112, 32) if UPDATE_DOCS else (2, 8, 64, 12)
 
 
+def wait_for_js(page, expression: str, timeout: float = 60) -> None:
+    """Poll a page state from the test side (Playwright's wait_for_function evaluates strings
+    inside the page, which the dashboard's Content-Security-Policy rightly forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def server(settings, model_version):
     """The real Flask app, on the tests' Redis and S3 store, as the worker sees them."""
@@ -125,8 +134,8 @@ def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, wo
     assert (bar.get_attribute("data-done"), bar.get_attribute("data-total")) == ("13", "13")
 
     # one card per image, each scored card with its thumbnail, labels as the API has them
-    page.wait_for_function("document.querySelectorAll('#gallery figure').length === 13")
-    page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+    wait_for_js(page, "document.querySelectorAll('#gallery figure').length === 13")
+    wait_for_js(page, "[...document.querySelectorAll('#gallery img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
     rows = client.get(f"/v1/jobs/{job_id}/results?limit=100").get_json()["rows"]
     shown = cards(page)
@@ -179,7 +188,7 @@ def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, wo
 
     page.select_option("#filter-group", "*")
     page.wait_for_selector("#gallery-range[data-group='*'][data-shown='13']", state="attached")
-    page.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+    wait_for_js(page, "[...document.querySelectorAll('#gallery img')]"
                            ".every(i => i.complete && i.naturalWidth > 0)")
     screenshot(page, artifacts, "scoring-job.png")
 
@@ -296,7 +305,7 @@ def test_a_pasted_api_key_is_sent_with_every_call(browser, settings, model_versi
         assert tab.evaluate("localStorage.getItem('facesense.apiKey')") == key
         # a thumbnail can't carry the header as an <img src>: it is fetched with it, as a blob
         tab.goto(f"{url}/#/jobs/{job_id}")
-        tab.wait_for_function("[...document.querySelectorAll('#gallery img')]"
+        wait_for_js(tab, "[...document.querySelectorAll('#gallery img')]"
                               ".some(i => i.src.startsWith('blob:') && i.naturalWidth === 96)")
     context.close()
 
