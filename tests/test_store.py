@@ -313,3 +313,22 @@ def test_local_failed_overwrite_keeps_the_old_object(tmp_path):
         store.put_stream("a/x.jpg", FailingStream())
     assert store.get("a/x.jpg") == b"old"
     assert all_files(tmp_path) == [tmp_path / "a" / "x.jpg"]
+
+
+def test_s3_without_credentials_is_a_permanent_source_error(s3_endpoint, tmp_path):
+    import subprocess
+    import sys
+
+    # A fresh process: boto3 caches the credentials it found in the one running the tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+               AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_EC2_METADATA_DISABLED="true")
+    code = ("from facesense.errors import SourceError, TransientError\n"
+            "from facesense.storage import S3Store\n"
+            f"store = S3Store({BUCKET!r}, 'nocreds', endpoint_url={s3_endpoint!r})\n"
+            "try:\n    store.get('a.jpg')\n"
+            "except SourceError as e:\n"
+            "    print('permanent' if not isinstance(e, TransientError) else 'transient', e)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.startswith("permanent") and "no S3 credentials" in out.stdout, out

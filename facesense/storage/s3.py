@@ -131,6 +131,9 @@ class _s3_errors:
                         "SignatureDoesNotMatch", "403"):
                 raise SourceError(f"{self.uri}: {code}") from None
             raise TransientError(f"{self.uri}: S3 error {code}") from exc
+        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+            # no retry can find credentials that are not configured: fail now, saying so
+            raise SourceError(f"{self.uri}: no S3 credentials are configured ({exc})") from None
         if isinstance(exc, bx.BotoCoreError):
             raise TransientError(f"{self.uri}: {exc}") from exc
         return False
