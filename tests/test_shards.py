@@ -353,3 +353,24 @@ def test_the_watchdog_requeues_a_lost_shard_while_its_plan_still_lists(ctx, sent
     assert (job_id, leases.shard(1)) in Watchdog(ctx, stall_s=3600).sweep()
     assert [a for n, a in sent if a[0] == job_id] == [[job_id, 1]]
     ctx.jobs.set_status(job_id, JobStatus.CANCELLED)  # not left active for later sweeps
+
+
+def test_a_step_waiting_to_retry_is_not_requeued_by_the_watchdog(ctx, sent, base_dir,
+                                                                 model_version, unique):
+    from worker.jobs import hold_for_retry
+    from worker.watchdog import Watchdog
+
+    # Given a running job whose plan met a transient error and waits out its retry countdown
+    job_id = job_on_folder(ctx, base_dir, model_version, f"retrywait-{unique}", 5)
+    other = job_on_folder(ctx, base_dir, model_version, f"vanished-{unique}", 5)
+    for job in (job_id, other):
+        ctx.jobs.set_status(job, JobStatus.RUNNING)
+    hold_for_retry(ctx, job_id, leases.PLAN, countdown=30)
+    sent.clear()
+    # When the watchdog sweeps, Then it leaves the waiting plan alone (no second retry chain),
+    # while a plan that really vanished (no lease, no retry) is queued again
+    requeued = Watchdog(ctx, stall_s=3600).sweep()
+    assert (job_id, leases.PLAN) not in requeued and (other, leases.PLAN) in requeued
+    assert [a for n, a in sent] == [[other]]
+    for job in (job_id, other):
+        ctx.jobs.set_status(job, JobStatus.CANCELLED)  # not left active for later sweeps

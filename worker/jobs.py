@@ -1,4 +1,4 @@
-"""What every job type shares in the worker: ending a job that cannot go on."""
+"""What every job type shares in the worker: waiting to retry, and ending a job that cannot go on."""
 
 from __future__ import annotations
 
@@ -9,6 +9,15 @@ from facesense.state.status import JobStatus
 from worker.context import Context
 
 log = logging.getLogger(__name__)
+
+
+def hold_for_retry(ctx: Context, job_id: str, lease: str, countdown: float) -> None:
+    """A step about to wait out a retry countdown holds no lease: mark its work as requeued
+    for that long (and one lease more), so the watchdog does not queue a second copy."""
+    try:
+        ctx.leases.mark_requeued(job_id, lease, int(countdown) + ctx.settings.lease_ttl_s)
+    except Exception as e:  # Redis away: the retry still happens; a duplicate costs only time
+        log.warning("job %s: could not mark %s as waiting to retry: %s", job_id, lease, e)
 
 
 def fail_job(ctx: Context, job_id: str, reason: str) -> None:

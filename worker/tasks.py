@@ -13,11 +13,12 @@ from facesense.errors import FacesenseError, TransientError
 from facesense.logs import bind_job, unbind_job
 from facesense.outputs.webhooks import DELIVER, backoff, deliver
 from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
+from facesense.state import leases
 from facesense.state.leases import LeaseBusy
 from worker import classify, metrics, training, watchdog
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
-from worker.jobs import fail_job
+from worker.jobs import fail_job, hold_for_retry
 
 log = logging.getLogger(__name__)
 TRANSIENT = (TransientError, redis.ConnectionError, redis.TimeoutError)  # worth a retry
@@ -57,18 +58,24 @@ def unbind_log_context(**_):
     unbind_job()
 
 
-def run_job_step(task: Task, job_id: str, step, *args):
-    """Run one step; transient errors retry with backoff, anything else fails the job clearly."""
+def run_job_step(task: Task, job_id: str, lease: str, step, *args):
+    """Run one step; transient errors retry with backoff, anything else fails the job clearly.
+
+    lease names the step's lease: while the step waits out a retry countdown it holds none, so
+    it is marked as requeued for that long, and the watchdog does not queue a second copy.
+    """
     try:
         ctx = context()
         return step(ctx, job_id, *args)
     except LeaseBusy:
         # A live worker holds the job: check again once its lease could have lapsed.
+        hold_for_retry(context(), job_id, lease, settings.lease_ttl_s)
         raise task.retry(countdown=settings.lease_ttl_s) from None
     except TRANSIENT as e:
         if task.request.retries < settings.task_max_retries:
             delay = min(60, 2 ** task.request.retries)
             log.warning("job %s: %s; retry in %ss", job_id, e, delay)
+            hold_for_retry(context(), job_id, lease, delay)
             raise task.retry(exc=e, countdown=delay, max_retries=None) from None
         fail_job(context(), job_id, f"gave up after {task.request.retries} retries: {e}")
     except FacesenseError as e:
@@ -82,25 +89,25 @@ def run_job_step(task: Task, job_id: str, step, *args):
 @app.task(name=PLAN_CLASSIFY, bind=True, max_retries=None)
 def plan_classify(self, job_id: str):
     """List a scoring job's source and queue its shards."""
-    run_job_step(self, job_id, classify.plan)
+    run_job_step(self, job_id, leases.PLAN, classify.plan)
 
 
 @app.task(name=CLASSIFY_SHARD, bind=True, max_retries=None)
 def classify_shard(self, job_id: str, index: int):
     """Score one shard of a job."""
-    run_job_step(self, job_id, classify.run_shard, index)
+    run_job_step(self, job_id, leases.shard(index), classify.run_shard, index)
 
 
 @app.task(name=FINALIZE_CLASSIFY, bind=True, max_retries=None)
 def finalize_classify(self, job_id: str):
     """Merge a job's shard outputs and mark it succeeded."""
-    run_job_step(self, job_id, classify.finalize)
+    run_job_step(self, job_id, leases.FINALIZE, classify.finalize)
 
 
 @app.task(name=TRAIN, bind=True, max_retries=None)
 def train(self, job_id: str):
     """Train a model version from a labelled folder (resumes from its last checkpoint)."""
-    run_job_step(self, job_id, training.run_training)
+    run_job_step(self, job_id, leases.TRAINING, training.run_training)
 
 
 @app.task(name=DELIVER, bind=True, max_retries=None)
