@@ -99,8 +99,10 @@ def test_upload_submission_keeps_sub_folders_as_groups(stack):
 
 
 def test_errors_are_clear_and_exit_non_zero(stack):
-    missing = facesense("submit", "/definitely/not/here", env=stack["env"], check=False)
+    missing = facesense("submit", str(stack["data"] / "not-here"), env=stack["env"], check=False)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+    outside = facesense("submit", "/definitely/not/here", env=stack["env"], check=False)
+    assert outside.returncode == 1 and "outside the allowed roots" in outside.stderr
     unknown = facesense("status", "0123abcd", env=stack["env"], check=False)
     assert unknown.returncode == 1 and "no job" in unknown.stderr
     down = facesense("--api", "http://127.0.0.1:9", "jobs", env=stack["env"], check=False)
