@@ -2,53 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
+# The guards (formats, pixel limit, PNG bombs) live in the core, shared with the API's
+# on-demand thumbnails; they are re-exported here for the worker and the trainer.
+from facesense.imaging import FORMATS, ImageRejected, open_image  # noqa: F401
 from facesense.registry import DEFAULT_PREPROCESS, resize_for
-
-# We enforce our own pixel limit (a setting) before decoding, so Pillow's global one is off.
-# Pillow's ImageFile.LOAD_TRUNCATED_IMAGES must stay False: a cut-off file is an error row,
-# never a silently grey-padded image (tests/test_hostile.py checks it).
-Image.MAX_IMAGE_PIXELS = None
-
-# Formats we decode, by content (never by file name): a PostScript, PSD or ICO file named .jpg
-# is "not an image" rather than handed to a rarely exercised (or external: EPS) decoder.
-# (Multi-picture JPEGs, MPO, open through the JPEG plugin.)
-FORMATS = ("JPEG", "PNG", "GIF", "TIFF", "WEBP", "BMP")
-Image.init()  # register every plugin now: Image.open(formats=...) only tries loaded ones
-
-# Deflate packs at most 1032 bytes into one, so a PNG declaring more raw pixel data than that
-# times its file size cannot hold its pixels: refused before Pillow allocates the image.
-DEFLATE_MAX_RATIO = 1032
-PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> samples per pixel
-
-
-class ImageRejected(ValueError):
-    """An image that can't or mustn't be decoded; the message becomes the row's error."""
-
-
-def open_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """Open (read the header, decode nothing) an image, refusing what must not be decoded."""
-    if not data:
-        raise ImageRejected("empty file")
-    try:
-        img = Image.open(io.BytesIO(data), formats=FORMATS)
-    except UnidentifiedImageError:
-        raise ImageRejected("not an image") from None
-    except Exception as e:  # a known format with a malformed header
-        raise ImageRejected(f"corrupt image header ({type(e).__name__})") from None
-    w, h = img.size
-    if w * h > max_pixels:
-        raise ImageRejected(f"too many pixels: {w * h} > {max_pixels}")
-    if img.format == "PNG" and _png_raw_bytes(data) > DEFLATE_MAX_RATIO * len(data):
-        raise ImageRejected("truncated image")
-    return img
 
 
 def plain_jpeg(img: Image.Image, data: bytes) -> bool:
@@ -56,15 +20,6 @@ def plain_jpeg(img: Image.Image, data: bytes) -> bool:
     to_rgb's polarity fix; a file cut before its end marker must fail, not be grey-padded)."""
     return (img.format == "JPEG" and img.mode in ("RGB", "L")
             and data.rstrip(b"\0").endswith(b"\xff\xd9"))
-
-
-def _png_raw_bytes(data: bytes) -> int:
-    """The uncompressed pixel bytes a PNG's IHDR declares (0 if it can't be read)."""
-    if data[12:16] != b"IHDR" or len(data) < 26:
-        return 0
-    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    depth, channels = data[24], PNG_CHANNELS.get(data[25], 1)
-    return h * (1 + (w * channels * depth + 7) // 8)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

@@ -23,11 +23,12 @@ LAYERS = {
 TORCH_FREE = {"facesense", "api"}
 
 # Inside the core: the base modules, then sub-packages, each naming what it may import.
-BASE = {"facesense.errors", "facesense.settings", "facesense.logs"}
+BASE = {"facesense.errors", "facesense.settings", "facesense.logs", "facesense.imaging"}
 CORE = {
     "facesense.errors": set(),
     "facesense.settings": {"facesense.errors"},
     "facesense.logs": {"facesense.errors"},
+    "facesense.imaging": set(),  # image-safety guards: Pillow only
     "facesense.storage": {"facesense.errors"},
     "facesense.state": BASE | {"facesense.storage"},
     "facesense.inputs": BASE | {"facesense.storage"},
