@@ -362,7 +362,8 @@ def test_folder_names_needing_url_escapes_round_trip(base_dir, unique):
     settings = Settings(allowed_roots=(str(base_dir),))
     url = normalize_source(str(folder), settings)
     assert "%20" in url
-    assert list(open_source(url, settings, LocalStore(base_dir)).list()) == ["v1/a.jpg"]
+    main = LocalStore(base_dir / f"store-{unique}")  # beside the folder: a store never holds it
+    assert list(open_source(url, settings, main).list()) == ["v1/a.jpg"]
 
 
 # --- model artifacts ------------------------------------------------------------------

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 
 import pytest
 
-from facesense.errors import BadRequest, PayloadTooLarge, SourceError
+from facesense.errors import BadRequest, ObjectNotFound, PayloadTooLarge, SourceError
 from facesense.inputs.sources import (
     group_of,
     is_image_key,
@@ -187,11 +188,12 @@ def test_empty_or_non_string_source_is_a_bad_request(source, settings):
         normalize_source(source, settings)
 
 
-def test_open_source_rechecks_local_folders_against_the_roots(root, outside, settings):
-    store = open_source((root / "ads").resolve().as_uri(), settings, LocalStore(root))
+def test_open_source_rechecks_local_folders_against_the_roots(root, outside, settings, tmp_path):
+    main = LocalStore(tmp_path / "store")
+    store = open_source((root / "ads").resolve().as_uri(), settings, main)
     assert list(store.list()) == ["v1/a.jpg"]
     with pytest.raises(SourceError):
-        open_source(outside.as_uri(), settings, LocalStore(root))
+        open_source(outside.as_uri(), settings, main)
 
 
 def test_open_source_of_an_upload_is_the_main_stores_child(tmp_path, settings):
@@ -322,3 +324,96 @@ def test_a_bad_name_late_in_an_upload_writes_nothing(tmp_path):
     with pytest.raises(BadRequest):
         save_uploads(files, target, Settings())
     assert list(target.list()) == []
+
+
+# --- links swapped while a job runs, links into the store (hardening issue, items 1 and 2) --
+
+
+def hook_after_check(monkeypatch, swap) -> None:
+    """Run swap() once, right after the first roots check: the moment an attacker who
+    repoints links in a loop would need to hit, made deterministic."""
+    import facesense.inputs.sources as sources
+
+    check, done = sources.inside_roots, []
+
+    def checked_then_swapped(real, roots):
+        ok = check(real, roots)
+        if not done:
+            done.append(swap())
+        return ok
+
+    monkeypatch.setattr(sources, "inside_roots", checked_then_swapped)
+
+
+def local_source(folder, settings, store_root):
+    return open_source(normalize_source(str(folder), settings), settings, LocalStore(store_root))
+
+
+def test_a_link_repointed_outside_after_its_check_is_not_followed(root, outside, settings,
+                                                                  tmp_path, monkeypatch):
+    # Given a link inside the roots to an image inside them
+    link = root / "ads" / "v1" / "b.jpg"
+    link.symlink_to(root / "ads" / "v1" / "a.jpg")
+    source = local_source(root / "ads", settings, tmp_path / "store")
+
+    def repoint():
+        link.unlink()
+        link.symlink_to(outside / "secret.jpg")
+
+    # When the link is repointed outside between the check and the open
+    hook_after_check(monkeypatch, repoint)
+    try:
+        data = source.get("v1/b.jpg")
+    except ObjectNotFound:
+        data = None
+    # Then the outside file is never read (the checked file is)
+    assert data == b"a"
+
+
+def test_a_folder_swapped_for_a_link_after_the_check_is_an_error(root, outside, settings,
+                                                                tmp_path, monkeypatch):
+    (outside / "v1").mkdir()
+    (outside / "v1" / "a.jpg").write_bytes(b"outside")
+    source = local_source(root / "ads", settings, tmp_path / "store")
+
+    def swap_folder():
+        (root / "ads" / "v1").rename(root / "ads" / "v1-old")
+        (root / "ads" / "v1").symlink_to(outside / "v1", target_is_directory=True)
+
+    hook_after_check(monkeypatch, swap_folder)
+    with pytest.raises(ObjectNotFound, match="changed while being opened"):
+        source.get("v1/a.jpg")
+
+
+def test_a_fifo_named_like_an_image_is_refused_not_waited_on(root, settings, tmp_path):
+    os.mkfifo(root / "ads" / "v1" / "pipe.jpg")
+    source = local_source(root / "ads", settings, tmp_path / "store")
+    with pytest.raises(ObjectNotFound):
+        source.get("v1/pipe.jpg")
+
+
+def test_a_link_into_the_store_is_not_an_input_even_inside_the_roots(tmp_path):
+    # Given the store inside the allowed root (the default: ./var/store under the cwd), Alice's
+    # upload in it, and Bob's folder holding a link to her image
+    base = tmp_path / "cwd"
+    store = LocalStore(base / "var" / "store")
+    store.put("jobs/alice/inputs/secret/face.jpg", b"alice's face")
+    bob = base / "bobdir" / "g"
+    bob.mkdir(parents=True)
+    (bob / "own.jpg").write_bytes(b"bob")
+    (bob / "stolen.jpg").symlink_to(base / "var/store/jobs/alice/inputs/secret/face.jpg")
+    settings = Settings(allowed_roots=(str(base),), store=str(base / "var" / "store"))
+    # When Bob scores his folder
+    source = local_source(base / "bobdir", settings, base / "var" / "store")
+    # Then Alice's image is neither listed nor read, whatever the key
+    assert list(source.list()) == ["g/own.jpg"]
+    assert not source.exists("g/stolen.jpg")
+    with pytest.raises(ObjectNotFound):
+        source.get("g/stolen.jpg")
+    with pytest.raises(ObjectNotFound):
+        source.child("g").get("stolen.jpg")
+    # And a link repointed into the store after listing is refused too
+    (bob / "own.jpg").unlink()
+    (bob / "own.jpg").symlink_to(base / "var/store/jobs/alice/inputs/secret/face.jpg")
+    with pytest.raises(ObjectNotFound):
+        source.get("g/own.jpg")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -74,28 +77,47 @@ def file_url_path(url: str) -> str:
 
 class LocalSource(LocalStore):
     """A local source folder whose files are listed and read only if their real path (a file
-    may be a symlink) lies inside the allowed roots; others are not inputs at all."""
+    may be a symlink) lies inside the allowed roots and outside the main store (another job's
+    uploads, results and thumbnails); others are not inputs at all."""
 
-    def __init__(self, root: Path, roots: tuple[Path, ...]):
+    def __init__(self, root: Path, roots: tuple[Path, ...], store: Path | None = None):
         super().__init__(root)
-        self.roots = roots
+        self.roots, self.store = roots, store
 
-    def _inside(self, key: str) -> bool:
+    def _allowed(self, real: Path) -> bool:
+        return inside_roots(real, self.roots) and not (
+            self.store is not None and inside_roots(real, (self.store,)))
+
+    def _real(self, key: str) -> Path | None:
+        """The file's real path if it may be read, else None."""
         try:
-            return inside_roots(self._path(key).resolve(strict=True), self.roots)
+            real = self._path(key).resolve(strict=True)
         except (OSError, RuntimeError):
-            return False
+            return None
+        return real if self._allowed(real) else None
 
     def list(self, prefix: str = "") -> Iterator[str]:
-        """Keys under prefix whose files stay inside the allowed roots."""
-        return (key for key in super().list(prefix) if self._inside(key))
+        """Keys under prefix whose files stay inside the allowed roots and out of the store."""
+        return (key for key in super().list(prefix) if self._real(key))
+
+    def exists(self, key: str) -> bool:
+        """True if the object exists and may be read."""
+        return self._real(key) is not None and super().exists(key)
 
     def open(self, key: str, start: int = 0) -> BinaryIO:
-        """A streaming reader; a file that links out of the roots is not there (checked again
-        here, as a link may change between listing and reading)."""
-        if not self._inside(key):
+        """A streaming reader of the checked real path, opened without following any link: a
+        link swapped after the check (the name, or a folder on the way) can't lead elsewhere."""
+        real = self._real(key)
+        if real is None:
             raise ObjectNotFound(f"no object {key!r} inside the allowed roots")
-        return super().open(key, start)
+        try:
+            f = os.fdopen(open_real(real), "rb")
+        except OSError:  # ELOOP / ENOTDIR: a component became a link since it was checked
+            raise ObjectNotFound(f"no object {key!r} inside the allowed roots "
+                                 "(it changed while being opened)") from None
+        if start:
+            f.seek(start)
+        return f
 
     def get(self, key: str) -> bytes:
         """Whole object as bytes, under the same rule as open."""
@@ -103,8 +125,36 @@ class LocalSource(LocalStore):
             return f.read()
 
     def child(self, prefix: str) -> LocalSource:
-        """A sub-folder, under the same roots."""
-        return LocalSource(self._path(prefix), self.roots)
+        """A sub-folder, under the same roots and store."""
+        return LocalSource(self._path(prefix), self.roots, self.store)
+
+
+# O_PATH walks folders the server may cross but not list (0711 homes); O_NONBLOCK: a FIFO
+# named face.jpg must not hang a worker's open (it is then refused as not a regular file).
+_WALK = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_NOFOLLOW
+_LEAF = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+
+
+def open_real(real: Path) -> int:
+    """A descriptor of the regular file at a real (link-free, absolute) path, opened one
+    component at a time from '/' with O_NOFOLLOW: nothing on the way can be a link."""
+    fd = os.open("/", _WALK)
+    try:
+        for part in real.parts[1:-1]:
+            parent, fd = fd, -1
+            try:
+                fd = os.open(part, _WALK, dir_fd=parent)
+            finally:
+                os.close(parent)
+        leaf = os.open(real.name, _LEAF, dir_fd=fd)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    if not stat.S_ISREG(os.fstat(leaf).st_mode):
+        os.close(leaf)
+        raise OSError(errno.EINVAL, f"{real} is not a regular file")
+    os.set_blocking(leaf, True)
+    return leaf
 
 
 def normalize_source(source: str, settings: Settings) -> str:
@@ -154,6 +204,7 @@ def open_source(url: str, settings: Settings, store: Store) -> Store:
         return UrlSource(store, url[len(URLS_SCHEME):], settings)
     if url.startswith(UPLOAD_SCHEME):
         return store.child(url[len(UPLOAD_SCHEME):])
-    if url.startswith("file://"):
-        return LocalSource(resolve_local(file_url_path(url), settings), settings.roots)
+    if url.startswith("file://"):  # a local main store is never read through a link into it
+        own = store.root if isinstance(store, LocalStore) else None
+        return LocalSource(resolve_local(file_url_path(url), settings), settings.roots, own)
     return open_store(url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
