@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
-from flask import Blueprint, Response, jsonify, request, send_from_directory
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
 from api.auth import public, visible
 from api.schemas import int_arg
 from api.services import services
 from facesense.errors import Conflict, NotFound, ObjectNotFound
+from facesense.outputs.gallery import GalleryThumbs
 from facesense.outputs.pages import ERRORS, read_rows
-from facesense.outputs.thumbnails import thumb_name
 from facesense.registry import check_name
 from facesense.storage import layout
 
 bp = Blueprint("dashboard", __name__)
 STATIC = Path(__file__).resolve().parent / "static"
+THUMBS = "facesense.thumbs"  # the app's GalleryThumbs (and its cache), in app.extensions
 
-THUMB_NAME = re.compile(r"^[0-9a-f]{24}\.jpg$")
+
+def thumbs() -> GalleryThumbs:
+    """The current app's thumbnail maker, built on first use (one cache per API process)."""
+    ext = current_app.extensions
+    if THUMBS not in ext:
+        s = services()
+        ext[THUMBS] = GalleryThumbs(s.settings, s.store)
+    return ext[THUMBS]
 
 
 @bp.get("/")
@@ -53,7 +60,7 @@ def gallery(job_id: str):
         # a group left out of the record's bounded summary: summary.json has them all
         summary = json.loads(s.store.get(layout.job_key(job_id, layout.SUMMARY)))
     total = _matching(summary, label, group)
-    rows = [_card(job_id, index, row)
+    rows = [_card(job_id, record, index, row)
             for index, row in read_rows(s.store, job_id, offset, limit, label, group)]
     end = offset + len(rows)
     return jsonify({"job_id": job_id, "total": total, "offset": offset, "limit": limit,
@@ -72,25 +79,23 @@ def _matching(summary: dict, label: str, group: str | None) -> int:
     return tally["images"]
 
 
-def _card(job_id: str, index: int, row: dict) -> dict:
-    thumb = None if row.get("error") else f"/ui/api/jobs/{job_id}/thumbs/{thumb_name(row['image'])}"
+def _card(job_id: str, record: dict, index: int, row: dict) -> dict:
+    # Named by row number: the thumbnail route reads the row to know the image, so a URL can
+    # name nothing but an image of this job's results.
+    thumb = f"/ui/api/jobs/{job_id}/thumbs/{index}" if thumbs().has_thumb(record, row) else None
     return {"index": index, "image": row["image"], "group": row["group"], "label": row["label"],
             "confidence": row["confidence"], "error": row.get("error"), "thumb": thumb}
 
 
-@bp.get("/ui/api/jobs/<job_id>/thumbs/<name>")
-def thumbnail(job_id: str, name: str):
-    """One thumbnail JPEG of a job's image; 404 for a name that is not one of this job's."""
-    s = services()
-    visible(s.jobs.get(job_id))  # unknown or not the caller's: 404, before the id names a key
-    if not THUMB_NAME.match(name):
-        raise NotFound(f"no thumbnail {name!r} in job {job_id}")
-    try:
-        data = s.store.get(layout.thumb_key(job_id, name))
-    except ObjectNotFound:
-        raise NotFound(f"no thumbnail {name!r} in job {job_id} (thumbnails may be off, or the "
-                       "image failed)") from None
-    # Immutable once written (a redelivered shard writes the same pixels): let browsers keep it.
+@bp.get("/ui/api/jobs/<job_id>/thumbs/<int:index>")
+def thumbnail(job_id: str, index: int):
+    """The thumbnail JPEG of row `index` of a finished job's results, made on demand from the
+    job's source; 404 for a row with none (failed, not in the sample, source gone)."""
+    record = visible(services().jobs.get(job_id))  # unknown or not the caller's: 404 first
+    if not record.get("results"):
+        raise NotFound(f"job {job_id} has no results yet (status: {record['status']})")
+    data = thumbs().get(job_id, record, index)
+    # A finished job's rows never change: browsers may keep it.
     return Response(data, mimetype="image/jpeg",
                     headers={"Cache-Control": "private, max-age=86400"})
 
@@ -112,7 +117,9 @@ def openapi_paths() -> dict:
     """This blueprint's routes for /openapi.json (api/openapi.py merges them into its paths)."""
     from api.openapi import obj, op, path_param, query_int
 
-    job_id, name, version = path_param("job_id"), path_param("name"), path_param("version")
+    job_id, version = path_param("job_id"), path_param("version")
+    index = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer",
+             "minimum": 0}, "description": "the row's `index` in the job's results"}
     nullable = {"type": ["string", "null"]}
     card = obj({"index": {"type": "integer"}, "image": {"type": "string"},
                 "group": {"type": "string"}, "label": nullable,
@@ -137,9 +144,10 @@ def openapi_paths() -> dict:
             (400, 404, 409, 503), params=(job_id, text, group,
                                           query_int("offset", 0, "matching rows to skip"),
                                           query_int("limit", 48, "clamped to 1..500")))},
-        "/ui/api/jobs/{job_id}/thumbs/{name}": {"get": op(
-            "One image's thumbnail (JPEG)", 200, {"type": "string"}, (400, 404, 503),
-            params=(job_id, name))},
+        "/ui/api/jobs/{job_id}/thumbs/{index}": {"get": op(
+            "One row's thumbnail (JPEG, 128 px), made on demand from the job's source and "
+            "cached in memory; a URL-list job has one for a 1-in-16 sample of its images", 200,
+            {"type": "string"}, (400, 404, 503), params=(job_id, index))},
         "/ui/api/models/{version}/history": {"get": op(
             "A trained version's per-epoch history", 200,
             obj({"version": {"type": "string"}, "history": {"type": "array",
@@ -148,7 +156,7 @@ def openapi_paths() -> dict:
     }
     # Not JSON: the page, the static files and the thumbnails say what they are.
     for path, media in (("/", "text/html"), ("/ui/static/{filename}", "*/*"),
-                        ("/ui/api/jobs/{job_id}/thumbs/{name}", "image/jpeg")):
+                        ("/ui/api/jobs/{job_id}/thumbs/{index}", "image/jpeg")):
         ok = paths[path]["get"]["responses"]["200"]
         ok["content"] = {media: {"schema": {"type": "string"}}}
     return paths

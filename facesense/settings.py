@@ -71,7 +71,8 @@ class Settings:
     worker_metrics_port: int = _setting(0, "Port each worker serves Prometheus metrics on; 0: none; `facesense up --workers N` gives worker i this port + i")
     job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
     summary_max_groups: int = _setting(50, "Most groups in the summary on a job's record and webhook (the largest by images; the rest add up under other_groups); summary.json keeps them all")
-    thumbnails: int = _setting(1, "1: workers write a 128 px JPEG thumbnail of each scored image for the dashboard's gallery; 0: none")
+    thumbnails: int = _setting(1, "1: the dashboard's gallery shows a 128 px JPEG thumbnail of each scored image, made by the API from the job's source on demand (a URL-list job: of a 1-in-16 sample its workers store); 0: none")
+    thumb_cache_bytes: int = _setting(32 << 20, "Bytes of gallery thumbnails each API process keeps in memory (least recently used dropped first)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides) -> Settings:

@@ -17,13 +17,14 @@ import requests
 from PIL import Image
 
 from api import create_app
+from facesense.outputs.gallery import ThumbCache
 from facesense.outputs.results import write_results
-from facesense.outputs.thumbnails import ThumbnailWriter, thumb_key
+from facesense.outputs.thumbnails import ThumbnailWriter, sampled, thumb_key, writer_for
 from facesense.registry import Registry
 from facesense.state.records import JobRecords
 from facesense.state.status import JobStatus, new_job_id
 from facesense.storage import store_from_settings
-from facesense.storage.layout import job_key
+from facesense.storage.layout import job_key, url_list
 from facesense.synthetic import draw_face, jpeg, make_dataset
 from facesense.trainparams import TrainParams
 from tests.imagegen import encode, make_image
@@ -120,7 +121,7 @@ def cards(page) -> list[dict]:
 
 
 def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, worker, campaign,
-                                                                 client, artifacts):
+                                                                 client, artifacts, settings):
     # Given the dashboard, when a folder is submitted through its form
     page.goto(server + "/")
     page.fill("#source", str(campaign))
@@ -148,6 +149,8 @@ def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, wo
             assert card["error"] == row["error"] and card["thumb"] is None
         else:
             assert max(card["thumb"], 1) <= 128 and card["thumb"] > 0
+    # made on demand from the folder: the store keeps no thumbnail files for the job
+    assert list(store_from_settings(settings).list(job_key(job_id, "thumbs/"))) == []
 
     # the share chart has one bar segment per group and label, sized as the summary says
     summary = client.get(f"/v1/jobs/{job_id}").get_json()["summary"]
@@ -289,10 +292,9 @@ def test_a_pasted_api_key_is_sent_with_every_call(browser, settings, model_versi
 
     key = new_key()
     keyed = create_app(settings.replace(admin_keys=f"dash{unique}:{hash_key(key)}"))
+    folder = image_folder(settings, f"keyed-{unique}", 2, (96, 64))
     rows = fake_rows(2)
-    job_id = finished_job(settings, rows)  # no owner: an admin key sees it
-    store_from_settings(settings).put(thumb_key(job_id, rows[1]["image"]), encode(
-        make_image(random.Random(2), (96, 64)), "JPEG"))
+    job_id = finished_job(settings, rows, source=folder.as_uri())  # no owner: an admin key sees it
     context = browser.new_context()
     with serving(keyed) as url:
         tab = context.new_page()
@@ -312,11 +314,13 @@ def test_a_pasted_api_key_is_sent_with_every_call(browser, settings, model_versi
 
 # ---- the JSON routes and the thumbnails, without a browser -----------------------------------
 
-def finished_job(settings, rows: list[dict]) -> str:
-    """A succeeded scoring job whose results are these rows (written as finalize would)."""
+def finished_job(settings, rows: list[dict], source: str = "tests", **fields) -> str:
+    """A succeeded scoring job whose results are these rows (written as finalize would); its
+    default source can't be read (like a URL list's)."""
     store = store_from_settings(settings)
     jobs = JobRecords(redis.Redis.from_url(settings.redis_url), store)
-    record = jobs.create("classify", source="tests", model_version="v", classes=["happy", "sad"])
+    record = jobs.create("classify", source=source, model_version="v", classes=["happy", "sad"],
+                         **fields)
     summary = write_results(store, record["id"], rows, ["happy", "sad"])
     jobs.update(record["id"], total=len(rows), done=len(rows))
     jobs.set_status(record["id"], JobStatus.SUCCEEDED, summary=summary,
@@ -353,29 +357,130 @@ def test_gallery_pages_stay_fast_at_10000_images(client, settings):
     assert elapsed < 2.0, f"the last page of 10,000 rows took {elapsed:.2f}s"
     first = client.get(f"/ui/api/jobs/{job_id}/gallery?limit=48").get_json()
     assert first["total"] == 10_000 and first["next_offset"] == 48
-    assert first["rows"][1]["thumb"].endswith(thumb_key(job_id, rows[1]["image"]).split("/")[-1])
+    # a source the API can't read again: only the workers' sample has pictures
+    assert [r["thumb"] for r in first["rows"]] == [
+        f"/ui/api/jobs/{job_id}/thumbs/{i}" if not r["error"] and sampled(r["image"]) else None
+        for i, r in enumerate(rows[:48])]
     errors = client.get(f"/ui/api/jobs/{job_id}/gallery?label=!errors&limit=500").get_json()
     assert errors["total"] == len([r for r in rows if r["error"]]) == len(errors["rows"])
     assert all(r["error"] and r["thumb"] is None for r in errors["rows"])
 
 
-def test_a_thumbnail_is_served_only_from_its_own_job(client, settings):
-    store = store_from_settings(settings)
-    rows = fake_rows(3)
-    job_a, job_b = finished_job(settings, rows), finished_job(settings, rows)
-    store.put(thumb_key(job_a, rows[1]["image"]), encode(make_image(random.Random(1), (64, 48)),
-                                                         "JPEG"))
+def image_folder(settings, name: str, n: int, size=(64, 48)) -> Path:
+    """n JPEGs named like fake_rows' images (variant_<i % 3>/<i>.jpg), under the allowed root."""
+    root = Path(settings.allowed_roots[0]) / name
+    rng = random.Random(len(name))
+    for i in range(n):
+        (root / f"variant_{i % 3}").mkdir(parents=True, exist_ok=True)
+        (root / f"variant_{i % 3}" / f"{i}.jpg").write_bytes(encode(make_image(rng, size), "JPEG"))
+    return root
+
+
+def test_a_thumbnail_is_made_from_its_own_jobs_source_and_row_only(client, settings, unique):
+    # Given two finished jobs on two folders (row 0 of each failed)
+    folder_a = image_folder(settings, f"thumbs-a-{unique}", 3, (200, 100))
+    folder_b = image_folder(settings, f"thumbs-b-{unique}", 3, (50, 80))
+    job_a = finished_job(settings, fake_rows(3), source=folder_a.as_uri())
+    job_b = finished_job(settings, fake_rows(3), source=folder_b.as_uri())
+    # When the gallery's URL for row 1 of job A is fetched, Then it is that image, shrunk
     url = client.get(f"/ui/api/jobs/{job_a}/gallery").get_json()["rows"][1]["thumb"]
+    assert url == f"/ui/api/jobs/{job_a}/thumbs/1"
     resp = client.get(url)
     assert resp.status_code == 200 and resp.mimetype == "image/jpeg"
-    assert Image.open(io.BytesIO(resp.data)).size == (64, 48)
-    for bad in (url.replace(job_a, job_b),                        # another job's prefix
-                f"/ui/api/jobs/{job_a}/thumbs/..%2Fjob.json",      # not a thumbnail name
-                f"/ui/api/jobs/{job_a}/thumbs/results.jsonl",
-                f"/ui/api/jobs/ffff{job_a[4:]}/thumbs/{url.rsplit('/', 1)[1]}"):  # no such job
+    assert Image.open(io.BytesIO(resp.data)).size == (128, 64)  # long side 128, aspect kept
+    assert Image.open(io.BytesIO(client.get(f"/ui/api/jobs/{job_b}/thumbs/1").data)).size == (
+        50, 80)  # job B's row 1 is job B's own image
+    # and nothing but a row of that job's results names an image
+    for bad in (f"/ui/api/jobs/{job_a}/thumbs/0",               # the failed image: no picture
+                f"/ui/api/jobs/{job_a}/thumbs/3",               # past the last row
+                f"/ui/api/jobs/{job_a}/thumbs/-1",
+                f"/ui/api/jobs/{job_a}/thumbs/..%2Fjob.json",   # not a row number
+                f"/ui/api/jobs/{job_a}/thumbs/{thumb_key(job_a, 'x').rsplit('/', 1)[1]}",
+                f"/ui/api/jobs/ffff{job_a[4:]}/thumbs/1"):      # no such job
         resp = client.get(bad)
         assert resp.status_code == 404 and resp.get_json()["error"]["code"], bad
     assert client.get(f"/ui/api/jobs/{job_a}/gallery?limit=x").status_code == 400
+
+
+def test_a_thumbnail_keeps_the_workers_guards_and_the_allowed_roots(client, settings, unique):
+    # Given a job whose row 1 is now a picture over the pixel limit, row 2 not an image at all
+    folder = image_folder(settings, f"thumbs-guard-{unique}", 3)
+    (folder / "variant_1" / "1.jpg").write_bytes(encode(make_image(random.Random(1),
+                                                                   (1000, 1000)), "JPEG"))
+    (folder / "variant_2" / "2.jpg").write_bytes(b"\x89PNG\r\n not an image")
+    small = create_app(settings.replace(max_image_pixels=500 * 500)).test_client()
+    job_id = finished_job(settings, fake_rows(3), source=folder.as_uri())
+    for index in (1, 2):  # Then no thumbnail, a 404 with the reason, and no 500
+        resp = small.get(f"/ui/api/jobs/{job_id}/thumbs/{index}")
+        assert resp.status_code == 404, resp.get_json()
+    assert "too many pixels" in small.get(f"/ui/api/jobs/{job_id}/thumbs/1").get_json()[
+        "error"]["message"]
+    # Given a job whose recorded source is outside the allowed roots (e.g. a root removed since)
+    outside = Path(tempfile.mkdtemp(prefix="facesense-outside-"))
+    try:
+        (outside / "variant_1").mkdir()
+        (outside / "variant_1" / "1.jpg").write_bytes(encode(make_image(random.Random(2),
+                                                                        (64, 48)), "JPEG"))
+        job_id = finished_job(settings, fake_rows(3), source=outside.as_uri())
+        # Then the API reads nothing there
+        assert client.get(f"/ui/api/jobs/{job_id}/thumbs/1").status_code == 404
+    finally:
+        shutil.rmtree(outside)
+
+
+def test_another_keys_job_has_no_thumbnails_for_it(settings, unique):
+    from facesense.keys import hash_key, new_key
+
+    mine, theirs = new_key(), new_key()
+    keyed = create_app(settings.replace(api_keys=f"me{unique}:{hash_key(mine)},"
+                                                 f"them{unique}:{hash_key(theirs)}")).test_client()
+    folder = image_folder(settings, f"thumbs-owner-{unique}", 2)
+    job_id = finished_job(settings, fake_rows(2), source=folder.as_uri(), owner=f"me{unique}")
+    url = f"/ui/api/jobs/{job_id}/thumbs/1"
+    assert keyed.get(url, headers={"Authorization": f"Bearer {mine}"}).status_code == 200
+    resp = keyed.get(url, headers={"Authorization": f"Bearer {theirs}"})
+    assert resp.status_code == 404 and resp.get_json()["error"]["code"] == "job_not_found"
+
+
+def test_thumbnails_stay_within_the_caches_byte_bound(settings, unique):
+    # Given an API whose thumbnail cache holds 20 KB, and a job of 60 images
+    app = create_app(settings.replace(thumb_cache_bytes=20_000))
+    folder = image_folder(settings, f"thumbs-cache-{unique}", 60, (300, 200))
+    job_id = finished_job(settings, fake_rows(60), source=folder.as_uri())
+    client = app.test_client()
+    # When every thumbnail is fetched, twice
+    sizes = [len(client.get(f"/ui/api/jobs/{job_id}/thumbs/{i}").data) for i in range(1, 60)] * 2
+    # Then they were all served, yet the cache never held more than its bound (and the store
+    # holds none of them)
+    cache = app.extensions["facesense.thumbs"].cache
+    assert min(sizes) > 1000 and 0 < cache.size <= 20_000 < sum(sizes) // 2
+    assert list(store_from_settings(settings).list(job_key(job_id, "thumbs/"))) == []
+
+
+def test_the_cache_drops_the_least_recently_used_first():
+    cache = ThumbCache(10)
+    cache.put(("j", 0), b"aaaa")
+    cache.put(("j", 1), b"bbbb")
+    assert cache.get(("j", 0)) == b"aaaa"  # now the most recent
+    cache.put(("j", 2), b"cccc")
+    assert (cache.get(("j", 1)), cache.get(("j", 0)), cache.size) == (None, b"aaaa", 8)
+    cache.put(("j", 3), b"x" * 11)  # bigger than the whole cache: not kept
+    assert cache.get(("j", 3)) is None and cache.size == 8
+
+
+def test_workers_store_thumbnails_only_for_a_url_lists_sample(settings):
+    store = store_from_settings(settings)
+    folder_job, url_job = new_job_id(), new_job_id()
+    store.put(url_list(url_job), b"[]")
+    assert writer_for(store, folder_job, 1) is None  # the API makes them from the source
+    assert writer_for(store, url_job, 0) is None  # thumbnails off
+    writer = writer_for(store, url_job, 1)
+    keys = [f"example.com/https://example.com/{i}.jpg" for i in range(64)]
+    for key in keys:
+        writer.add(key, Image.new("RGB", (300, 200), (90, 120, 200)))
+    writer.close()
+    kept = [k for k in keys if store.exists(thumb_key(url_job, k))]
+    assert kept == [k for k in keys if sampled(k)] and 0 < len(kept) <= 64 // 16 * 2
 
 
 def test_thumbnails_are_small_jpegs_and_a_failing_store_never_fails_a_row(settings):

@@ -389,7 +389,10 @@ async function loadGallery(job, state, grid, pager) {
   const cards = await Promise.all(page.rows.map(async (row) => h("figure", {
     class: `card-image${row.error ? " failed" : ""}`, "data-index": row.index,
     "data-label": row.label || "", "data-group": row.group},
-    row.thumb ? await thumbnailImage(row.thumb, row.image) : h("div", {class: "no-thumb"}, "✕"),
+    // No thumb: a failed image (✕), or a URL-list job's image outside its kept sample (…).
+    row.thumb ? await thumbnailImage(row.thumb, row.image)
+      : h("div", {class: "no-thumb", title: row.error ? "not scored" : "no preview kept"},
+          row.error ? "✕" : "…"),
     h("figcaption", {},
       h("span", {class: "name", title: row.image}, row.image),
       row.error ? h("span", {class: "reason"}, row.error)

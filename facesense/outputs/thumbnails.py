@@ -1,4 +1,5 @@
-"""Gallery thumbnails: small JPEGs of scored images under jobs/<id>/thumbs/, written in threads."""
+"""Gallery thumbnails: 128 px JPEGs, made from image bytes on demand (the API) or, for jobs
+whose source can't be read again (URL lists), written for a sample by the workers."""
 
 from __future__ import annotations
 
@@ -6,16 +7,23 @@ import hashlib
 import io
 import logging
 import threading
+import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image
+from PIL import Image, ImageOps
 
+from facesense.imaging import ImageRejected, open_image
 from facesense.storage import Store, layout
 
 log = logging.getLogger(__name__)
 
 SIDE = 128  # longest side in pixels
 QUALITY = 75
+# A URL-list job keeps the thumbnails of 1 image in SAMPLE_EVERY (by a hash of its key, so a
+# redelivered shard writes the same ones and a reader knows which exist without a lookup):
+# ~5 KB / 16 per image, at most url_max_per_job / 16 files a job.
+SAMPLE_EVERY = 16
 
 
 def thumb_name(image: str) -> str:
@@ -26,6 +34,11 @@ def thumb_name(image: str) -> str:
 def thumb_key(job_id: str, image: str) -> str:
     """Where an image's thumbnail lives in the store."""
     return layout.thumb_key(job_id, thumb_name(image))
+
+
+def sampled(image: str) -> bool:
+    """True for the images of a URL-list job whose thumbnail the workers keep."""
+    return hashlib.sha1(image.encode("utf-8", "surrogatepass")).digest()[0] % SAMPLE_EVERY == 0
 
 
 def encode(image) -> bytes:
@@ -41,6 +54,41 @@ def encode(image) -> bytes:
     return buf.getvalue()
 
 
+def make_thumbnail(data: bytes, *, max_pixels: int) -> bytes:
+    """A thumbnail JPEG from an image file's bytes, under the workers' guards (formats, pixel
+    limit, PNG bombs); raises ImageRejected for what they would refuse or can't decode."""
+    img = open_image(data, max_pixels=max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF / palette warnings are not errors here
+            # JPEGs decode at the smallest 1/2^k scale still >= SIDE: a few ms and ~1/64 the
+            # memory of a full decode for a big photo.
+            img.draft("RGB", (SIDE, SIDE))
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return encode(_rgb(img))
+    except Exception as e:  # truncated, corrupt, unsupported: no thumbnail, never a crash
+        raise ImageRejected(f"cannot decode image: {type(e).__name__}: {e}") from None
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    """RGB good enough to look at (the model's exact conversion needs numpy, which the core
+    does without): 16-bit scaled to 8, alpha on white, CMYK without Adobe's marker un-inverted."""
+    if img.mode.startswith("I"):
+        wide = img.mode.startswith("I;16") or img.getextrema()[1] > 255
+        img = img.convert("I") if img.mode != "I" else img
+        img = (img.point(lambda v: v * (255 / 65535)) if wide else img).convert("L")
+    if img.mode == "CMYK" and img.format == "JPEG" and "adobe" not in img.info:
+        img = Image.eval(img, lambda v: 255 - v)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
 class ThumbnailWriter:
     """Encodes in the caller's (decode) thread, stores in a few writer threads; never raises.
 
@@ -48,8 +96,9 @@ class ThumbnailWriter:
     max_pending thumbnails wait for the store, so memory stays flat if it is slow.
     """
 
-    def __init__(self, store: Store, job_id: str, *, threads: int = 4, max_pending: int = 256):
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: Store, job_id: str, *, threads: int = 4, max_pending: int = 256,
+                 keep: Callable[[str], bool] = lambda image_key: True):
+        self.store, self.job_id, self.keep = store, job_id, keep
         self.written = self.failed = 0
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="thumbs")
         self._slots = threading.BoundedSemaphore(max_pending)
@@ -57,6 +106,8 @@ class ThumbnailWriter:
 
     def add(self, image_key: str, image: Image.Image) -> None:
         """Encode one decoded image's thumbnail here (a decode thread) and queue its write."""
+        if not self.keep(image_key):
+            return
         try:
             data = encode(image)
         except Exception as e:  # a thumbnail is a nicety: log it, keep scoring
@@ -67,13 +118,16 @@ class ThumbnailWriter:
     def add_batch(self, image_keys: list[str], images) -> None:
         """Thumbnails of a (N, H, W, 3) uint8 device tensor: one copy to the host, encoded in
         the writer threads so the forward pass is not kept waiting."""
+        if not any(map(self.keep, image_keys)):
+            return  # no device-to-host copy for nothing
         try:
             arrays = images.cpu().numpy()
         except Exception as e:
             self._count(ok=False, why=f"{len(image_keys)} images: {type(e).__name__}: {e}")
             return
         for key, array in zip(image_keys, arrays, strict=True):
-            self._submit(key, array)
+            if self.keep(key):
+                self._submit(key, array)
 
     def _submit(self, image_key: str, data) -> None:
         self._slots.acquire()  # back-pressure: a slow store slows scoring rather than filling memory
@@ -108,5 +162,9 @@ class ThumbnailWriter:
 
 
 def writer_for(store: Store, job_id: str, enabled: int) -> ThumbnailWriter | None:
-    """A writer for one shard of a job, or None when thumbnails are turned off."""
-    return ThumbnailWriter(store, job_id) if enabled else None
+    """A writer for one shard of a job whose source can't be read again (a URL list: the API
+    won't fetch from the internet for a gallery), keeping a sample; None for any other job
+    (the API makes their thumbnails from the source on demand) or when thumbnails are off."""
+    if not enabled or not store.exists(layout.url_list(job_id)):  # one HEAD a shard
+        return None
+    return ThumbnailWriter(store, job_id, keep=sampled)

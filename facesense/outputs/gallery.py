@@ -1,0 +1,125 @@
+"""The gallery's thumbnails, made on demand from a job's source and kept in a bounded cache.
+
+A thumbnail is named by its row number in results.jsonl: the row says which image it is, so
+only an image of that job's results can be read, and only from that job's own source. Nothing
+is written to the store: the store keeps no bytes per image for the gallery.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from facesense.errors import NotFound, ObjectNotFound, SourceError
+from facesense.imaging import ImageRejected
+from facesense.inputs.sources import UPLOAD_SCHEME, open_source
+from facesense.outputs.pages import read_rows
+from facesense.outputs.thumbnails import make_thumbnail, sampled, thumb_key
+from facesense.settings import Settings
+from facesense.storage import Store, TooLarge, read_limited
+
+# Sources the API reads again: a server folder, an S3 prefix, uploads in the store. A URL
+# list is not among them (no fetching from the internet for a picture): its workers keep a
+# sample (thumbnails.writer_for).
+READABLE = ("file://", "s3://", UPLOAD_SCHEME)
+DECODES = 2  # thumbnails made at once per API process: bounds the memory of big decodes
+SOURCES = 16  # opened sources kept (an S3 client costs tens of ms to build)
+
+
+class ThumbCache:
+    """Least recently used thumbnails, at most max_bytes in all; safe across threads."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes, self.size = max_bytes, 0
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        """The cached bytes, or None."""
+        with self._lock:
+            data = self._items.get(key)
+            if data is not None:
+                self._items.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        """Keep data, dropping the least recently used entries beyond the byte bound."""
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            self.size += len(data) - (len(old) if old is not None else 0)
+            self._items[key] = data
+            while self.size > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self.size -= len(dropped)
+
+
+class GalleryThumbs:
+    """Thumbnails of finished jobs' rows for the dashboard; one per API process."""
+
+    def __init__(self, settings: Settings, store: Store):
+        self.settings, self.store = settings, store
+        self.cache = ThumbCache(settings.thumb_cache_bytes)
+        self._slots = threading.BoundedSemaphore(DECODES)
+        self._sources: OrderedDict[str, Store] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def has_thumb(self, record: dict, row: dict) -> bool:
+        """Whether a row's card shows a picture: a scored image whose source can be read
+        again, or one of a URL-list job's sample."""
+        if not self.settings.thumbnails or row.get("error"):
+            return False
+        return str(record.get("source", "")).startswith(READABLE) or sampled(row["image"])
+
+    def get(self, job_id: str, record: dict, index: int) -> bytes:
+        """The JPEG of row `index` of a job (its record already checked as the caller's);
+        NotFound for a row with no thumbnail."""
+        if not self.settings.thumbnails:
+            raise NotFound("thumbnails are turned off (FACESENSE_THUMBNAILS=0)")
+        cached = self.cache.get((job_id, index))
+        if cached is not None:
+            return cached
+        rows = read_rows(self.store, job_id, index, 1)
+        if not rows or rows[0][0] != index:
+            raise NotFound(f"job {job_id} has no row {index}")
+        row = rows[0][1]
+        if not self.has_thumb(record, row):
+            raise NotFound(f"row {index} of job {job_id} has no thumbnail"
+                           + (" (the image failed)" if row.get("error") else ""))
+        data = self._from_source(record["source"], row["image"])
+        if data is None:
+            data = self._stored(job_id, row["image"])
+        self.cache.put((job_id, index), data)
+        return data
+
+    def _from_source(self, source: str, image: str) -> bytes | None:
+        """The thumbnail made from the image in the job's source; None if the source can't
+        be read here (a URL list, a folder gone or no longer under the allowed roots)."""
+        if not source.startswith(READABLE):
+            return None
+        with self._slots:
+            try:
+                data = read_limited(self._source(source), image, self.settings.max_image_bytes)
+                return make_thumbnail(data, max_pixels=self.settings.max_image_pixels)
+            except (ObjectNotFound, SourceError, OSError):  # gone, moved, unreadable here
+                return None
+            except (ImageRejected, TooLarge) as e:  # the worker scored it: it changed since
+                raise NotFound(f"no thumbnail for {image!r}: {e}") from None
+
+    def _stored(self, job_id: str, image: str) -> bytes:
+        """A thumbnail a worker wrote: a URL-list job's sample, or any image of a job scored
+        before thumbnails were made on demand."""
+        try:
+            return self.store.get(thumb_key(job_id, image))
+        except ObjectNotFound:
+            raise NotFound(f"no thumbnail for {image!r}: its source can't be read") from None
+
+    def _source(self, url: str) -> Store:
+        with self._lock:
+            if url not in self._sources:
+                self._sources[url] = open_source(url, self.settings, self.store)
+                while len(self._sources) > SOURCES:
+                    self._sources.popitem(last=False)
+            self._sources.move_to_end(url)
+            return self._sources[url]
