@@ -4,7 +4,7 @@
 links to 64 distinct photos) per size on the embedded stack (private Redis, one worker, local
 store) and prints, per size: plan time (submit to every shard planned), images/s, the results
 page latency (API, limit 100) at offsets 0, middle and end, store bytes per image beyond the
-results files, the job's Redis bytes, and the worker's peak RSS. Figures go to
+results files (in all and by folder: plans, shard files, thumbnails), the job's Redis bytes, and the worker's peak RSS. Figures go to
 bench/out/bigjob.json with the machine they ran on.
 """
 
@@ -33,11 +33,16 @@ def page_ms(client, job_id: str, offset: int, repeats: int = 5) -> float:
     return round(sorted(times)[len(times) // 2], 2)
 
 
-def extra_store_bytes(store_root: Path, job_id: str) -> int:
-    """Bytes the job keeps in the store besides its results files (thumbnails, plans, shards)."""
+def extra_store_bytes(store_root: Path, job_id: str) -> dict[str, int]:
+    """Bytes the job keeps in the store besides its results files, by top folder (plan,
+    shards, thumbs, ...)."""
     folder = store_root / "jobs" / job_id
-    return sum(p.stat().st_size for p in folder.rglob("*")
-               if p.is_file() and p.name not in RESULT_FILES)
+    out: dict[str, int] = {}
+    for p in folder.rglob("*"):
+        if p.is_file() and p.name not in RESULT_FILES:
+            top = p.relative_to(folder).parts[0]
+            out[top] = out.get(top, 0) + p.stat().st_size
+    return out
 
 
 def run(n: int, base: Path) -> dict:
@@ -81,11 +86,13 @@ def run(n: int, base: Path) -> dict:
         wall = time.perf_counter() - start
         assert rec["status"] == "succeeded" and rec["progress"]["total"] == n, rec
         r = redis.Redis.from_url(url)
+        extra = extra_store_bytes(store, job_id)
         return {"images": n, "plan_s": round(planned or wall, 2), "wall_s": round(wall, 2),
                 "images_per_s": rate(n, wall),
                 "page_ms": {"0": page_ms(client, job_id, 0), "middle": page_ms(client, job_id, n // 2),
                             "end": page_ms(client, job_id, n - 100)},
-                "store_bytes_per_image_beyond_results": round(extra_store_bytes(store, job_id) / n, 1),
+                "store_bytes_per_image_beyond_results": round(sum(extra.values()) / n, 1),
+                "store_bytes_per_image_by_folder": {k: round(v / n, 1) for k, v in extra.items()},
                 "redis_bytes_for_job": sum(r.memory_usage(k) or 0
                                            for k in r.scan_iter(redis_keys.job(job_id) + "*")),
                 "worker_peak_rss_mb": peak_rss_mb(workers[0].pid)}
