@@ -16,6 +16,7 @@ from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.state.records import JobRecords
+from facesense.state.scheduler import Scheduler
 from facesense.storage import store_from_settings
 
 
@@ -36,7 +37,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     celery = make_celery(settings)
     records = JobRecords(redis, store, settings.job_ttl_s,  # cancel ends jobs here: webhooks too
                          on_finished=lambda job_id: celery.send_task(WEBHOOK, args=[job_id]))
-    app.extensions[EXTENSION] = Services(settings, store, records, Registry(store), celery)
+    app.extensions[EXTENSION] = Services(settings, store, records, Registry(store), celery,
+                                         Scheduler(redis, settings.job_ttl_s))
     errors.register(app)
     metrics.install(app)  # before auth: requests it refuses are counted and timed too
     auth.install(app, keyring)

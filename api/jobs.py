@@ -24,6 +24,7 @@ from facesense.outputs.results import failed_images, read_page
 from facesense.outputs.webhooks import check_callback_url
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
 from facesense.state.records import public_record
+from facesense.state.scheduler import PRIORITIES
 from facesense.state.status import JobStatus, new_job_id
 from facesense.storage import layout
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
@@ -57,7 +58,7 @@ def submit():
 def submit_classify(body: dict) -> dict:
     """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
-    extra = callback(body)
+    extra = {**callback(body), **priority(body)}
     if ("source" in body) == ("urls" in body):
         raise BadRequest("give exactly one of 'source' and 'urls'")
     if "urls" in body:
@@ -76,13 +77,21 @@ def callback(body: dict) -> dict:
     return {"callback_url": check_callback_url(body["callback_url"], services().settings)}
 
 
+def priority(body: dict) -> dict:
+    """The job's checked priority as a record field (normal if not given)."""
+    value = body.get("priority", "normal")
+    if value not in PRIORITIES:
+        raise BadRequest(f"priority must be one of {', '.join(PRIORITIES)} (got {value!r})")
+    return {"priority": value}
+
+
 def submit_upload() -> dict:
     """A scoring job on uploaded files, stored before anything is queued."""
     s = services()
     form = check_fields(request.form.to_dict(), UPLOAD_FIELDS, ("type",))
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
-    extra = callback(form)
+    extra = {**callback(form), **priority(form)}
     files = [(f.filename or "", f.stream) for key in request.files
              for f in request.files.getlist(key)]
     if not files:
@@ -107,9 +116,12 @@ def resolve_model(name: str | None) -> tuple[str, dict]:
 def queue_classify(job_id: str, source: str, model: tuple[str, dict], **fields) -> dict:
     """Record a scoring job with the exact model version, then queue its planner."""
     name, manifest = model
+    settings = services().settings  # the key's quotas, fixed when the job is queued
+    quota = {"jobs": settings.key_max_running_jobs, "shards": settings.key_max_shards}
     record = services().jobs.create("classify", job_id=job_id, source=source, model=name,
                                     model_version=manifest["version"],
-                                    classes=manifest["classes"], owner=caller().name, **fields)
+                                    classes=manifest["classes"], owner=caller().name,
+                                    quota=quota, **fields)
     return send(record, PLAN_CLASSIFY)
 
 
@@ -146,7 +158,7 @@ def submit_train(body: dict) -> dict:
 def retry(job_id: str):
     """Score again only the images that failed in a finished scoring job, as a new job."""
     s = services()
-    body = check_fields(json_body(request, allow_empty=True), {"model": str}, ())
+    body = check_fields(json_body(request, allow_empty=True), {"model": str, "priority": str}, ())
     old = visible(s.jobs.get(job_id))
     if old["type"] != "classify" or old["status"] != JobStatus.SUCCEEDED.value:
         raise Conflict(f"job {job_id} is not a finished scoring job with results "
@@ -157,7 +169,8 @@ def retry(job_id: str):
     new_id = new_job_id()
     s.store.put(layout.job_key(new_id, layout.RETRY_KEYS), json.dumps(keys).encode())
     model = resolve_model(body.get("model") or old["model_version"])  # same version by default
-    record = queue_classify(new_id, old["source"], model, retry_of=job_id)
+    record = queue_classify(new_id, old["source"], model, retry_of=job_id,
+                            **priority({"priority": body.get("priority", old.get("priority", "normal"))}))
     response = jsonify(public_record(record))
     response.headers["Location"] = f"/v1/jobs/{new_id}"
     return response, 202
@@ -194,8 +207,27 @@ def list_jobs():
 
 @bp.get("/<job_id>")
 def get_job(job_id: str):
-    """One job: status, progress, and once finished the summary and result locations."""
-    return jsonify(public_record(visible(services().jobs.get(job_id))))
+    """One job: status, progress, where it stands in the queue while it waits, and once
+    finished the summary and result locations."""
+    s = services()
+    record = public_record(visible(s.jobs.get(job_id)))
+    if record["type"] == "classify" and not JobStatus(record["status"]).finished:
+        standing = s.sched.standing(job_id)
+        if standing is not None:
+            why = held_reason(standing["held"], record.get("quota") or {})
+            record["queue"] = {**standing, "held": why}
+    return jsonify(record)
+
+
+def held_reason(why: str | None, quota: dict) -> str | None:
+    """What a quota holding a job back means, in words."""
+    if why == "jobs":
+        return (f"held: this API key already has {quota.get('jobs')} jobs scoring "
+                "(FACESENSE_KEY_MAX_RUNNING_JOBS); it starts when one of them ends")
+    if why == "shards":
+        return (f"held: this API key already has {quota.get('shards')} shards in flight, "
+                "its share of the workers (FACESENSE_KEY_MAX_SHARDS)")
+    return None
 
 
 @bp.get("/<job_id>/results")

@@ -2,7 +2,8 @@
 
 Requests are counted by the route's rule (/v1/jobs/<job_id>), never the raw path, so the number
 of series stays bounded. Queue depth and job counts are read from Redis at scrape time, cheaply:
-two LLENs, the active set (queued and running jobs only) and one hash of finished counts.
+three LLENs, the scheduler's rings, the active set (queued and running jobs only) and one hash
+of finished counts.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from api.auth import public
 from api.services import EXTENSION, services
 from facesense.errors import ConfigError
-from facesense.queue import INFERENCE_QUEUE, TRAINING_QUEUE
+from facesense.queue import CONTROL_QUEUE, INFERENCE_QUEUE, TRAINING_QUEUE
 from facesense.state import redis_keys
 from facesense.state.records import JobRecords
+from facesense.state.scheduler import Scheduler
 from facesense.state.status import JobStatus
 
 MODES = ("public", "key", "off")
@@ -34,8 +36,8 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 class QueueCollector:
     """Queue depth per Celery queue and jobs by status, read from Redis on each scrape."""
 
-    def __init__(self, jobs: JobRecords):
-        self.redis = jobs.redis
+    def __init__(self, jobs: JobRecords, sched: Scheduler):
+        self.redis, self.sched = jobs.redis, sched
 
     def collect(self):
         """The metric families (only facesense_redis_up 0 while Redis does not answer)."""
@@ -52,9 +54,9 @@ class QueueCollector:
 
     def _read(self) -> list:
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(INFERENCE_QUEUE).llen(TRAINING_QUEUE)
+            pipe.llen(INFERENCE_QUEUE).llen(TRAINING_QUEUE).llen(CONTROL_QUEUE)
             pipe.smembers(redis_keys.ACTIVE).hgetall(redis_keys.FINISHED_COUNTS)
-            inference, training, active, finished = pipe.execute()
+            inference, training, control, active, finished = pipe.execute()
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in active:
                 pipe.hmget(redis_keys.job(job_id.decode()), "type", "status")
@@ -63,6 +65,11 @@ class QueueCollector:
                                   "(LLEN of its Redis list)", labels=["queue"])
         depth.add_metric([INFERENCE_QUEUE], inference)
         depth.add_metric([TRAINING_QUEUE], training)
+        depth.add_metric([CONTROL_QUEUE], control)
+        waiting = GaugeMetricFamily("facesense_shards_waiting", "Shards registered with the "
+                                    "scheduler and not yet started, over all jobs: the backlog "
+                                    "to scale scoring workers on")
+        waiting.add_metric([], self.sched.waiting())
         live = {(t, s): 0 for t in JOB_TYPES for s in (JobStatus.QUEUED, JobStatus.RUNNING)}
         for kind, status in fields:
             if kind and status:  # a record Redis forgot leaves its id behind until swept
@@ -81,7 +88,7 @@ class QueueCollector:
                                    labels=["type", "status"])
         for (kind, status), n in sorted(ended.items()):
             done.add_metric([kind, status], n)
-        return [depth, jobs, done]
+        return [depth, waiting, jobs, done]
 
 
 def install(app: Flask) -> None:
@@ -99,7 +106,7 @@ def install(app: Flask) -> None:
     latency = Histogram("facesense_http_request_duration_seconds", "Seconds to answer a "
                         "request (until the response starts, for streamed CSV)",
                         ["method", "route"], buckets=LATENCY_BUCKETS, registry=registry)
-    queue = QueueCollector(s.jobs)
+    queue = QueueCollector(s.jobs, s.sched)
     registry.register(queue)
     app.extensions["facesense_metrics"] = (registry, queue)
 

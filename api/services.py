@@ -10,6 +10,7 @@ from flask import current_app
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.state.records import JobRecords
+from facesense.state.scheduler import Scheduler
 from facesense.storage import Store
 
 EXTENSION = "facesense"  # the key of the app's Services in app.extensions
@@ -24,6 +25,7 @@ class Services:
     jobs: JobRecords
     registry: Registry
     celery: Celery
+    sched: Scheduler
 
 
 def services() -> Services:

@@ -41,8 +41,8 @@ def cmd_classify(args, settings: Settings) -> int:
     manifest = registry.resolve(args.model or settings.default_model)
 
     from runtime.device import resolve_device, resolve_precision
-    from worker.context import ModelCache
     from worker.inference import score
+    from worker.models import ModelCache
 
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(

@@ -7,12 +7,13 @@ from kombu import Queue
 
 from facesense.settings import Settings
 
-INFERENCE_QUEUE = "inference"
+INFERENCE_QUEUE = "inference"  # shard tokens: the data path, served by scoring workers
 TRAINING_QUEUE = "training"
+CONTROL_QUEUE = "control"  # plans, finalisers, webhooks: never wait behind shards
 
 # Task names, so the API can send without importing worker code (or torch).
 PLAN_CLASSIFY = "facesense.classify.plan"
-CLASSIFY_SHARD = "facesense.classify.shard"
+CLASSIFY_SHARD = "facesense.classify.shard"  # no args: a token (the scheduler picks); or a retry
 FINALIZE_CLASSIFY = "facesense.classify.finalize"
 TRAIN = "facesense.train"
 
@@ -21,10 +22,10 @@ def make_celery(settings: Settings) -> Celery:
     """A Celery app on the configured Redis: late acks, prefetch 1, requeue on worker loss."""
     app = Celery("facesense", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
-        task_queues=[Queue(INFERENCE_QUEUE), Queue(TRAINING_QUEUE)],
-        task_default_queue=INFERENCE_QUEUE,
-        task_routes={"facesense.classify.*": {"queue": INFERENCE_QUEUE},
-                     TRAIN: {"queue": TRAINING_QUEUE}},
+        task_queues=[Queue(INFERENCE_QUEUE), Queue(TRAINING_QUEUE), Queue(CONTROL_QUEUE)],
+        task_default_queue=CONTROL_QUEUE,
+        task_routes={CLASSIFY_SHARD: {"queue": INFERENCE_QUEUE},
+                     TRAIN: {"queue": TRAINING_QUEUE}},  # the rest: control
         # At-least-once: ack after the task ran, requeue if the worker process dies mid-task.
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -152,3 +152,19 @@ def wait_for_job(client, job_id: str, timeout: float = 240) -> dict:
             raise AssertionError(f"job {job_id} still {record['status']} after {timeout}s: "
                                  f"{record}")
         time.sleep(0.25)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """The private stack for tests that kill workers or Redis (tests.stack), shared by them."""
+    from tests.stack import FAST, Stack, register_small_model
+
+    root = tmp_path_factory.mktemp("faults")
+    redis_proc, url = start_redis(root / "redis")
+    settings = Settings(redis_url=url, store=str(root / "store"), allowed_roots=(str(root),),
+                        data_dir=str(root / "var"), **FAST)
+    register_small_model(settings)
+    s = Stack(root, settings, redis_proc)
+    yield s
+    s.stop_workers()
+    stop([s.redis_proc])

@@ -1,180 +1,23 @@
 """Fault tolerance with real processes: killed and stopped workers, a restarted Redis, a poison
 shard, cancel with partial results, an object store outage.
 
-These tests run on a private stack (their own redis-server, store and workers), so killing
-things never disturbs the session's shared servers. Shards are small and the model's input is
-64 px, so thousands of images take seconds; leases are short so a dead worker is noticed fast.
+These tests run on the private stack (tests.stack: its own redis-server, store and workers),
+so killing things never disturbs the session's shared servers.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import signal
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import redis
-from PIL import Image
 
-from cli.launcher import start_redis, start_workers, stop
-from facesense.outputs.jsonl import iter_jsonl
-from facesense.queue import INFERENCE_QUEUE
-from facesense.registry import Registry
-from facesense.settings import Settings
-from facesense.state import leases, redis_keys
-from facesense.storage import store_from_settings
-from facesense.storage.layout import job_key
-from tests.conftest import messages_for, wait_for_workers
+from cli.launcher import start_redis, stop
+from facesense.state import redis_keys
 from tests.servers import TcpProxy, s3_client, start_seaweed
+from tests.stack import Stack, assert_each_image_once, register_small_model, tiny_folder, wait_until
 
 pytestmark = pytest.mark.slow
-
-FAST = {"shard_size": 50, "batch_size": 25, "decode_threads": 2, "lease_ttl_s": 2,
-        "shard_max_attempts": 2, "task_max_retries": 4}
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # two workers share two cores
-
-
-def tiny_folder(root: Path, n: int, groups=("ad_a", "ad_b", "ad_c", "ad_d")) -> list[str]:
-    """n small JPEGs over group sub-folders; returns their keys (relative paths)."""
-    blobs = []
-    for i in range(16):
-        buf = io.BytesIO()
-        Image.new("RGB", (40, 40), (i * 15, 255 - i * 15, (i * 70) % 256)).save(buf, "JPEG")
-        blobs.append(buf.getvalue())
-    keys = []
-    for i in range(n):
-        key = f"{groups[i % len(groups)]}/img{i:05d}.jpg"
-        (root / key).parent.mkdir(parents=True, exist_ok=True)
-        (root / key).write_bytes(blobs[i % len(blobs)])
-        keys.append(key)
-    return keys
-
-
-def register_small_model(settings: Settings) -> None:
-    """A random 2-class AlexNet with a 64 px input, promoted to production."""
-    import torch
-
-    from runtime.network import build_alexnet, register_state
-
-    torch.manual_seed(0)
-    registry = Registry(store_from_settings(settings))
-    manifest = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"],
-                              source="tests: faults",
-                              preprocess={"input_size": 64, "resize_size": 64,
-                                          "mean": [0.485, 0.456, 0.406],
-                                          "std": [0.229, 0.224, 0.225]})
-    registry.promote(manifest["version"], "production", by="tests")
-
-
-class Stack:
-    """A private Redis, a store, an in-process API and the worker processes a test starts."""
-
-    def __init__(self, root: Path, settings: Settings, redis_proc: subprocess.Popen):
-        from api import create_app
-
-        self.root, self.settings, self.redis_proc = root, settings, redis_proc
-        self.api = create_app(settings).test_client()
-        self.redis = redis.Redis.from_url(settings.redis_url)
-        self.workers: list[subprocess.Popen] = []
-
-    def start_workers(self, n: int, pool: str = "solo", env: dict | None = None, stderr=None):
-        procs = start_workers(self.settings, n, env={**ONE_THREAD, **(env or {})},
-                              queues="inference", pool=pool, first=len(self.workers),
-                              stderr=stderr)
-        self.workers += procs
-        wait_for_workers(self.settings, procs, len(self.alive()))
-        return procs
-
-    def alive(self) -> list[subprocess.Popen]:
-        return [p for p in self.workers if p.poll() is None]
-
-    def ensure_workers(self, n: int) -> list[subprocess.Popen]:
-        """n live workers, starting poisonable prefork ones if fewer are alive (startup is slow,
-        so tests share workers: the poison plugin only kills on the poison file)."""
-        if len(self.alive()) < n:
-            self.start_workers(n - len(self.alive()), pool="prefork", env=self.poison_env())
-        return self.alive()
-
-    def poison_env(self) -> dict:
-        """PYTHONPATH with a sitecustomize that makes the poison file kill its process."""
-        plugin = self.root / "plugin"
-        plugin.mkdir(exist_ok=True)
-        (plugin / "sitecustomize.py").write_text(POISON_PLUGIN)
-        return {"PYTHONPATH": os.pathsep.join([str(plugin), os.environ.get("PYTHONPATH", "")])}
-
-    def stop_workers(self) -> None:
-        stop(self.workers, timeout=15)
-        self.workers = []
-
-    def submit(self, folder: Path) -> str:
-        resp = self.api.post("/v1/jobs", json={"type": "classify", "source": str(folder)})
-        assert resp.status_code == 202, resp.get_json()
-        return resp.get_json()["id"]
-
-    def settled(self, job_id: str) -> bool:
-        """True once every task queued for the job has been delivered and has returned."""
-        return messages_for(self.redis, job_id, INFERENCE_QUEUE) == 0
-
-    def job(self, job_id: str) -> dict:
-        return self.api.get(f"/v1/jobs/{job_id}").get_json()
-
-    def wait(self, job_id: str, timeout: float = 120, statuses=("succeeded", "failed", "cancelled")):
-        return wait_until(lambda: (r := self.job(job_id))["status"] in statuses and r, timeout,
-                          f"job {job_id} to finish")
-
-    def rows(self, job_id: str) -> list[dict]:
-        with store_from_settings(self.settings).open(job_key(job_id, "results.jsonl")) as f:
-            return list(iter_jsonl(f))
-
-    def shard_held_by(self, job_id: str, worker: subprocess.Popen) -> int | None:
-        """The index of a shard of this job whose lease the worker (or its pool child) holds."""
-        pids = {str(worker.pid), *children(worker.pid)}
-        for key in self.redis.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
-            if (self.redis.get(key) or b"").decode().split(":")[1] in pids:
-                return int(key.decode().split(":")[-2])
-        return None
-
-    def attempts(self, job_id: str) -> dict[int, int]:
-        raw = self.redis.hgetall(redis_keys.attempts(job_id))
-        return {int(k): int(v) for k, v in raw.items()}
-
-
-def children(pid: int) -> list[str]:
-    """The pids of a process's children (a prefork worker's pool processes)."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return path.read_text().split() if path.exists() else []
-
-
-def wait_until(check, timeout: float, what: str):
-    """check()'s first truthy value, polling; fails the test after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
-    return value
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    redis_proc, url = start_redis(root / "redis")
-    settings = Settings(redis_url=url, store=str(root / "store"), allowed_roots=(str(root),),
-                        data_dir=str(root / "var"), **FAST)
-    register_small_model(settings)
-    s = Stack(root, settings, redis_proc)
-    yield s
-    s.stop_workers()
-    stop([s.redis_proc])
-
-
-def assert_each_image_once(rows: list[dict], keys: list[str], errors: int = 0) -> None:
-    images = [r["image"] for r in rows]
-    assert len(images) == len(set(images)) and sorted(images) == sorted(keys)
-    assert sum(1 for r in rows if r["error"]) == errors  # no image lost to a fault as an error
 
 
 def test_sigkill_one_of_two_workers_mid_job(stack):
@@ -219,7 +62,8 @@ def test_redis_restart_with_queued_and_running_jobs(stack):
     for i in range(6):
         folders.append((stack.root / f"restart{i}", tiny_folder(stack.root / f"restart{i}", 150)))
     stack.ensure_workers(1)
-    ids = [stack.submit(folder) for folder, _ in folders]
+    # low priority: these four wait while anything else does, so some jobs are still queued
+    ids = [stack.submit(folder, "normal" if i < 2 else "low") for i, (folder, _) in enumerate(folders)]
     wait_until(lambda: stack.job(ids[0])["status"] == "running", 60, "the first job to run")
     workers = stack.alive()
     assert [stack.job(i)["status"] for i in ids[2:]] == ["queued"] * 4
@@ -234,21 +78,6 @@ def test_redis_restart_with_queued_and_running_jobs(stack):
     assert stack.alive() == workers  # the workers reconnected by themselves, none crashed
 
 
-POISON_PLUGIN = '''
-import os, signal
-from PIL import PngImagePlugin
-
-_open = PngImagePlugin.PngImageFile._open
-
-def _poisoned_open(self):
-    # Like a segfault in a native codec: this input kills whichever process decodes it.
-    if b"POISON" in self.fp.read(32):
-        os.kill(os.getpid(), signal.SIGKILL)
-    self.fp.seek(0)
-    _open(self)
-
-PngImagePlugin.PngImageFile._open = _poisoned_open
-'''
 
 
 def test_poison_input_fails_alone_after_k_deaths_on_its_shard(stack):

@@ -414,7 +414,7 @@ def test_a_training_checkpoint_with_pickled_code_is_refused(tmp_path):
 
 
 def test_weights_not_matching_the_manifest_checksum_are_refused(tmp_path):
-    from worker.context import ModelCache
+    from worker.models import ModelCache
 
     registry = Registry(LocalStore(tmp_path))
     manifest = registry.register(b"weights" * 10, {"classes": ["a", "b"]}, version="v1")

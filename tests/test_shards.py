@@ -17,7 +17,7 @@ from facesense.state.status import JobStatus
 from facesense.storage import layout, store_from_settings
 from tests.conftest import wait_for_job
 from tests.imagegen import make_folder
-from worker import classify
+from worker import classify, planning
 from worker.context import build_context
 from worker.jobs import fail_job
 
@@ -33,8 +33,13 @@ def ctx(settings, model_version, sent):
     """A worker context whose queue is the `sent` list, instead of a broker."""
     # Redis database 3: the session worker (database 0) never sees these jobs or their queue.
     private = settings.redis_url.rsplit("/", 1)[0] + "/3"
-    return build_context(settings.replace(shard_size=10, redis_url=private),
-                         lambda name, args: sent.append((name, args)))
+    ctx = build_context(settings.replace(shard_size=10, redis_url=private),
+                        lambda name, args: sent.append((name, args)))
+    ctx.sched.redis.delete(*redis_keys.SCHED_RINGS)  # no turns for earlier tests' jobs
+    return ctx
+
+
+TOKEN = (CLASSIFY_SHARD, [])  # a shard token: the scheduler picks the shard when it is taken
 
 
 def job_on_folder(ctx, base_dir, model_version, name: str, n: int) -> str:
@@ -57,15 +62,15 @@ def test_a_shard_delivered_twice_gives_no_duplicate_rows(ctx, sent, base_dir, mo
     folder = base_dir / f"dup-{unique}"
     make_folder(folder, 25, max_side=300, corrupt=False)
     job_id = new_job(ctx, folder, model_version)
-    assert classify.plan(ctx, job_id) == 3
-    assert [a for n, a in sent] == [[job_id, 0], [job_id, 1], [job_id, 2]]
+    assert planning.plan(ctx, job_id) == 3
+    assert sent == [TOKEN] * 3
 
     # When shard 0 is delivered twice (a worker died before its ack) and the others once
     assert [classify.run_shard(ctx, job_id, i) for i in (0, 0, 1, 2)] == [True, False, True,
                                                                           True]
     finals = [a for n, a in sent if n == FINALIZE_CLASSIFY]
     assert finals == [[job_id]]
-    classify.finalize(ctx, job_id)
+    planning.finalize(ctx, job_id)
 
     # Then every image appears exactly once and the counters were not doubled
     record = ctx.jobs.get(job_id)
@@ -82,7 +87,7 @@ def test_a_second_delivery_before_the_first_is_counted_adds_no_rows(ctx, sent, b
     # Given a 25-image job in 3 shards, and a first delivery of shard 0 paused after it wrote
     # its rows but before they were counted
     job_id = job_on_folder(ctx, base_dir, model_version, f"overlap-{unique}", 25)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     count, wrote, resume = ctx.shards.count, threading.Event(), threading.Event()
 
     def count_after_the_pause(*args):
@@ -105,7 +110,7 @@ def test_a_second_delivery_before_the_first_is_counted_adds_no_rows(ctx, sent, b
         resume.set()
         assert first.result(60) is True
     assert [classify.run_shard(ctx, job_id, i) for i in (1, 2)] == [True, True]
-    classify.finalize(ctx, job_id)
+    planning.finalize(ctx, job_id)
     # Then every image appears once and the counters hold each image once
     record = ctx.jobs.get(job_id)
     assert (record["status"], record["done"], record["shards_done"]) == ("succeeded", 25, 3)
@@ -123,7 +128,7 @@ def test_a_worker_opens_a_jobs_source_once_for_all_its_shards(ctx, base_dir, mod
     monkeypatch.setattr(worker.context, "open_source",
                         lambda url, *a: opened.append(url) or real(url, *a))
     job_id = job_on_folder(ctx, base_dir, model_version, f"once-{unique}", 25)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     assert all(classify.run_shard(ctx, job_id, i) for i in range(3))
     assert opened == [ctx.jobs.get(job_id)["source"]]  # the plan's listing and 3 shards: one open
     s3 = "s3://some-bucket/campaign"
@@ -134,22 +139,24 @@ def test_planning_streams_shards_start_while_the_listing_goes_on(ctx, sent, base
                                                                 model_version, unique,
                                                                 monkeypatch):
     # Given a job of 45 images (5 shards of 10) planned 2 shards at a time
-    monkeypatch.setattr(classify, "PLAN_BATCH", 2)
+    monkeypatch.setattr(planning, "PLAN_BATCH", 2)
     job_id = job_on_folder(ctx, base_dir, model_version, f"stream-{unique}", 45)
     queued_when_listed: list[int] = []
-    real = classify.list_images
+    real = planning.list_images
 
     def slow_listing(source):
         for key in real(source):
             queued_when_listed.append(len(sent))
             yield key
 
-    monkeypatch.setattr(classify, "list_images", slow_listing)
+    monkeypatch.setattr(planning, "list_images", slow_listing)
     # When it is planned
-    assert classify.plan(ctx, job_id) == 5
-    # Then the first shards were queued before the last images were even listed
-    assert queued_when_listed[-1] == 4 and queued_when_listed[0] == 0
-    assert [a for n, a in sent] == [[job_id, i] for i in range(5)]
+    assert planning.plan(ctx, job_id) == 5
+    # Then tokens for the first shards were sent before the last images were even listed
+    assert queued_when_listed[0] == 0 and queued_when_listed[-1] >= 2
+    assert sent and all(s == TOKEN for s in sent)
+    # and the scheduler hands out the shards in order
+    assert [classify.take_turn(ctx) for _ in range(6)] == [(job_id, i) for i in range(5)] + [None]
     record = ctx.jobs.get(job_id)
     assert (record["total"], record["shards"], record["planned"]) == (45, 5, 5)
 
@@ -160,49 +167,52 @@ def test_the_last_shard_counted_before_planning_ends_still_finalizes(ctx, sent, 
     # Given a worker so quick that it scores the only shard as soon as it is queued, before
     # the plan has set how many shards there are
     job_id = job_on_folder(ctx, base_dir, model_version, f"race-{unique}", 5)
-    queue = ctx.enqueue
+    queue, ran = ctx.enqueue, []
 
     def eager(name, args):
         queue(name, args)
-        if name == CLASSIFY_SHARD:
+        if name == CLASSIFY_SHARD and not ran:
             assert not ctx.jobs.get_field(job_id, "shards")  # 0: still planning
-            assert classify.run_shard(ctx, *args)
+            ran.append(classify.run_next(ctx))
 
     monkeypatch.setattr(ctx, "enqueue", eager)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     # Then the plan queued the finaliser itself, and the job finishes
+    assert ran == [(job_id, 0)]
     assert [a for n, a in sent if n == FINALIZE_CLASSIFY] == [[job_id]]
-    classify.finalize(ctx, job_id)
+    planning.finalize(ctx, job_id)
     assert ctx.jobs.get(job_id)["status"] == "succeeded"
 
 
 def test_a_plan_redelivered_after_every_shard_was_counted_queues_the_finaliser(
         ctx, sent, base_dir, model_version, unique):
     job_id = job_on_folder(ctx, base_dir, model_version, f"refinal-{unique}", 15)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     assert all(classify.run_shard(ctx, job_id, i) for i in range(2))
     sent.clear()  # the finaliser's message was lost with the planner that queued it
-    assert classify.plan(ctx, job_id) == 0
+    assert planning.plan(ctx, job_id) == 0
     assert sent == [(FINALIZE_CLASSIFY, [job_id])]
 
 
-def test_a_redelivered_plan_requeues_only_uncounted_shards(ctx, sent, base_dir, model_version,
-                                                           unique):
+def test_a_redelivered_plan_leaves_its_shards_to_the_scheduler(ctx, sent, base_dir,
+                                                               model_version, unique):
     job_id = job_on_folder(ctx, base_dir, model_version, f"replan-{unique}", 25)
-    classify.plan(ctx, job_id)
-    classify.run_shard(ctx, job_id, 1)
-    sent.clear()
-    assert classify.plan(ctx, job_id) == 2  # shards 0 and 2 are still to do
-    assert [a for n, a in sent if n == CLASSIFY_SHARD] == [[job_id, 0], [job_id, 2]]
+    planning.plan(ctx, job_id)
+    assert classify.run_next(ctx) == (job_id, 0)
+    sent.clear()  # the tokens were lost
+    assert planning.plan(ctx, job_id) == 2  # shards 1 and 2 are still to do
+    assert sent and all(s == TOKEN for s in sent)  # tokens again, no second listing, no shard queued twice
+    assert [classify.run_next(ctx) for _ in range(3)] == [(job_id, 1), (job_id, 2), None]
+    assert ctx.jobs.get(job_id)["shards_done"] == 3
 
 
 def test_a_finished_job_ignores_late_shards(ctx, base_dir, model_version, unique):
     job_id = job_on_folder(ctx, base_dir, model_version, f"late-{unique}", 5)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     classify.run_shard(ctx, job_id, 0)
-    classify.finalize(ctx, job_id)
+    planning.finalize(ctx, job_id)
     assert classify.run_shard(ctx, job_id, 0) is False
-    assert classify.finalize(ctx, job_id) is None
+    assert planning.finalize(ctx, job_id) is None
     assert ctx.jobs.get(job_id)["done"] == 5
 
 
@@ -224,7 +234,7 @@ def test_a_shard_that_kills_its_workers_fails_only_the_images_they_died_on(ctx, 
                                                                           model_version, unique):
     # Given a shard whose deliveries never finished (each worker died mid-shard)
     job_id = job_on_folder(ctx, base_dir, model_version, f"poison-{unique}", 12)
-    classify.plan(ctx, job_id)  # shards: 0 (10 images), 1 (2 images)
+    planning.plan(ctx, job_id)  # shards: 0 (10 images), 1 (2 images)
     for _ in range(ctx.settings.shard_max_attempts):
         ctx.shards.count_attempt(job_id, 0)
     # and then two deliveries scoring its images alone, which died on images 3 and 7
@@ -235,7 +245,7 @@ def test_a_shard_that_kills_its_workers_fails_only_the_images_they_died_on(ctx, 
     ctx.shards.note_in_flight(job_id, 0, 7)
     # When it is delivered once more, only those two images fail; the other eight are scored
     assert classify.run_shard(ctx, job_id, 0) and classify.run_shard(ctx, job_id, 1)
-    classify.finalize(ctx, job_id)
+    planning.finalize(ctx, job_id)
     record = ctx.jobs.get(job_id)
     assert record["status"] == "succeeded"
     assert (record["total"], record["done"], record["failed"]) == (12, 12, 2)
@@ -251,7 +261,7 @@ def test_a_clean_failure_while_scoring_alone_marks_no_image_as_poison(ctx, base_
                                                                       model_version, unique,
                                                                       monkeypatch):
     job_id = job_on_folder(ctx, base_dir, model_version, f"clean-{unique}", 4)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     for _ in range(ctx.settings.shard_max_attempts):
         ctx.shards.count_attempt(job_id, 0)
 
@@ -271,7 +281,7 @@ def test_the_watchdog_requeues_a_shard_whose_worker_vanished(ctx, sent, base_dir
     from worker.watchdog import Watchdog
 
     job_id = job_on_folder(ctx, base_dir, model_version, f"dog-{unique}", 30)
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     assert classify.run_shard(ctx, job_id, 0)
     # Shard 1: a worker started it (counted a delivery) and holds a live lease.
     # Shard 2: a worker started it and died: its lease lapsed.
@@ -281,7 +291,7 @@ def test_the_watchdog_requeues_a_shard_whose_worker_vanished(ctx, sent, base_dir
     sent.clear()
     dog = Watchdog(ctx, stall_s=3600)
     assert dog.sweep() == [(job_id, leases.shard(2))]
-    assert [a for n, a in sent] == [[job_id, 2]]
+    assert [a for n, a in sent if a] == [[job_id, 2]]  # a retry naming the shard
     assert dog.sweep() == []  # already requeued: not again while the marker lasts
     # The requeued delivery takes the shard up (clearing the marker) and finishes it.
     assert classify.run_shard(ctx, job_id, 2)
@@ -294,14 +304,17 @@ def test_the_watchdog_requeues_a_stalled_job_that_lost_its_messages(ctx, sent, b
 
     queued = job_on_folder(ctx, base_dir, model_version, f"lostplan-{unique}", 5)
     planned = job_on_folder(ctx, base_dir, model_version, f"lostshards-{unique}", 25)
-    classify.plan(ctx, planned)
-    sent.clear()  # the plan of one and the shards of the other are lost
+    planning.plan(ctx, planned)
+    assert classify.take_turn(ctx) == (planned, 0)  # picked by a worker that died at once
+    sent.clear()  # the plan of one and the tokens of the other are lost
     dog = Watchdog(ctx, stall_s=0.2)
     assert dog.sweep() == []  # first sight: not stalled yet
+    assert sent and all(s == TOKEN for s in sent)  # but tokens for the shards still waiting go out again
     time.sleep(0.3)
     requeued = dog.sweep()
     assert (queued, "plan:lease") in requeued
-    assert sorted(a[1] for n, a in sent if n == CLASSIFY_SHARD and a[0] == planned) == [0, 1, 2]
+    assert (planned, leases.shard(0)) in requeued  # released, never counted, no lease
+    assert [a for n, a in sent if n == CLASSIFY_SHARD and a and a[0] == planned] == [[planned, 0]]
     # A finished job leaves the active index.
     ctx.jobs.set_status(queued, JobStatus.CANCELLED)
     dog.sweep()
@@ -327,9 +340,9 @@ def test_the_record_keeps_a_bounded_summary_and_summary_json_every_group(ctx, ba
                                                                          model_version, unique):
     ctx.settings = ctx.settings.replace(summary_max_groups=1)
     job_id = job_on_folder(ctx, base_dir, model_version, f"groups-{unique}", 12)  # 2 groups
-    classify.plan(ctx, job_id)
+    planning.plan(ctx, job_id)
     assert all(classify.run_shard(ctx, job_id, i) for i in range(2))
-    classify.finalize(ctx, job_id)
+    planning.finalize(ctx, job_id)
     summary = ctx.jobs.get(job_id)["summary"]
     assert len(summary["groups"]) == 1 and summary["other_groups"]["groups"] == 1
     assert summary["overall"]["images"] == 12
@@ -351,7 +364,7 @@ def test_the_watchdog_requeues_a_lost_shard_while_its_plan_still_lists(ctx, sent
     sent.clear()
     # When the watchdog sweeps, Then shard 1 is queued again, and nothing else
     assert (job_id, leases.shard(1)) in Watchdog(ctx, stall_s=3600).sweep()
-    assert [a for n, a in sent if a[0] == job_id] == [[job_id, 1]]
+    assert [a for n, a in sent if a and a[0] == job_id] == [[job_id, 1]]
     ctx.jobs.set_status(job_id, JobStatus.CANCELLED)  # not left active for later sweeps
 
 
@@ -371,6 +384,6 @@ def test_a_step_waiting_to_retry_is_not_requeued_by_the_watchdog(ctx, sent, base
     # while a plan that really vanished (no lease, no retry) is queued again
     requeued = Watchdog(ctx, stall_s=3600).sweep()
     assert (job_id, leases.PLAN) not in requeued and (other, leases.PLAN) in requeued
-    assert [a for n, a in sent] == [[other]]
+    assert [a for n, a in sent if a] == [[other]]
     for job in (job_id, other):
         ctx.jobs.set_status(job, JobStatus.CANCELLED)  # not left active for later sweeps

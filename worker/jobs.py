@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from facesense.errors import FacesenseError
+from facesense.queue import CLASSIFY_SHARD, INFERENCE_QUEUE
 from facesense.state.status import JobStatus
 from worker.context import Context
 
@@ -28,3 +29,14 @@ def fail_job(ctx: Context, job_id: str, reason: str) -> None:
             ctx.jobs.archive(job_id)
         except FacesenseError as e:  # the store may be what failed: Redis keeps the record
             log.warning("job %s: could not archive its record: %s", job_id, e)
+
+
+def top_up(ctx: Context) -> int:
+    """Send the shard tokens the scheduler asks for (queue up to its depth); returns how many.
+
+    Called wherever shards may start: a plan batch, a shard picked or ended, each sweep.
+    """
+    wanted = ctx.sched.tokens_wanted(INFERENCE_QUEUE)
+    for _ in range(wanted):
+        ctx.enqueue(CLASSIFY_SHARD, [])
+    return wanted

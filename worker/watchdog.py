@@ -1,4 +1,4 @@
-"""The watchdog: each worker checks now and then that no active job has lost its worker."""
+"""The watchdog: one control worker checks now and then that no active job lost its worker."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from facesense.errors import JobNotFound
 from facesense.queue import (
     CLASSIFY_SHARD,
+    CONTROL_QUEUE,
     FINALIZE_CLASSIFY,
     INFERENCE_QUEUE,
     PLAN_CLASSIFY,
@@ -19,6 +20,7 @@ from facesense.queue import (
 )
 from facesense.state import leases, redis_keys
 from worker.context import Context
+from worker.jobs import top_up
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,8 @@ class Watchdog:
     def sweep(self) -> list[tuple[str, str]]:
         """One pass over the active jobs; returns the (job id, lease name) requeued."""
         requeued, active = [], self.jobs.active()
-        self._idle = {q: self.jobs.redis.llen(q) == 0 for q in (INFERENCE_QUEUE, TRAINING_QUEUE)}
+        self._idle = {q: self.jobs.redis.llen(q) == 0
+                      for q in (INFERENCE_QUEUE, TRAINING_QUEUE, CONTROL_QUEUE)}
         for job_id in active:
             try:
                 record = self.jobs.get(job_id)
@@ -60,14 +63,16 @@ class Watchdog:
                     self.ctx.enqueue(task, args)
                     requeued.append((job_id, name))
         self._seen = {k: v for k, v in self._seen.items() if k in active}
+        top_up(self.ctx)  # tokens lost with a worker or a Redis restart are sent again
         return requeued
 
     def _stalled(self, record: dict) -> bool:
         """True once the job has not moved for stall_s while its queue stood empty."""
-        queue = TRAINING_QUEUE if record["type"] == "train" else INFERENCE_QUEUE
+        queues = (TRAINING_QUEUE,) if record["type"] == "train" else (INFERENCE_QUEUE,
+                                                                       CONTROL_QUEUE)
         state = (record["status"], record.get("shards"), record.get("shards_done"))
         seen = self._seen.get(record["id"])
-        if seen is None or seen[0] != state or not self._idle[queue]:
+        if seen is None or seen[0] != state or not all(self._idle[q] for q in queues):
             self._seen[record["id"]] = (state, time.monotonic())  # a backlog is not a stall
             return False
         return time.monotonic() - seen[1] > self.stall_s
@@ -82,7 +87,8 @@ class Watchdog:
             return
         shards = record.get("shards") or 0
         if not shards:  # queued, or planning
-            if (record["status"] == "running" or stalled) and not held(job_id, leases.PLAN):
+            started = record["status"] == "running" or "planned" in record  # listing began
+            if (started or stalled) and not held(job_id, leases.PLAN):
                 yield leases.PLAN, PLAN_CLASSIFY, [job_id]
             # shards already queued by a plan still listing: a started one that lost its worker
             yield from self._lost_shards(job_id, record.get("planned") or 0, stalled=False)
@@ -94,13 +100,15 @@ class Watchdog:
 
     def _lost_shards(self, job_id: str, shards: int, stalled: bool):
         """Uncounted shards among the first `shards` that were started (or, in a stalled job,
-        queued) and hold no lease."""
+        released by the scheduler) and hold no lease: each goes back as a retry naming it."""
         if not shards:
             return
         attempts = self.ctx.shards.attempts(job_id)
+        released = self.ctx.sched.released(job_id) if stalled else 0
         for index in self.ctx.shards.uncounted(job_id, shards):
             name = leases.shard(index)
-            if (attempts.get(index, 0) > 0 or stalled) and not self.leases.held(job_id, name):
+            started = attempts.get(index, 0) > 0 or index < released
+            if started and not self.leases.held(job_id, name):
                 yield name, CLASSIFY_SHARD, [job_id, index]
 
 

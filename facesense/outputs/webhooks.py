@@ -20,7 +20,7 @@ from facesense.state.status import now
 
 log = logging.getLogger(__name__)
 
-DELIVER = "facesense.webhook.deliver"  # task name: sent by name, runs on the inference queue
+DELIVER = "facesense.webhook.deliver"  # task name: sent by name, runs on the control queue
 SIGNATURE_HEADER = "X-FaceSense-Signature"
 TIMESTAMP_HEADER = "X-FaceSense-Timestamp"
 MAX_DELAY_S = 600  # retries wait at most this long (well under the broker's visibility timeout)

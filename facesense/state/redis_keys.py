@@ -9,6 +9,10 @@ FINISHED_COUNTS = PREFIX + "finished"  # hash: "<type>:<status>" -> jobs ended s
 
 
 SWEEPER = PREFIX + "watchdog:sweeper"  # string: the worker that sweeps for the whole cluster
+SCHED_RINGS = tuple(f"{PREFIX}sched:ring:{p}" for p in ("high", "normal", "low"))  # lists of
+# job ids with shards to release, one per priority, highest first (the scheduler's Lua builds
+# the per-job and per-owner keys below from these prefixes: keep them in step)
+OWNER_PREFIX = PREFIX + "sched:owner:"
 
 
 def owned(owner: str) -> str:
@@ -49,3 +53,23 @@ def lease(job_id: str, name: str) -> str:
 def requeued(job_id: str, name: str) -> str:
     """A marker: the work under lease name was put back on the queue."""
     return f"{job(job_id)}:requeued:{name}"
+
+
+def sched(job_id: str) -> str:
+    """A hash: the job's scheduling state (next shard to release, shards planned, owner...)."""
+    return f"{job(job_id)}:sched"
+
+
+def sched_retry(job_id: str) -> str:
+    """A list: shard indexes to release again before new ones (requeued work)."""
+    return f"{job(job_id)}:sched:retry"
+
+
+def owner_running(owner: str) -> str:
+    """A set: one API key's jobs that have started a shard and not finished (its quota)."""
+    return f"{OWNER_PREFIX}{owner}:running"
+
+
+def owner_in_flight(owner: str) -> str:
+    """A sorted set: one API key's shards in flight ("job:index"), scored by when they lapse."""
+    return f"{OWNER_PREFIX}{owner}:inflight"

@@ -1,0 +1,61 @@
+"""What a scoring worker adds to its context: the device, the precision and loaded models."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import torch
+
+from facesense.errors import ConfigError
+from facesense.registry import Registry
+from facesense.settings import Settings
+from runtime.device import default_batch_size, default_threads, resolve_device, resolve_precision
+from runtime.gpu_decode import DECODERS, resolve_decoder
+from runtime.network import load_model
+from runtime.serving import LoadedModel
+from worker import metrics
+from worker.context import Context
+
+
+class ModelCache:
+    """Loaded model versions by name; a version is immutable, so a cached copy never goes stale."""
+
+    def __init__(self, registry: Registry, device: torch.device, precision: str, size: int = 2):
+        self.registry, self.device, self.precision, self.size = registry, device, precision, size
+        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> LoadedModel:
+        """The loaded version, loading (and checksum-verifying) it on first use."""
+        with self._lock:
+            if version in self._models:
+                self._models.move_to_end(version)
+                return self._models[version]
+            manifest = self.registry.manifest(version)
+            with metrics.MODEL_LOAD.time():
+                model = load_model(manifest, self.registry.weights(manifest), self.device)
+            loaded = LoadedModel(version, manifest["classes"], manifest["preprocess"], model,
+                                 self.device, self.precision)
+            self._models[version] = loaded
+            while len(self._models) > self.size:
+                self._models.popitem(last=False)
+            return loaded
+
+
+def check_device(settings: Settings) -> None:
+    """Fail fast on a device, precision or decoder a scoring worker can't run with."""
+    resolve_precision(settings.precision, resolve_device(settings.device))
+    if settings.decoder not in DECODERS:
+        raise ConfigError(f"FACESENSE_DECODER={settings.decoder!r}: use auto, cpu or gpu")
+
+
+def add_models(ctx: Context) -> Context:
+    """Give a context the device, precision, batch size, decoder and a model cache."""
+    settings = ctx.settings
+    device = resolve_device(settings.device)
+    ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device))
+    ctx.batch_size = settings.batch_size or default_batch_size(device)
+    ctx.threads = settings.decode_threads or default_threads()
+    ctx.decoder = resolve_decoder(settings.decoder, device)
+    return ctx
