@@ -18,7 +18,7 @@ from api.schemas import (
 from api.services import services
 from facesense.errors import BadRequest, Conflict, TransientError
 from facesense.inputs.sources import normalize_source, upload_source
-from facesense.inputs.uploads import save_uploads
+from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
 from facesense.outputs.results import failed_images, read_page
 from facesense.outputs.webhooks import check_callback_url
@@ -100,10 +100,11 @@ def submit_upload() -> dict:
     job_id = new_job_id()
     inputs = layout.inputs(job_id)
     skipped: list[dict] = []  # a .zip's non-image members: reported on the job, not scored
-    save_uploads(files, s.store.child(inputs), s.settings, skipped)
-    if skipped:
-        extra.update(skipped=skipped[:SKIPPED_LISTED], skipped_count=len(skipped))
-    return queue_classify(job_id, upload_source(inputs), model, **extra)
+    with upload_or_nothing(s.store, inputs) as target:  # any error: no upload left behind
+        save_uploads(files, target, s.settings, skipped)
+        if skipped:
+            extra.update(skipped=skipped[:SKIPPED_LISTED], skipped_count=len(skipped))
+        return queue_classify(job_id, upload_source(inputs), model, **extra)
 
 
 def resolve_model(name: str | None) -> tuple[str, dict]:

@@ -51,7 +51,7 @@ class Settings:
     max_json_bytes: int = _setting(4 << 20, "Largest JSON request body in bytes (a URL list included), refused before it is parsed; larger: 413")
     max_zip_members: int = _setting(100_000, "Most members accepted in an uploaded .zip")
     max_zip_bytes: int = _setting(20 << 30, "Most uncompressed bytes accepted from an uploaded .zip")
-    max_zip_ratio: int = _setting(200, "Largest compression ratio of an uploaded .zip member over 1 MiB (a zip bomb); larger: 413")
+    max_zip_ratio: int = _setting(200, "Largest compression ratio of an uploaded .zip (its images' bytes over the upload's, once they pass 1 MiB) and of any member over 1 MiB (a zip bomb); larger: 413")
     max_image_bytes: int = _setting(64 << 20, "Largest image file scored; larger ones become error rows")
     max_image_pixels: int = _setting(100_000_000, "Largest image (width x height) decoded; larger: error row")
     url_max_per_job: int = _setting(10_000, "Most image URLs one scoring job may list; more: 413")

@@ -295,12 +295,14 @@ def test_refused_archives_touch_no_file_on_a_local_store(tmp_path, kind):
 
 
 def test_a_write_failure_removes_what_the_archive_had_written(tmp_path):
-    # 'a.jpg' is written, then 'a.jpg/b.jpg' can't be (a file is in the way): no debris left
+    # 'a.jpg' is written, then 'v2/b.jpg' can't be (a file is in the way): no debris left
     target = LocalStore(tmp_path / "inputs")
-    archive = zip_of({"a.jpg": b"a", "a.jpg/b.jpg": b"b"})
+    (tmp_path / "inputs").mkdir()
+    (tmp_path / "inputs" / "v2").write_bytes(b"in the way")
+    archive = zip_of({"a.jpg": b"a", "v2/b.jpg": b"b"})
     with pytest.raises(SourceError, match="can't be unpacked"):
         save_zip(archive, target, Settings())
-    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["v2"]
 
 
 def test_member_count_is_checked_before_parsing_and_again_after(tmp_path):

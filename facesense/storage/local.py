@@ -114,8 +114,12 @@ class _AtomicFile:
         return self.f
 
     def __exit__(self, exc_type, *_):
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
+        try:
+            self.f.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)  # may fail too (a name too long, a folder there)
+                return
+        except BaseException:
+            os.unlink(self.tmp)  # no temp file outlives a failed write
+            raise
+        os.unlink(self.tmp)
