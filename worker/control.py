@@ -19,7 +19,7 @@ from facesense.settings import Settings
 from facesense.state import leases
 from worker import planning, watchdog
 from worker.context import Context, build_context, check_settings
-from worker.steps import TRANSIENT, run_job_step
+from worker.jobs import TRANSIENT, run_job_step
 
 log = logging.getLogger(__name__)
 settings = Settings.from_env()

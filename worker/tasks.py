@@ -13,7 +13,7 @@ from facesense.state import leases
 from worker import classify, metrics, sidecar, training
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
-from worker.steps import TRANSIENT, run_job_step
+from worker.jobs import TRANSIENT, run_job_step
 
 log = logging.getLogger(__name__)
 
