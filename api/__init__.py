@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     # Under gunicorn the app can't see --bind: FACESENSE_API_HOST must name it (compose sets it).
     check_exposure(settings, keyring)
     app = Flask(__name__, static_folder=None)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+                      MAX_FORM_PARTS=settings.max_form_parts)
     app.json.sort_keys = False  # records read in their natural order
     store = store_from_settings(settings)
     redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30,

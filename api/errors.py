@@ -32,6 +32,20 @@ def error_response(status: int, code: str, message: str):
     return jsonify({"error": {"code": code, "message": message}}), status
 
 
+def too_large(app: Flask) -> tuple[str, str]:
+    """What a 413 from Werkzeug means: it raises one bare error for a body over the limit, a
+    multipart form with too many parts and a text field over its memory limit."""
+    limit, length = app.config["MAX_CONTENT_LENGTH"], request.content_length
+    if request.mimetype != "multipart/form-data" or (length is not None and length > limit):
+        return "too_large", f"request body exceeds the {limit}-byte limit (FACESENSE_MAX_UPLOAD_BYTES)"
+    body = "" if length is not None else f", or a body over {limit} bytes"
+    return "too_many_parts", (
+        f"the multipart upload has more than {app.config['MAX_FORM_PARTS']} parts (files and "
+        f"fields; FACESENSE_MAX_FORM_PARTS), or a text field over "
+        f"{app.config['MAX_FORM_MEMORY_SIZE']} bytes{body}: send many files as one .zip "
+        "(`facesense submit --upload` does)")
+
+
 def register(app: Flask) -> None:
     """Install the handlers."""
 
@@ -45,8 +59,7 @@ def register(app: Flask) -> None:
         code = (e.name or "error").lower().replace(" ", "_")
         message = e.description or e.name
         if e.code == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            code, message = "too_large", f"request body exceeds the {limit}-byte limit"
+            code, message = too_large(app)
         response, status = error_response(e.code or 500, code, message)
         for name, value in e.get_headers():  # e.g. Allow on a 405
             if name.lower() != "content-type":

@@ -10,15 +10,23 @@
 
 from __future__ import annotations
 
+import io
+import tempfile
 import time
+import uuid
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import requests
 
+from facesense.errors import BadRequest
 from facesense.inputs.sources import is_image_key
+from facesense.inputs.uploads import check_unique
 from facesense.state.status import FINISHED
+
+ZIP_OVER = 200  # files in one upload: more go as one .zip (a server allows 1,000 parts by default)
 
 
 class ApiError(Exception):
@@ -67,9 +75,13 @@ class Client:
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def upload(self, folders_or_files: Iterable[str | Path], model: str | None = None,
-               callback_url: str | None = None) -> dict:
+               callback_url: str | None = None, *, zip_over: int = ZIP_OVER) -> dict:
         """Queue a scoring job on local files, uploaded: a folder's images keep their
-        sub-folders (groups); a file is sent by name (a .zip is unpacked by the server)."""
+        sub-folders (groups); a file is sent by name (a .zip is unpacked by the server).
+
+        More than zip_over files go as one uncompressed .zip, streamed from a temporary file:
+        one multipart part, so a big folder stays under the server's FACESENSE_MAX_FORM_PARTS
+        and the client's memory stays flat."""
         pairs = []
         for path in map(Path, folders_or_files):
             if path.is_dir():
@@ -77,14 +89,35 @@ class Client:
                           if p.is_file() and is_image_key(p.relative_to(path).as_posix())]
             else:
                 pairs.append((path, path.name))
+        data = {"type": "classify", **_optional(model=model, callback_url=callback_url)}
+        if len(pairs) > zip_over:
+            return self._upload_zip(pairs, data)
         handles = [(name, p.open("rb")) for p, name in pairs]
         try:
             files = [("files", (name, fh)) for name, fh in handles]
-            data = {"type": "classify", **_optional(model=model, callback_url=callback_url)}
             return self._call("POST", "/v1/jobs", data=data, files=files).json()
         finally:
             for _, fh in handles:
                 fh.close()
+
+    def _upload_zip(self, pairs: list[tuple[Path, str]], data: dict) -> dict:
+        """Send files as one stored (not deflated: images are compressed already) .zip."""
+        check_unique([(name, name) for _, name in pairs], "upload file name")  # before zipping
+        bad = [name for _, name in pairs if not is_image_key(name)]
+        if bad:  # the server skips a .zip's non-images; named files must be images, as unzipped
+            raise BadRequest(f"not image file(s): {', '.join(map(repr, bad[:5]))}")
+        boundary = uuid.uuid4().hex
+        with tempfile.TemporaryFile() as archive:
+            with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for path, name in pairs:
+                    zf.write(path, name)
+            head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'
+                           f"{v}\r\n" for k, v in data.items())
+            head += (f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                     'filename="upload.zip"\r\nContent-Type: application/zip\r\n\r\n')
+            body = _Joined(head.encode(), archive, f"\r\n--{boundary}--\r\n".encode())
+            headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+            return self._call("POST", "/v1/jobs", data=body, headers=headers).json()
 
     def train(self, dataset: str, params: dict | None = None, promote: str = "never",
               callback_url: str | None = None) -> dict:
@@ -162,6 +195,36 @@ class Client:
     def health(self) -> dict:
         """The /healthz answer (ApiError 503 names what is down)."""
         return self._call("GET", "/healthz").json()
+
+
+class _Joined:
+    """Bytes, an open file, then bytes, read back to back with a known length: requests sends
+    it with a Content-Length, in blocks, instead of building the body in memory (no tell():
+    requests would take its position for the length)."""
+
+    def __init__(self, head: bytes, file: BinaryIO, tail: bytes):
+        size = file.seek(0, 2)
+        file.seek(0)
+        self.parts = [io.BytesIO(head), file, io.BytesIO(tail)]
+        self.length = len(head) + size + len(tail)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.read(1 << 16):
+            yield block
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to size bytes (all that is left if size < 0)."""
+        out = b""
+        while self.parts and (size < 0 or len(out) < size):
+            block = self.parts[0].read(-1 if size < 0 else size - len(out))
+            if block:
+                out += block
+            else:
+                self.parts.pop(0)
+        return out
 
 
 def _optional(**fields) -> dict:

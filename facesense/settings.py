@@ -48,6 +48,7 @@ class Settings:
     allow_open_api: int = _setting(0, "1: let the API listen on a non-loopback address with no API keys configured")
     api_key: str = _setting("", "The key the CLI and Client send as a bearer token (masked when settings are printed)")
     max_upload_bytes: int = _setting(2 << 30, "Largest request body (uploads) in bytes; larger: 413")
+    max_form_parts: int = _setting(1000, "Most parts (files and fields) in one multipart upload; more: 413 naming this limit (send many files as one .zip: `facesense submit --upload` does)")
     max_json_bytes: int = _setting(4 << 20, "Largest JSON request body in bytes (a URL list included), refused before it is parsed; larger: 413")
     max_zip_members: int = _setting(100_000, "Most members accepted in an uploaded .zip")
     max_zip_bytes: int = _setting(20 << 30, "Most uncompressed bytes accepted from an uploaded .zip")

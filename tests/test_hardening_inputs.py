@@ -1,11 +1,12 @@
-"""Uploads under attack: zip bombs, bad file names, duplicates (hardening issue, items 3, 7
-and 12), on the real Redis and on a real store (S3, or a local folder)."""
+"""Uploads under attack: zip bombs, bad file names, duplicates, many parts (hardening issue,
+items 3, 7, 11 and 12), on the real Redis and on a real store (S3, or a local folder)."""
 
 from __future__ import annotations
 
 import io
 import random
 import zipfile
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -14,6 +15,7 @@ from facesense.inputs.uploads import save_uploads, save_zip
 from facesense.settings import Settings
 from facesense.storage import LocalStore
 from tests.conftest import BUCKET
+from tests.servers import serving
 
 BAD_NAMES = {
     "nul": "v1/evil\0.jpg",
@@ -190,3 +192,47 @@ def test_duplicate_names_are_refused_alike_in_files_and_zips(client, settings, s
         assert resp.status_code == 400, resp.get_json()
         assert f"{what} {named}" in resp.get_json()["error"]["message"]
     assert input_keys(s3, settings) == before
+
+
+# --- item 11: the part limit is a setting with an honest message; the CLI zips big folders --
+
+
+def test_too_many_parts_is_a_413_naming_the_part_limit(settings, model_version):
+    from api import create_app
+
+    small = create_app(settings.replace(max_form_parts=3)).test_client()
+    resp = post_files(small, [f"{i}.jpg" for i in range(5)])
+    assert resp.status_code == 413
+    error = resp.get_json()["error"]
+    assert error["code"] == "too_many_parts"
+    assert "more than 3 parts" in error["message"]
+    assert "FACESENSE_MAX_FORM_PARTS" in error["message"] and ".zip" in error["message"]
+    body = create_app(settings.replace(max_upload_bytes=100)).test_client()
+    resp = post_files(body, ["a.jpg"], data=b"x" * 200)
+    assert resp.status_code == 413
+    assert "FACESENSE_MAX_UPLOAD_BYTES" in resp.get_json()["error"]["message"]
+
+
+def test_the_cli_uploads_a_folder_over_the_part_limit_as_one_zip(settings, model_version, s3,
+                                                                 tmp_path):
+    from api import create_app
+    from cli.main import main
+    from facesense.client import ZIP_OVER
+
+    # Given a server allowing fewer parts than a folder holds files
+    folder = tmp_path / "big"
+    names = [f"v{i % 3}/{i}.jpg" for i in range(ZIP_OVER + 50)]
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\xff\xd8\xff" + name.encode())
+    before = input_keys(s3, settings)
+    with serving(create_app(settings.replace(max_form_parts=ZIP_OVER))) as url:
+        out = io.StringIO()
+        # When the CLI uploads the folder
+        with redirect_stdout(out), redirect_stderr(io.StringIO()):
+            assert main(["--api", url, "submit", "--upload", str(folder)]) == 0
+    # Then one job holds every file under its own name (its group kept)
+    job_id = out.getvalue().split()[0]
+    stored = {k.split("/inputs/", 1)[1] for k in input_keys(s3, settings) - before
+              if f"/{job_id}/" in k}
+    assert stored == set(names)
