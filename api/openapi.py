@@ -9,6 +9,7 @@ import sys
 from flask import Blueprint, current_app, jsonify
 
 from api.auth import auth_enabled, public
+from facesense.state.scheduler import PRIORITIES
 from facesense.state.status import COUNTERS, JobStatus
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
 
@@ -48,6 +49,9 @@ def param_schema(f: dataclasses.Field) -> dict:
     return out
 
 
+PRIORITY = {"type": "string", "enum": list(PRIORITIES), "default": "normal",
+            "description": "high goes before queued normal shards; low runs when nothing else waits"}
+
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": "string"}, "message": {"type": "string"}},
                                ("code", "message"))}, ("error",)),
@@ -61,6 +65,16 @@ SCHEMAS = {
         "progress": obj({c: {"type": "integer"} for c in COUNTERS}, COUNTERS),
         "summary": {"type": ["object", "null"]}, "results": {"type": ["object", "null"]},
         "retry_of": {"type": "string"},
+        "priority": PRIORITY,
+        "quota": obj({"jobs": {"type": "integer"}, "shards": {"type": "integer"}})
+        | {"description": "the API key's quotas when the job was queued (0: none)"},
+        "queue": obj({
+            "priority": PRIORITY, "shards_waiting": {"type": "integer"},
+            "jobs_ahead": {"type": "integer"},
+            "shards_ahead": {"type": "integer", "description": "shards that start before this "
+                             "job's next one"},
+            "held": {**NULLABLE_STR, "description": "the quota holding the job back, if one does"}})
+        | {"description": "while its shards wait (GET of one job only)"},
         "planned": {"type": "integer", "description": "shards planned so far (the source is "
                                                       "listed and its shards queued in batches)"}},
         ("id", "type", "status", "progress")),
@@ -74,7 +88,8 @@ SCHEMAS = {
                  "description": "image URLs to score (http/https), instead of a source; an "
                                 "entry may be {url, group}"},
         "model": {"type": "string", "description": "version or alias (default production)"},
-        "callback_url": {"type": "string", "description": "URL told when the job finishes"}},
+        "callback_url": {"type": "string", "description": "URL told when the job finishes"},
+        "priority": PRIORITY},
         ("type",), closed=True)},
     "TrainRequest": obj({
         "type": {"const": "train"},
@@ -86,7 +101,7 @@ SCHEMAS = {
         "callback_url": {"type": "string", "description": "URL told when the job finishes"}},
         ("type", "dataset"), closed=True),
     "Upload": obj({"type": {"type": "string", "enum": ["classify"]}, "model": {"type": "string"},
-                   "callback_url": {"type": "string"},
+                   "callback_url": {"type": "string"}, "priority": PRIORITY,
                    "files": {"type": "array", "items": {"type": "string",
                                                         "contentMediaType":
                                                             "application/octet-stream"}}},
@@ -179,7 +194,8 @@ def document() -> dict:
         "/v1/jobs/{job_id}/retry": {"post": op(
             "Score a finished job's failed images again, as a new job", 202, ref("Job"),
             (400, 404, 409, 422, 503), params=(job_id,), body={"required": False, "content":
-                json_content(obj({"model": {"type": "string"}}, closed=True))})},
+                json_content(obj({"model": {"type": "string"}, "priority": PRIORITY},
+                                 closed=True))})},
         "/v1/jobs/{job_id}/cancel": {"post": op("Cancel a queued or running job", 200,
                                                 ref("Job"), (404, 409, 503), params=(job_id,))},
         "/v1/models": {"get": op("Every version (newest first) and every alias", 200, obj(

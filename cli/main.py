@@ -13,6 +13,7 @@ from facesense.client import ApiError, Client
 from facesense.errors import FacesenseError
 from facesense.keys import check_exposure
 from facesense.settings import Settings
+from facesense.state.scheduler import PRIORITIES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
                         help="s3://bucket/prefix or a folder the server may read; or image "
                              "URLs (http/https); with --upload, local files or folders")
     submit.add_argument("--model", help="model version or alias (default: production)")
+    submit.add_argument("--priority", choices=PRIORITIES, default="normal",
+                        help="high jobs go before queued normal shards; low ones run when "
+                             "nothing else waits (default normal)")
     submit.add_argument("--upload", action="store_true", help="upload local files to the API")
     submit.add_argument("--wait", action="store_true", help="follow progress until done")
     submit.set_defaults(func=cmd_submit)
@@ -68,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     retry = sub.add_parser("retry", help="score again the images that failed in a job")
     retry.add_argument("job_id")
     retry.add_argument("--model", help="model version or alias (default: the job's version)")
+    retry.add_argument("--priority", choices=PRIORITIES,
+                       help="high, normal or low (default: the job's)")
     retry.add_argument("--wait", action="store_true", help="follow progress until done")
     retry.set_defaults(func=cmd_retry)
 
@@ -160,16 +166,17 @@ def cmd_submit(args, settings: Settings) -> int:
     """Queue a job and print its id (or follow it with --wait)."""
     api = client(args, settings)
     if args.upload:
-        job = api.upload([Path(s) for s in args.source], model=args.model)
+        job = api.upload([Path(s) for s in args.source], model=args.model,
+                         priority=args.priority)
     elif all(s.startswith(("http://", "https://")) for s in args.source):
-        job = api.submit(urls=args.source, model=args.model)
+        job = api.submit(urls=args.source, model=args.model, priority=args.priority)
     else:
         if len(args.source) != 1:
             raise FacesenseError("give one source (or use --upload for several local files)")
         source = args.source[0]
         if "://" not in source and Path(source).exists():
             source = str(Path(source).resolve())  # the server resolves paths from its own cwd
-        job = api.submit(source, model=args.model)
+        job = api.submit(source, model=args.model, priority=args.priority)
     print(job["id"])
     if args.wait:
         return follow(api, job["id"])
@@ -199,7 +206,7 @@ def cmd_train(args, settings: Settings) -> int:
 def cmd_retry(args, settings: Settings) -> int:
     """Queue a new job over a finished job's failed images and print its id."""
     api = client(args, settings)
-    job = api.retry(args.job_id, model=args.model)
+    job = api.retry(args.job_id, model=args.model, priority=args.priority)
     print(job["id"])
     return follow(api, job["id"]) if args.wait else 0
 
@@ -228,8 +235,11 @@ def follow(api: Client, job_id: str) -> int:
         width = 30
         filled = int(width * done / total) if total else 0
         bar = "#" * filled + "-" * (width - filled)
+        queue = record.get("queue") or {}  # while it waits: what starts before it, or why held
+        waiting = (f", {queue['held']}" if queue.get("held") else
+                   f", {queue['shards_ahead']} shards ahead" if queue.get("shards_waiting") else "")
         print(f"\r{record['status']:<9} [{bar}] {done}/{total or '?'} "
-              f"({p['failed']} failed)", end="", file=sys.stderr, flush=True)
+              f"({p['failed']} failed){waiting}\033[K", end="", file=sys.stderr, flush=True)
 
     record = api.wait(job_id, on_update=draw)
     print(file=sys.stderr)

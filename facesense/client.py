@@ -64,18 +64,21 @@ class Client:
         return resp
 
     def submit(self, source: str | None = None, *, urls: Iterable[str | dict] | None = None,
-               model: str | None = None, callback_url: str | None = None) -> dict:
+               model: str | None = None, callback_url: str | None = None,
+               priority: str | None = None) -> dict:
         """Queue a scoring job on a source the server reads (S3 URL or server-side folder), or
-        on image URLs (strings, or {"url", "group"}); returns the job record."""
+        on image URLs (strings, or {"url", "group"}); priority: high, normal (default) or low;
+        returns the job record."""
         if (source is None) == (urls is None):
             raise ValueError("give a source or urls, not both")
         body: dict = {"type": "classify"}
         body.update({"source": source} if urls is None else {"urls": list(urls)})
-        body.update(_optional(model=model, callback_url=callback_url))
+        body.update(_optional(model=model, callback_url=callback_url, priority=priority))
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def upload(self, folders_or_files: Iterable[str | Path], model: str | None = None,
-               callback_url: str | None = None, *, zip_over: int = ZIP_OVER) -> dict:
+               callback_url: str | None = None, *, zip_over: int = ZIP_OVER,
+               priority: str | None = None) -> dict:
         """Queue a scoring job on local files, uploaded: a folder's images keep their
         sub-folders (groups); a file is sent by name (a .zip is unpacked by the server).
 
@@ -89,7 +92,8 @@ class Client:
                           if p.is_file() and is_image_key(p.relative_to(path).as_posix())]
             else:
                 pairs.append((path, path.name))
-        data = {"type": "classify", **_optional(model=model, callback_url=callback_url)}
+        data = {"type": "classify", **_optional(model=model, callback_url=callback_url,
+                                                priority=priority)}
         if len(pairs) > zip_over:
             return self._upload_zip(pairs, data)
         handles = [(name, p.open("rb")) for p, name in pairs]
@@ -126,9 +130,10 @@ class Client:
                 **_optional(callback_url=callback_url)}
         return self._call("POST", "/v1/jobs", json=body).json()
 
-    def retry(self, job_id: str, model: str | None = None) -> dict:
+    def retry(self, job_id: str, model: str | None = None, priority: str | None = None) -> dict:
         """A new scoring job over the images that failed in a finished one (ApiError 409 if none)."""
-        return self._call("POST", f"/v1/jobs/{job_id}/retry", json=_optional(model=model)).json()
+        return self._call("POST", f"/v1/jobs/{job_id}/retry",
+                          json=_optional(model=model, priority=priority)).json()
 
     def cancel(self, job_id: str) -> dict:
         """Cancel a queued or running job (ApiError 409 once it finished)."""

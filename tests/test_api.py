@@ -36,6 +36,9 @@ def test_unknown_fields_and_wrong_types_are_named(client, base_dir):
     assert "source" in error_of(resp, 400)["message"]
     resp = client.post("/v1/jobs", json=["classify"])
     assert "JSON object" in error_of(resp, 400)["message"]
+    resp = client.post("/v1/jobs", json={"type": "classify", "source": str(base_dir),
+                                          "priority": "urgent"})
+    assert "priority must be one of high, normal, low" in error_of(resp, 400)["message"]
 
 
 def test_unusable_sources_are_422(client, base_dir):
@@ -186,14 +189,15 @@ def test_retry_rescores_only_the_failed_images(client, worker, base_dir, unique)
     folder = base_dir / f"retry-{unique}"
     make_folder(folder, 4, max_side=200)  # + truncated.jpg, notes.png, empty.jpeg
     first = wait_for_job(client, client.post("/v1/jobs", json={
-        "type": "classify", "source": str(folder)}).get_json()["id"])
-    assert first["progress"]["failed"] == 3
+        "type": "classify", "source": str(folder), "priority": "low"}).get_json()["id"])
+    assert first["progress"]["failed"] == 3 and first["priority"] == "low"
     # The user fixes one of the broken files, then retries.
     fixed = folder / "variant_a" / "truncated.jpg"
     fixed.write_bytes(encode(make_image(__import__("random").Random(7), (90, 90)), "JPEG"))
     resp = client.post(f"/v1/jobs/{first['id']}/retry")
     assert resp.status_code == 202, resp.get_json()
     assert resp.get_json()["retry_of"] == first["id"]
+    assert resp.get_json()["priority"] == "low"  # the retry keeps the job's priority
     second = wait_for_job(client, resp.get_json()["id"])
     assert second["status"] == "succeeded" and second["model_version"] == first["model_version"]
     assert (second["progress"]["total"], second["progress"]["failed"]) == (3, 2)

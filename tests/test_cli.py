@@ -72,7 +72,7 @@ def test_models_import_registers_and_promotes(stack):
 def test_submit_wait_and_results_through_the_cli(stack):
     folder = stack["data"] / "images"
     counts = make_folder(folder, 40, max_side=600)
-    submitted = facesense("submit", str(folder), "--wait", env=stack["env"])
+    submitted = facesense("submit", str(folder), "--priority", "low", "--wait", env=stack["env"])
     job_id = submitted.stdout.splitlines()[0]
     summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
     assert summary["overall"]["images"] == sum(counts.values())
@@ -87,15 +87,19 @@ def test_submit_wait_and_results_through_the_cli(stack):
 
     status = json.loads(facesense("status", job_id, env=stack["env"]).stdout)
     assert status["status"] == "succeeded" and status["model_version"] == stack["version"]
+    assert status["priority"] == "low"
     assert job_id in facesense("jobs", env=stack["env"]).stdout
 
 
 def test_upload_submission_keeps_sub_folders_as_groups(stack):
     folder = stack["data"] / "upload"
     make_folder(folder, 6, groups=("ad1", "ad2"), max_side=300, corrupt=False)
-    submitted = facesense("submit", "--upload", str(folder), "--wait", env=stack["env"])
+    submitted = facesense("submit", "--upload", str(folder), "--priority", "high", "--wait",
+                          env=stack["env"])
     summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
     assert {g: v["images"] for g, v in summary["groups"].items()} == {"ad1": 3, "ad2": 3}
+    status = json.loads(facesense("status", submitted.stdout.splitlines()[0], env=stack["env"]).stdout)
+    assert status["priority"] == "high"
 
 
 def test_errors_are_clear_and_exit_non_zero(stack):

@@ -125,9 +125,11 @@ def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, wo
     # Given the dashboard, when a folder is submitted through its form
     page.goto(server + "/")
     page.fill("#source", str(campaign))
+    page.select_option("#priority", "high")
     page.click("#submit-source-button")
     page.wait_for_url("**/#/jobs/*")
     job_id = page.url.rsplit("/", 1)[1]
+    assert client.get(f"/v1/jobs/{job_id}").get_json()["priority"] == "high"
 
     # then the progress bar fills to 13 of 13 and the job succeeds
     page.wait_for_selector("#job-header [data-status=succeeded]", timeout=90_000)

@@ -147,6 +147,8 @@ async function jobsView(main) {
   const source = h("input", {id: "source", name: "source", size: 48, required: true,
                              placeholder: "s3://bucket/prefix or a folder on the server"});
   const model = h("input", {id: "model", name: "model", placeholder: "production", size: 14});
+  const priority = h("select", {id: "priority", name: "priority"},
+                     ["normal", "high", "low"].map((p) => h("option", {value: p}, p)));
   const files = h("input", {id: "files", type: "file", multiple: true,
                             accept: "image/*,.zip,application/zip"});
   const folder = h("input", {id: "folder", type: "file", webkitdirectory: true});
@@ -158,6 +160,7 @@ async function jobsView(main) {
     ev.preventDefault();
     const body = {type: "classify", source: source.value.trim()};
     if (model.value.trim()) body.model = model.value.trim();
+    body.priority = priority.value;
     try { submitted(await postJSON("/v1/jobs", body)); } catch (e) { failed(e); }
   }}, h("label", {for: "source"}, "Source"), source,
      h("button", {type: "submit", id: "submit-source-button"}, "Score"));
@@ -167,6 +170,7 @@ async function jobsView(main) {
     const form = new FormData();
     form.append("type", "classify");
     if (model.value.trim()) form.append("model", model.value.trim());
+    form.append("priority", priority.value);
     for (const f of files.files) form.append("files", f, f.name);
     for (const f of folder.files) { // drop the chosen folder's own name: sub-folders are groups
       form.append("files", f, f.webkitRelativePath.split("/").slice(1).join("/") || f.name);
@@ -184,7 +188,8 @@ async function jobsView(main) {
   main.append(
     h("section", {class: "card"}, h("h2", {}, "Score a folder"),
       h("div", {class: "model-row"}, h("label", {for: "model"}, "Model"), model,
-        h("span", {class: "muted"}, "version or alias; empty: the server's default")),
+        h("span", {class: "muted"}, "version or alias; empty: the server's default"),
+        h("label", {for: "priority"}, "Priority"), priority),
       sourceForm, uploadForm, message),
     trainCard(submitted),
     h("section", {class: "card"}, h("h2", {}, "Jobs"),
@@ -283,6 +288,12 @@ function renderJobHeader(el, job) {
     ["Created", when(job.created_at)], ["Finished", when(job.finished_at)],
   ];
   if (job.error) rows.push(["Error", h("span", {class: "error"}, job.error)]);
+  if (job.priority) rows.push(["Priority", job.priority]);
+  const q = job.queue; // while shards wait: what starts before this job's next one, or why held
+  if (q && (q.shards_waiting || q.held)) {
+    rows.push(["Queue", h("span", {id: "job-queue"}, q.held ||
+      `${q.shards_waiting} shards waiting; ${q.shards_ahead} shards of ${q.jobs_ahead} jobs ahead`)]);
+  }
   if (job.retry_of) rows.push(["Retry of", h("a", {href: `#/jobs/${job.retry_of}`}, job.retry_of)]);
   if (job.promotion) {
     const pr = job.promotion;
