@@ -249,6 +249,22 @@ def test_local_files_are_not_world_readable(tmp_path):
     assert (tmp_path / "a" / "b").stat().st_mode & 0o007 == 0
 
 
+def test_every_folder_a_local_write_creates_is_0750_as_the_readme_says(tmp_path):
+    # Given a store whose root does not exist yet, under the usual umask
+    old = os.umask(0o022)
+    try:
+        store = LocalStore(tmp_path / "store")
+        # When an upload lands deep under a new job's folder
+        store.put("jobs/abc123/inputs/ad1/face.jpg", b"x")
+    finally:
+        os.umask(old)
+    # Then the store root, jobs/, jobs/<id> and every folder below it are 0750, the file 0600
+    for folder in ("store", "store/jobs", "store/jobs/abc123", "store/jobs/abc123/inputs",
+                   "store/jobs/abc123/inputs/ad1"):
+        assert oct((tmp_path / folder).stat().st_mode & 0o777) == oct(0o750), folder
+    assert (tmp_path / "store/jobs/abc123/inputs/ad1/face.jpg").stat().st_mode & 0o777 == 0o600
+
+
 def test_local_writes_leave_no_temp_files(tmp_path):
     store = LocalStore(tmp_path)
     store.put("a/x.jpg", b"x")

@@ -42,7 +42,7 @@ class LocalStore:
 
     def _writer(self, key: str):
         path = self._path(key)
-        path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        _make_folders(path.parent)
         # mkstemp creates the file 0600: results hold people's faces' scores.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         return _AtomicFile(os.fdopen(fd, "wb"), tmp, path)
@@ -102,6 +102,20 @@ class LocalStore:
     def uri_for(self, key: str) -> str:
         """A URL naming one object."""
         return self._path(key).as_uri()
+
+
+def _make_folders(folder: Path) -> None:
+    """Create folder and its missing parents, each 0750 (mkdir(parents=True) gives the parents
+    the default mode, which left jobs/<id> 0755: readable by every local user)."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for f in reversed(missing):
+        try:
+            f.mkdir(mode=0o750)
+        except FileExistsError:  # another writer made it first; a file there fails mkstemp
+            pass
 
 
 class _AtomicFile:
