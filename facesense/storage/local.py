@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -112,10 +113,9 @@ def _make_folders(folder: Path) -> None:
         missing.append(folder)
         folder = folder.parent
     for f in reversed(missing):
-        try:
+        # another writer may make it first; a file there fails mkstemp below
+        with contextlib.suppress(FileExistsError):
             f.mkdir(mode=0o750)
-        except FileExistsError:  # another writer made it first; a file there fails mkstemp
-            pass
 
 
 class _AtomicFile:
