@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -13,9 +14,14 @@ import time
 from pathlib import Path
 
 from facesense.errors import ConfigError
-from facesense.settings import Settings
+from facesense.settings import URL_PASSWORD, Settings
 
 log = logging.getLogger(__name__)
+
+
+def masked(url: str) -> str:
+    """A URL fit for logs: its password replaced by ***."""
+    return URL_PASSWORD.sub(r"\1***@", url)
 
 
 def free_port() -> int:
@@ -43,17 +49,51 @@ def redis_server_binary() -> str:
 
 
 def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """A redis-server on loopback with append-only persistence in data_dir; returns (proc, url)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """A redis-server on loopback with append-only persistence in data_dir, behind the password
+    kept there; returns (proc, url), the url carrying the password."""
+    password = private_folder(data_dir)
     port = port or free_port()
+    # The password goes in a 0600 config file, not on the command line (any local user reads
+    # argv in ps); umask 077 makes the AOF and the log 0600 as Redis creates them.
+    conf = data_dir / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"requirepass {password}\n")
     proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
+        [redis_server_binary(), str(conf.resolve()), "--port", str(port), "--bind", "127.0.0.1",
          "--dir", str(data_dir.resolve()), "--appendonly", "yes", "--save", "",
          "--protected-mode", "yes", "--logfile", "redis.log"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    wait_for_redis(url, proc)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, umask=0o077)
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
+    try:
+        wait_for_redis(url, proc)
+    except BaseException:  # not up (or Ctrl-C meanwhile): leave no redis-server behind
+        stop([proc], timeout=5)
+        raise
     return proc, url
+
+
+def private_folder(data_dir: Path) -> str:
+    """Make data_dir 0700 and what is in it 0600 (older versions left it 0755, the AOF 0644);
+    return the password kept in it, made once so restarts reach the same data the same way."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    for path in data_dir.rglob("*"):
+        if not path.is_symlink():
+            os.chmod(path, 0o700 if path.is_dir() else 0o600)
+    path = data_dir / "password"
+    if not path.exists():
+        tmp = data_dir / f".password-{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(tmp, path)  # atomic, and never over a password another start just made
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_text().strip()
 
 
 def wait_for_redis(url: str, proc: subprocess.Popen | None = None, timeout: float = 20) -> None:
@@ -68,12 +108,14 @@ def wait_for_redis(url: str, proc: subprocess.Popen | None = None, timeout: floa
                 return
         except redis.exceptions.BusyLoadingError:
             pass
+        except redis.exceptions.AuthenticationError:
+            raise ConfigError(f"Redis at {masked(url)} refused the password") from None
         except redis.exceptions.ConnectionError:
             pass
         if proc is not None and proc.poll() is not None:
             raise ConfigError(f"redis-server exited with code {proc.returncode}")
         if time.monotonic() > deadline:
-            raise ConfigError(f"Redis at {url} did not answer within {timeout}s")
+            raise ConfigError(f"Redis at {masked(url)} did not answer within {timeout}s")
         time.sleep(0.1)
 
 
@@ -123,7 +165,7 @@ def run(settings: Settings, workers: int = 1) -> None:
     if not settings.redis_url:
         redis_proc, url = start_redis(data_dir / "redis")
         settings = settings.replace(redis_url=url)
-        log.info("private Redis at %s (data in %s)", url, data_dir / "redis")
+        log.info("private Redis at %s (data in %s)", masked(url), data_dir / "redis")
     if not settings.store:
         settings = settings.replace(store=str((data_dir / "store").resolve()))
 
