@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from facesense.errors import ConfigError
 from facesense.settings import URL_PASSWORD, Settings
@@ -154,18 +155,21 @@ def stop(procs: list[subprocess.Popen], timeout: float = 30) -> None:
 
 
 def run(settings: Settings, workers: int = 1) -> None:
-    """Start Redis (unless one is configured), workers and the API; block until Ctrl-C / SIGTERM."""
-    from werkzeug.serving import make_server
-
+    """Start Redis (unless one is configured), workers and the API; block until Ctrl-C / SIGTERM,
+    restarting a child that dies (StackFailed, everything stopped, when one keeps dying)."""
     from api import create_app
+    from cli.supervise import ApiThread, StackFailed, Supervisor
 
     data_dir = Path(settings.data_dir)
-    procs: list[subprocess.Popen] = []
-    redis_proc = None
+    supervisor = Supervisor(settings.up_max_restarts)
     if not settings.redis_url:
         redis_proc, url = start_redis(data_dir / "redis")
         settings = settings.replace(redis_url=url)
         log.info("private Redis at %s (data in %s)", masked(url), data_dir / "redis")
+        # the same port and password again: the workers and the API reconnect by themselves
+        port = urlsplit(url).port
+        supervisor.watch("redis-server", redis_proc,
+                         lambda: start_redis(data_dir / "redis", port)[0])
     if not settings.store:
         settings = settings.replace(store=str((data_dir / "store").resolve()))
 
@@ -174,16 +178,31 @@ def run(settings: Settings, workers: int = 1) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        procs = start_workers(settings, workers)
-        server = make_server(settings.api_host, settings.api_port, create_app(settings),
-                             threaded=True)
+        for i, proc in enumerate(start_workers(settings, workers)):
+            supervisor.watch(f"worker {i}", proc,
+                             lambda i=i: start_workers(settings, 1, first=i)[0])
+        app = create_app(settings)
+        supervisor.watch("API server", ApiThread(settings.api_host, settings.api_port, app),
+                         lambda: ApiThread(settings.api_host, settings.api_port, app))
         log.info("API on http://%s:%d, %d worker(s), store %s", settings.api_host,
                  settings.api_port, workers, settings.store_url)
         print(f"FaceSense is up: http://{settings.api_host}:{settings.api_port}", flush=True)
-        server.serve_forever()
+        while True:
+            supervisor.check()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         log.info("stopping")
+    except StackFailed as e:
+        log.error("%s", e)
+        raise
     finally:
-        stop(procs)
-        if redis_proc:
-            stop([redis_proc])
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut this short
+        # the API first (no new jobs), then the workers (they finish their task), then Redis
+        current = {c.name: c.handle for c in supervisor.children}
+        api = current.pop("API server", None)
+        if isinstance(api, ApiThread):
+            api.stop()
+        redis_now = current.pop("redis-server", None)
+        stop([h for h in current.values() if isinstance(h, subprocess.Popen)])
+        if isinstance(redis_now, subprocess.Popen):
+            stop([redis_now])

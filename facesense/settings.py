@@ -70,6 +70,7 @@ class Settings:
     key_max_running_jobs: int = _setting(0, "Most jobs of one API key scoring at once (a job counts from its first shard until it ends); later ones wait, held; 0: no limit")
     key_max_shards: int = _setting(0, "Most shards of one API key in flight at once: its share of the workers; 0: no limit")
     control_sidecar: int = _setting(1, "1: each scoring worker starts a light control worker beside it (plans, finalisers, webhooks on the control queue); 0: run `celery -A worker.control worker -Q control -P threads` yourself")
+    up_max_restarts: int = _setting(5, "Restarts of one dead child of `facesense up` (its Redis, a worker, the API server) allowed within a minute, each after a backoff (0.5 s, doubled each time, at most 8 s); one more death stops the whole stack, exit code 1; 0: stop at the first death")
     log_level: str = _setting("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
     log_format: str = _setting("text", "Log lines: text (for people) or json (one object per line: ts, level, logger, message, job_id, task)")
     api_metrics: str = _setting("public", "The API's Prometheus /metrics: public (no key needed), key (an API key, when keys are configured) or off (not served)")

@@ -28,6 +28,20 @@ def facesense(*args: str, env: dict, check: bool = True) -> subprocess.Completed
     return proc
 
 
+def wait_for_health(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120) -> float:
+    """Block until the API answers /healthz 200; returns the seconds it took."""
+    start = time.monotonic()
+    while True:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
+                return time.monotonic() - start
+        except requests.ConnectionError:
+            pass
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() - start < timeout, f"no /healthz 200 within {timeout}s"
+        time.sleep(0.3)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """`facesense up` on a free port with a data dir of its own; stopped with SIGTERM."""
@@ -46,19 +60,11 @@ def stack(tmp_path_factory):
     imported = facesense("models", "import", str(weights), "--classes", "happy,sad",
                          "--promote", env=env)
     version = imported.stdout.strip()
+    log = data / "up.log"  # a file, not a pipe: a pipe nobody reads fills up and blocks the stack
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.monotonic() < deadline, "facesense up did not come up"
-        time.sleep(0.3)
-    yield {"env": env, "data": data, "proc": proc, "version": version, "port": port}
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    wait_for_health(port, proc, log)
+    yield {"env": env, "data": data, "proc": proc, "version": version, "port": port, "log": log}
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -180,6 +186,76 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             out.append(int(stat.parent.name))
     return out
+
+
+def redis_child(pid: int) -> int:
+    """The private redis-server among a launcher's children."""
+    (found,) = [c for c in children(pid) if b"redis-server" in Path(f"/proc/{c}/cmdline").read_bytes()]
+    return found
+
+
+def kill_and_wait_for_replacement(pid: int, victim: int, timeout: float = 30) -> int:
+    """SIGKILL one of the launcher's children; returns the pid of the child started in its place."""
+    before = children(pid)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while True:
+        new = [c for c in children(pid) if c not in before]
+        if new and victim not in children(pid):
+            return new[0]
+        assert time.monotonic() < deadline, f"child {victim} was not replaced within {timeout}s"
+        time.sleep(0.2)
+
+
+def test_a_redis_server_killed_with_sigkill_is_restarted_with_its_data(stack):
+    proc = stack["proc"]
+    jobs_before = facesense("jobs", env=stack["env"]).stdout
+    time.sleep(1.5)  # the append-only file is synced every second
+    old = redis_child(proc.pid)
+    new = kill_and_wait_for_replacement(proc.pid, old)
+    assert new == redis_child(proc.pid)
+    assert wait_for_health(stack["port"], proc, stack["log"], timeout=20) < 20
+    assert proc.poll() is None
+    assert facesense("jobs", env=stack["env"]).stdout == jobs_before  # same data, same password
+    log = stack["log"].read_text()
+    assert f"redis-server (pid {old}) died (killed by signal 9); restarting it in" in log
+    assert f"redis-server restarted (pid {new})" in log
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_jobs_still_complete(stack):
+    proc = stack["proc"]
+    old = next(c for c in children(proc.pid) if c != redis_child(proc.pid))
+    new = kill_and_wait_for_replacement(proc.pid, old)
+    assert f"worker 0 (pid {old}) died (killed by signal 9)" in stack["log"].read_text()
+    folder = stack["data"] / "after-kill"
+    make_folder(folder, 4, max_side=200, corrupt=False)
+    submitted = facesense("submit", str(folder), "--wait", env=stack["env"])
+    summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
+    assert summary["overall"]["images"] == 4
+    assert Path(f"/proc/{new}").exists() and proc.poll() is None
+
+
+def test_a_child_that_keeps_dying_stops_the_whole_stack_with_a_clear_error(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
+    env.update(FACESENSE_DATA_DIR=str(tmp_path), FACESENSE_API_PORT=str(port),
+               FACESENSE_UP_MAX_RESTARTS="0")
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "0"], env=env,
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_health(port, proc, log)
+        redis_pid = redis_child(proc.pid)
+        os.kill(redis_pid, signal.SIGKILL)
+        assert proc.wait(30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    assert (f"error: redis-server (pid {redis_pid}) died (killed by signal 9), 1 time(s) within "
+            "60s with FACESENSE_UP_MAX_RESTARTS=0: stopping the whole stack") in out
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
 def test_sigterm_stops_redis_worker_and_api(stack):
