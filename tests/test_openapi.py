@@ -119,3 +119,5 @@ def test_fuzz_finds_no_server_error_and_no_response_off_the_schema(fuzz_app):
         sent[operation.label] = fuzz(operation, deadline)
     assert len(sent) >= 10, sorted(sent)
     assert all(n > 0 for n in sent.values()), sent  # the budget reached every operation
+    # every check passed, not_a_server_error included: no 5xx
+    print(f"schemathesis: {sum(sent.values())} requests over {len(sent)} operations, 0 x 5xx")
