@@ -21,6 +21,8 @@ from facesense.errors import ConfigError
 from facesense.keys import hash_key, new_key
 from facesense.logs import setup_logging
 from facesense.queue import INFERENCE_QUEUE, TRAINING_QUEUE
+from facesense.state import redis_keys
+from facesense.state.scheduler import Scheduler
 from tests.conftest import wait_for_workers
 from tests.imagegen import make_folder
 
@@ -156,14 +158,22 @@ def test_queue_depth_is_the_number_of_messages_waiting_in_each_queue(settings, r
     r.delete(INFERENCE_QUEUE, TRAINING_QUEUE)
     r.lpush(INFERENCE_QUEUE, "m1", "m2", "m3")
     r.lpush(TRAINING_QUEUE, "t1")
+    # and a job with 40 shards registered with the scheduler, 2 of them started
+    sched = Scheduler(r)
+    r.hset(redis_keys.job("metricsjob"), "status", json.dumps("running"))
+    sched.register("metricsjob", "someone")
+    sched.add("metricsjob", 40, listed=True)
+    sched.pick(), sched.pick()
     try:
         # When the API's metrics are scraped
         page = samples(create_app(own).test_client().get("/metrics").get_data(as_text=True))
     finally:
-        r.delete(INFERENCE_QUEUE, TRAINING_QUEUE)
-    # Then each queue's depth is its length
+        r.delete(INFERENCE_QUEUE, TRAINING_QUEUE, redis_keys.job("metricsjob"))
+        sched.forget("metricsjob")
+    # Then each queue's depth is its length, and the backlog is the shards not yet started
     assert value(page, "facesense_queue_depth", queue="inference") == 3
     assert value(page, "facesense_queue_depth", queue="training") == 1
+    assert value(page, "facesense_shards_waiting") == 38
 
 
 def test_metrics_can_need_a_key_or_be_turned_off(settings, model_version):
