@@ -28,7 +28,10 @@ def take_turn(ctx: Context) -> tuple[str, int] | None:
     (another token got it, or a quota holds the rest back)."""
     picked = ctx.sched.pick()
     if picked is not None:
-        top_up(ctx)  # this token is spent: keep the queue at its depth while work waits
+        try:
+            top_up(ctx)  # this token is spent: keep the queue at its depth while work waits
+        except Exception as e:  # never lose the shard picked: the watchdog tops up later
+            log.warning("job %s: could not send tokens: %s", picked[0], e)
     return picked
 
 
