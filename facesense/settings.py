@@ -77,6 +77,7 @@ class Settings:
     worker_metrics_port: int = _setting(0, "Port each worker serves Prometheus metrics on; 0: none; `facesense up --workers N` gives worker i this port + i")
     job_ttl_s: int = _setting(30 * 86400, "Seconds a job record stays in Redis (the store keeps it forever)")
     summary_max_groups: int = _setting(50, "Most groups in the summary on a job's record and webhook (the largest by images; the rest add up under other_groups); summary.json keeps them all")
+    compare_max_groups: int = _setting(10, "Most groups compared pairwise in a summary (Fisher exact tests, Holm-adjusted, per label; the largest groups by images); the others are named under comparisons_left_out")
     thumbnails: int = _setting(1, "1: the dashboard's gallery shows a 128 px JPEG thumbnail of each scored image, made by the API from the job's source on demand (a URL-list job: of a 1-in-16 sample its workers store); 0: none")
     thumb_cache_bytes: int = _setting(32 << 20, "Bytes of gallery thumbnails each API process keeps in memory (least recently used dropped first)")
 

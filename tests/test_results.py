@@ -20,6 +20,7 @@ from facesense.outputs.results import (
     shard_rows,
     write_results,
 )
+from facesense.outputs.stats import ci95
 from facesense.storage import LocalStore
 from facesense.storage.layout import job_key, plan_key, shard_key
 
@@ -62,9 +63,11 @@ def test_summary_counts_shares_and_mean_confidence_per_group():
     v1 = data["groups"]["v1"]
     assert (v1["images"], v1["scored"], v1["failed"]) == (4, 3, 1)
     assert v1["labels"]["happy"] == {"count": 2, "share": round(2 / 3, 6),
-                                     "mean_confidence": 0.8}
-    assert v1["labels"]["sad"] == {"count": 1, "share": round(1 / 3, 6), "mean_confidence": 0.6}
+                                     "ci95": ci95(2, 3), "mean_confidence": 0.8}
+    assert v1["labels"]["sad"] == {"count": 1, "share": round(1 / 3, 6), "ci95": ci95(1, 3),
+                                   "mean_confidence": 0.6}
     assert data["groups"]["v2"]["labels"]["happy"] == {"count": 0, "share": 0.0,
+                                                       "ci95": ci95(0, 1),
                                                        "mean_confidence": None}
     assert data["groups"][""]["labels"]["happy"]["count"] == 1
 
@@ -86,7 +89,7 @@ def test_group_with_only_failures_has_zero_shares():
     summary.add(failed("v3/x.jpg"))
     v3 = summary.to_dict()["groups"]["v3"]
     assert (v3["images"], v3["scored"], v3["failed"]) == (1, 0, 1)
-    assert all(v == {"count": 0, "share": 0.0, "mean_confidence": None}
+    assert all(v == {"count": 0, "share": 0.0, "ci95": None, "mean_confidence": None}
                for v in v3["labels"].values())
 
 
@@ -255,7 +258,8 @@ def test_a_bounded_summary_keeps_the_largest_groups_and_adds_up_the_rest():
     assert list(out["groups"]) == ["big", "mid"] and out["overall"] == full["overall"]
     other = out["other_groups"]
     assert (other["groups"], other["images"], other["scored"], other["failed"]) == (2, 3, 2, 1)
-    assert other["labels"]["happy"] == {"count": 2, "share": 1.0, "mean_confidence": 0.8}
+    assert other["labels"]["happy"] == {"count": 2, "share": 1.0, "ci95": ci95(2, 2),
+                                        "mean_confidence": 0.8}
     assert other["labels"]["sad"]["count"] == 0
     assert bounded(full, 4) == full  # few enough groups: untouched
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.outputs.pages import PageIndex, read_rows
+from facesense.outputs.stats import ci95, compare
 from facesense.storage import Store
 from facesense.storage.layout import (
     RESULTS_CSV,
@@ -23,7 +24,8 @@ from facesense.storage.layout import (
 
 def bounded(summary: dict, max_groups: int) -> dict:
     """The summary with its max_groups largest groups; the others added up under other_groups
-    (the record and webhooks stay small however many folders a job has)."""
+    (the record and webhooks stay small however many folders a job has). Comparisons keep the
+    pairs of kept groups, with summary.json's p-values, so both agree on every pair they show."""
     groups = summary["groups"]
     if len(groups) <= max_groups:
         return summary
@@ -35,9 +37,16 @@ def bounded(summary: dict, max_groups: int) -> dict:
         n = sum(t["labels"][c]["count"] for t in rest)
         conf = sum((t["labels"][c]["mean_confidence"] or 0) * t["labels"][c]["count"] for t in rest)
         labels[c] = {"count": n, "share": round(n / other["scored"], 6) if other["scored"] else 0.0,
+                     "ci95": ci95(n, other["scored"]),
                      "mean_confidence": round(conf / n, 6) if n else None}
-    return {**summary, "groups": {g: groups[g] for g in sorted(kept)},
-            "other_groups": {**other, "labels": labels}}
+    out = {**summary, "groups": {g: groups[g] for g in sorted(kept)},
+           "other_groups": {**other, "labels": labels}}
+    if "comparisons" in summary:
+        keep = set(kept)
+        out["comparisons"] = [c for c in summary["comparisons"] if c["a"] in keep and c["b"] in keep]
+        # the groups folded into other_groups are left out too; other_groups counts them
+        out["comparisons_left_out"] = [g for g in summary["comparisons_left_out"] if g in keep]
+    return out
 
 
 def csv_header(classes: list[str]) -> list[str]:
@@ -64,8 +73,12 @@ def csv_row(row: dict, classes: list[str]) -> list:
             text_cell(row.get("error") or "")]
 
 
+COMPARE_MAX_GROUPS = 10  # Settings.compare_max_groups' default, for callers without settings
+
+
 class Summary:
-    """Counts, shares and mean confidence per label, overall and per group, in O(groups) memory."""
+    """Counts, shares (with Wilson intervals) and mean confidence per label, overall and per
+    group, in O(groups) memory; Fisher tests between the largest groups."""
 
     def __init__(self, classes: list[str]):
         self.classes = classes
@@ -77,10 +90,18 @@ class Summary:
         self.overall.add(row)
         self.groups[row["group"]].add(row)
 
-    def to_dict(self) -> dict:
-        """The summary as JSON-ready data."""
-        return {"classes": self.classes, "overall": self.overall.to_dict(),
-                "groups": {g: t.to_dict() for g, t in sorted(self.groups.items())}}
+    def to_dict(self, compare_max_groups: int = COMPARE_MAX_GROUPS) -> dict:
+        """The summary as JSON-ready data, with comparisons between at most compare_max_groups
+        groups (the largest by images, as bounded() ranks them; a group with nothing scored has
+        no share to compare); the others are named under comparisons_left_out."""
+        groups = {g: t.to_dict() for g, t in sorted(self.groups.items())}
+        ranked = sorted((g for g in groups if groups[g]["scored"]),
+                        key=lambda g: (-groups[g]["images"], g))
+        compared = sorted(ranked[:max(0, compare_max_groups)])
+        chosen = set(compared)
+        return {"classes": self.classes, "overall": self.overall.to_dict(), "groups": groups,
+                "comparisons": compare(groups, self.classes, compared),
+                "comparisons_left_out": [g for g in groups if g not in chosen]}
 
 
 class _Tally:
@@ -101,6 +122,7 @@ class _Tally:
         scored = self.images - self.failed
         return {"images": self.images, "scored": scored, "failed": self.failed,
                 "labels": {c: {"count": n, "share": round(n / scored, 6) if scored else 0.0,
+                               "ci95": ci95(n, scored),
                                "mean_confidence": round(self.conf_sum[c] / n, 6) if n else None}
                            for c, n in self.count.items()}}
 
@@ -112,8 +134,10 @@ def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dic
             yield from iter_jsonl(stream)
 
 
-def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str]) -> dict:
-    """Stream rows into results.jsonl and results.csv (via temp files), then summary.json."""
+def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str], *,
+                  compare_max_groups: int = COMPARE_MAX_GROUPS) -> dict:
+    """Stream rows into results.jsonl and results.csv (via temp files), then summary.json
+    (with comparisons between at most compare_max_groups groups)."""
     summary = Summary(classes)
     # backslashreplace: a file name that isn't valid UTF-8 must not fail the whole job
     text = {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
@@ -132,7 +156,7 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
         cf.seek(0)
         store.put_stream(job_key(job_id, RESULTS_CSV), cf.buffer)
         store.put(job_key(job_id, RESULTS_INDEX), pages.to_bytes())
-    data = summary.to_dict()
+    data = summary.to_dict(compare_max_groups)
     # summary.json last: its presence means the results beside it are complete.
     store.put(job_key(job_id, SUMMARY), json.dumps(data, indent=2).encode())
     return data
