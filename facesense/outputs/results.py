@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import tempfile
 from collections import defaultdict
@@ -171,3 +172,21 @@ def failed_images(store: Store, job_id: str) -> list[str]:
     """The keys of a finished job's error rows, streamed from its results."""
     with store.open(job_key(job_id, RESULTS_JSONL)) as stream:
         return [row["image"] for row in iter_jsonl(stream) if row.get("error")]
+
+
+SUMMARY_CSV_HEADER = ["group", "label", "count", "share", "ci95_low", "ci95_high"]
+
+
+def summary_csv(summary: dict) -> str:
+    """summary.csv: one row per group and label with its count, share and Wilson interval (an
+    empty interval where nothing in the group was scored)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(SUMMARY_CSV_HEADER)
+    for group, tally in summary["groups"].items():
+        for label in summary["classes"]:
+            cell = tally["labels"][label]
+            low, high = cell.get("ci95") or ("", "")
+            writer.writerow([text_cell(group), text_cell(label), cell["count"], cell["share"],
+                             low, high])
+    return out.getvalue()
