@@ -16,7 +16,8 @@ from api.schemas import (
     json_body,
 )
 from api.services import services
-from facesense.errors import BadRequest, Conflict, TransientError
+from facesense.errors import BadRequest, Conflict, PayloadTooLarge, TransientError
+from facesense.inputs.manifests import read_manifest, save_manifest
 from facesense.inputs.sources import normalize_source, upload_source
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
@@ -59,8 +60,14 @@ def submit_classify(body: dict) -> dict:
     """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
     extra = {**callback(body), **priority(body)}
-    if ("source" in body) == ("urls" in body):
-        raise BadRequest("give exactly one of 'source' and 'urls'")
+    if sum(k in body for k in ("source", "urls", "manifest")) != 1:
+        raise BadRequest("give exactly one of 'source', 'urls' and 'manifest'")
+    if "group_by" in body and "manifest" not in body:
+        raise BadRequest("group_by names a column of a manifest: give 'manifest' too")
+    if "manifest" in body:
+        model = resolve_model(body.get("model"))
+        data, base = read_manifest(body["manifest"], s.settings)
+        return queue_manifest(data, body["manifest"], base, body.get("group_by"), model, extra)
     if "urls" in body:
         model = resolve_model(body.get("model"))  # fail before storing anything
         job_id = new_job_id()
@@ -68,6 +75,17 @@ def submit_classify(body: dict) -> dict:
         return queue_classify(job_id, source, model, **extra)
     source = normalize_source(body["source"], s.settings)
     return queue_classify(new_job_id(), source, resolve_model(body.get("model")), **extra)
+
+
+def queue_manifest(data: bytes, name: str, base: str, group_by: str | None,
+                   model: tuple[str, dict], extra: dict) -> dict:
+    """A scoring job over a manifest: checked line by line, its checked copy stored under the
+    job (nothing is left behind if it is refused or can't be queued), then queued."""
+    s = services()
+    job_id = new_job_id()
+    with upload_or_nothing(s.store, layout.inputs(job_id)):
+        source, about = save_manifest(data, name, base, group_by, s.store, job_id, s.settings)
+        return queue_classify(job_id, source, model, manifest=about, **extra)
 
 
 def callback(body: dict) -> dict:
@@ -92,6 +110,10 @@ def submit_upload() -> dict:
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
     extra = {**callback(form), **priority(form)}
+    if "manifest" in request.files:
+        return submit_manifest_upload(form, extra)
+    if "group_by" in form:
+        raise BadRequest("group_by names a column of a manifest: upload one as the 'manifest' field")
     files = [(f.filename or "", f.stream) for key in request.files
              for f in request.files.getlist(key)]
     if not files:
@@ -105,6 +127,23 @@ def submit_upload() -> dict:
         if skipped:
             extra.update(skipped=skipped[:SKIPPED_LISTED], skipped_count=len(skipped))
         return queue_classify(job_id, upload_source(inputs), model, **extra)
+
+
+def submit_manifest_upload(form: dict, extra: dict) -> dict:
+    """A scoring job over an uploaded manifest (one 'manifest' file and no images: its images
+    are absolute paths under the allowed roots, s3:// URIs or http(s) URLs)."""
+    parts = [(key, f) for key in request.files for f in request.files.getlist(key)]
+    if len(parts) != 1:
+        raise BadRequest("a manifest upload holds one file, the 'manifest' field, and no images")
+    upload = parts[0][1]
+    limit = services().settings.manifest_max_bytes
+    data = upload.stream.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"the manifest is larger than {limit} bytes "
+                              "(FACESENSE_MANIFEST_MAX_BYTES)")
+    model = resolve_model(form.get("model"))
+    return queue_manifest(data, upload.filename or "manifest", "", form.get("group_by"), model,
+                          extra)
 
 
 def resolve_model(name: str | None) -> tuple[str, dict]:
@@ -169,8 +208,12 @@ def retry(job_id: str):
         raise Conflict(f"job {job_id} has no failed images to retry")
     new_id = new_job_id()
     s.store.put(layout.job_key(new_id, layout.RETRY_KEYS), json.dumps(keys).encode())
+    fields = {"manifest": old["manifest"]} if "manifest" in old else {}
+    if fields:  # its rows join the same manifest lines: a copy in its own folder, read as one
+        with s.store.open(layout.manifest(job_id)) as stream:
+            s.store.put_stream(layout.manifest(new_id), stream)
     model = resolve_model(body.get("model") or old["model_version"])  # same version by default
-    record = queue_classify(new_id, old["source"], model, retry_of=job_id,
+    record = queue_classify(new_id, old["source"], model, retry_of=job_id, **fields,
                             **priority({"priority": body.get("priority", old.get("priority", "normal"))}))
     response = jsonify(public_record(record))
     response.headers["Location"] = f"/v1/jobs/{new_id}"
@@ -259,3 +302,4 @@ def results(job_id: str):
     next_offset = offset + len(rows) if rows and offset + len(rows) < total else None
     return jsonify({"job_id": job_id, "total": total, "offset": offset, "limit": limit,
                     "next_offset": next_offset, "rows": rows})
+

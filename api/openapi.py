@@ -65,6 +65,11 @@ SCHEMAS = {
         "progress": obj({c: {"type": "integer"} for c in COUNTERS}, COUNTERS),
         "summary": {"type": ["object", "null"]}, "results": {"type": ["object", "null"]},
         "retry_of": {"type": "string"},
+        "manifest": obj({"name": {"type": "string"}, "base": {"type": "string"},
+                         "rows": {"type": "integer"},
+                         "columns": {"type": "array", "items": {"type": "string"}},
+                         "group_by": NULLABLE_STR})
+        | {"description": "a manifest job's manifest: its meta columns and group_by"},
         "priority": PRIORITY,
         "quota": obj({"jobs": {"type": "integer"}, "shards": {"type": "integer"}})
         | {"description": "the API key's quotas when the job was queued (0: none)"},
@@ -78,7 +83,8 @@ SCHEMAS = {
         "planned": {"type": "integer", "description": "shards planned so far (the source is "
                                                       "listed and its shards queued in batches)"}},
         ("id", "type", "status", "progress")),
-    "ClassifyRequest": {"oneOf": [{"required": ["source"]}, {"required": ["urls"]}], **obj({
+    "ClassifyRequest": {"oneOf": [{"required": ["source"]}, {"required": ["urls"]},
+                                  {"required": ["manifest"]}], **obj({
         "type": {"const": "classify"},
         "source": {"type": "string", "description": "s3://bucket/prefix or a server-side folder"},
         "urls": {"type": "array", "minItems": 1, "items": {"oneOf": [
@@ -87,6 +93,11 @@ SCHEMAS = {
                          closed=True)]},
                  "description": "image URLs to score (http/https), instead of a source; an "
                                 "entry may be {url, group}"},
+        "manifest": {"type": "string", "description": "a CSV or JSON Lines file (a server-side "
+                     "file or s3:// URL) whose 'image' column names each image; its other "
+                     "columns are carried into each row's meta"},
+        "group_by": {"type": "string", "description": "the manifest column the summary groups "
+                     "by (default: each image's first-level folder)"},
         "model": {"type": "string", "description": "version or alias (default production)"},
         "callback_url": {"type": "string", "description": "URL told when the job finishes"},
         "priority": PRIORITY},
@@ -104,8 +115,13 @@ SCHEMAS = {
                    "callback_url": {"type": "string"}, "priority": PRIORITY,
                    "files": {"type": "array", "items": {"type": "string",
                                                         "contentMediaType":
-                                                            "application/octet-stream"}}},
-                  ("type", "files")),
+                                                            "application/octet-stream"}},
+                   "manifest": {"type": "string", "contentMediaType": "text/csv",
+                                "description": "a CSV or JSON Lines manifest instead of files "
+                                               "(absolute paths, s3:// or http(s) images)"},
+                   "group_by": {"type": "string", "description": "the manifest column the "
+                                                                 "summary groups by"}},
+                  ("type",)),
     "JobList": obj({"jobs": {"type": "array", "items": ref("Job")},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"}},
                    ("jobs", "limit", "offset")),
@@ -116,7 +132,9 @@ SCHEMAS = {
         "rows": {"type": "array", "items": obj({
             "image": {"type": "string"}, "group": {"type": "string"}, "label": NULLABLE_STR,
             "confidence": NUMBER_OR_NULL, "probs": {"type": ["object", "null"]},
-            "error": NULLABLE_STR}, ("image", "label", "error"))}},
+            "error": NULLABLE_STR,
+            "meta": {"type": "object", "description": "a manifest job's other columns"}},
+            ("image", "label", "error"))}},
         ("job_id", "total", "offset", "limit", "next_offset", "rows")),
     "Manifest": obj({"version": {"type": "string"},
                      "classes": {"type": "array", "items": {"type": "string"}},

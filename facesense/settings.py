@@ -59,6 +59,8 @@ class Settings:
     url_connect_timeout_s: int = _setting(5, "Seconds to connect to an image or callback URL's server")
     url_timeout_s: int = _setting(30, "Seconds one URL fetch may take in all (connect, redirects, body); longer: error row")
     url_allow_networks: str = _setting("", "Comma-separated CIDRs image and callback URLs may reach despite the address rules (loopback, private, link-local...); empty: none")
+    manifest_max_rows: int = _setting(100_000, "Most images one manifest may list; more: 413 naming the first line past the cap")
+    manifest_max_bytes: int = _setting(64 << 20, "Largest manifest file (CSV or JSON Lines) read or uploaded, in bytes; larger: 413")
     webhook_secret: str = _setting("", "HMAC-SHA256 key signing webhook deliveries; empty: jobs can't carry a callback_url")
     webhook_max_attempts: int = _setting(8, "Deliveries of a webhook before giving up")
     webhook_backoff_s: int = _setting(5, "Seconds before the first webhook retry; doubled for each later one (at most 600)")

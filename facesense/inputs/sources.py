@@ -39,7 +39,9 @@ def group_of(key: str) -> str:
 
 def list_images(store: Store) -> Iterator[str]:
     """Image keys under a source store, recursively, in a stable sorted order."""
-    if isinstance(store, UrlSource):  # every URL is an item, whatever its path looks like
+    from facesense.inputs.manifest_source import ManifestSource  # it builds on this module
+
+    if isinstance(store, (UrlSource, ManifestSource)):  # every item listed is an image to score
         return iter(store.list())
     return (key for key in store.list() if is_image_key(key))
 
@@ -190,6 +192,7 @@ def overlaps_store(source: str, store: str) -> bool:
 
 
 UPLOAD_SCHEME = "store:"
+MANIFEST_SCHEME = "manifest:"  # a manifest job's checked copy (facesense.inputs.manifest_source)
 
 
 def upload_source(prefix: str) -> str:
@@ -202,6 +205,10 @@ def open_source(url: str, settings: Settings, store: Store) -> Store:
     here, and every file in it again when opened."""
     if url.startswith(URLS_SCHEME):
         return UrlSource(store, url[len(URLS_SCHEME):], settings)
+    if url.startswith(MANIFEST_SCHEME):
+        from facesense.inputs.manifest_source import ManifestSource  # it builds on this module
+
+        return ManifestSource(store, url[len(MANIFEST_SCHEME):], settings)
     if url.startswith(UPLOAD_SCHEME):
         return store.child(url[len(UPLOAD_SCHEME):])
     if url.startswith("file://"):  # a local main store is never read through a link into it

@@ -9,6 +9,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
+from facesense.inputs.manifest_source import with_meta
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.outputs.pages import PageIndex, read_rows
 from facesense.outputs.stats import ci95, compare
@@ -50,9 +51,10 @@ def bounded(summary: dict, max_groups: int) -> dict:
     return out
 
 
-def csv_header(classes: list[str]) -> list[str]:
-    """results.csv columns: one probability column per class."""
-    return ["image", "group", "label", "confidence", *[f"p_{c}" for c in classes], "error"]
+def csv_header(classes: list[str], meta: list[str] = ()) -> list[str]:
+    """results.csv columns: one probability column per class, then a manifest's columns."""
+    return ["image", "group", "label", "confidence", *[f"p_{c}" for c in classes], "error",
+            *meta]
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so
@@ -71,7 +73,14 @@ def csv_row(row: dict, classes: list[str]) -> list:
     return [text_cell(row["image"]), text_cell(row["group"]), text_cell(row.get("label") or ""),
             "" if conf is None else f"{conf:.6f}",
             *["" if c not in probs else f"{probs[c]:.6f}" for c in classes],
-            text_cell(row.get("error") or "")]
+            text_cell(row.get("error") or ""), *map(meta_cell, (row.get("meta") or {}).values())]
+
+
+def meta_cell(value) -> str:
+    """A manifest cell as CSV text (JSON Lines values may be numbers, booleans or null)."""
+    if value is None:
+        return ""
+    return text_cell(json.dumps(value) if isinstance(value, bool) else str(value))
 
 
 COMPARE_MAX_GROUPS = 10  # Settings.compare_max_groups' default, for callers without settings
@@ -140,11 +149,12 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
     """Stream rows into results.jsonl and results.csv (via temp files), then summary.json
     (with comparisons between at most compare_max_groups groups)."""
     summary = Summary(classes)
+    rows, meta = with_meta(store, job_id, rows)  # a manifest job's groups and columns joined in
     # backslashreplace: a file name that isn't valid UTF-8 must not fail the whole job
     text = {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
     with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", **text) as cf:
         writer = csv.writer(cf)
-        writer.writerow(csv_header(classes))
+        writer.writerow(csv_header(classes, meta))
         pages = PageIndex()
         for index, row in enumerate(rows):
             pages.add(index, jf.tell(), row)

@@ -1,7 +1,8 @@
 """Every key the system writes in object storage, named in one place.
 
 jobs/<id>/job.json                 a finished job's record (history outlives Redis)
-jobs/<id>/inputs/...               uploaded files and unpacked zips; inputs/urls.json for URL lists
+jobs/<id>/inputs/...               uploaded files and unpacked zips; inputs/urls.json for URL lists;
+                                   inputs/manifest.jsonl: a manifest job's checked manifest
 jobs/<id>/retry-images.json        a retry job's list of image keys to score again
 jobs/<id>/plan/<shard>.json        the image keys one shard scores
 jobs/<id>/shards/<shard>.jsonl     one shard's result rows (deterministic: redelivery overwrites)
@@ -44,6 +45,11 @@ def inputs(job_id: str) -> str:
 def url_list(job_id: str) -> str:
     """A URL job's list of items."""
     return job_key(job_id, "inputs/urls.json")
+
+
+def manifest(job_id: str) -> str:
+    """A manifest job's checked copy of its manifest (its rows' groups and meta)."""
+    return job_key(job_id, "inputs/manifest.jsonl")
 
 
 def plan_key(job_id: str, index: int) -> str:
