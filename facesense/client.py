@@ -181,6 +181,26 @@ class Client:
             written += out.write(chunk)
         return written
 
+    def summary(self, job_id: str) -> dict:
+        """A finished job's whole summary (summary.json, every group): per group and label the
+        count, share and Wilson 95 % interval (ci95), and the comparisons between groups."""
+        return self._call("GET", f"/v1/jobs/{job_id}/summary").json()
+
+    def save_summary_csv(self, job_id: str, out: BinaryIO) -> int:
+        """Write summary.csv (group,label,count,share,ci95_low,ci95_high) to a binary file
+        object; returns the bytes written."""
+        return out.write(self._call("GET", f"/v1/jobs/{job_id}/summary.csv").content)
+
+    def results_frame(self, job_id: str):
+        """Every result row as a pandas DataFrame: image, group, label, confidence, p_<class>
+        per class, error, then a manifest's meta columns (needs pandas: the [pandas] extra)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("results_frame needs pandas: pip install 'facesense[pandas]' "
+                              "(or use rows() / save_csv(), which need nothing)") from None
+        return pd.DataFrame.from_records(map(_flat, self.rows(job_id)))
+
     def jobs(self, limit: int = 20, offset: int = 0) -> list[dict]:
         """Recent jobs, newest first."""
         return self._call("GET", "/v1/jobs", params={"limit": limit, "offset": offset}).json()["jobs"]
@@ -230,6 +250,19 @@ class _Joined:
             else:
                 self.parts.pop(0)
         return out
+
+
+FIXED = ("image", "group", "label", "confidence", "error")
+
+
+def _flat(row: dict) -> dict:
+    """A result row as one table row: probabilities as p_<class>, meta keys as columns (named
+    meta_<key> if the key clashes with a fixed column)."""
+    out = {k: row.get(k) for k in FIXED}
+    out.update({f"p_{c}": p for c, p in (row.get("probs") or {}).items()})
+    for key, value in (row.get("meta") or {}).items():
+        out[f"meta_{key}" if key in out else key] = value
+    return out
 
 
 def _optional(**fields) -> dict:

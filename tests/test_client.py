@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import random
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
 from api import create_app
 from cli.main import main
-from facesense.client import ApiError, Client
+from facesense.client import ApiError, Client, _flat
 from tests.imagegen import encode, make_folder, make_image
 from tests.loopback import Loopback, respond
 from tests.servers import serving
@@ -70,6 +71,39 @@ def test_rows_walk_every_page_and_the_csv_streams_the_same_images(server, finish
     assert {r["image"] for r in table} == {r["image"] for r in rows}
     out = io.BytesIO()
     assert api.save_csv(record["id"], out) == len(b"".join(chunks))
+
+
+def test_summary_and_results_frame(server, finished):
+    record, _ = finished
+    api = Client(server)
+    summary = api.summary(record["id"])
+    assert summary["groups"].keys() == record["summary"]["groups"].keys()
+    happy = summary["groups"]["variant_b"]["labels"]["happy"]
+    assert set(happy) >= {"count", "share", "ci95"} and "comparisons" in summary
+    out = io.BytesIO()
+    api.save_summary_csv(record["id"], out)
+    assert out.getvalue().decode().splitlines()[0] == "group,label,count,share,ci95_low,ci95_high"
+    frame = api.results_frame(record["id"])
+    assert len(frame) == GOOD + CORRUPT
+    assert list(frame.columns) == ["image", "group", "label", "confidence", "error", "p_happy",
+                                   "p_sad"]
+    assert frame["error"].notna().sum() == CORRUPT
+    assert (frame[frame["group"] == "variant_b"]["label"] == "happy").sum() == happy["count"]
+
+
+def test_results_frame_says_how_to_get_pandas_when_it_is_missing(server, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as if not installed: import fails
+    with pytest.raises(ImportError, match=r"pip install 'facesense\[pandas\]'"):
+        Client(server).results_frame("anything")
+
+
+def test_a_manifests_meta_becomes_columns():
+    row = {"image": "a.jpg", "group": "B", "label": "sad", "confidence": 0.7,
+           "probs": {"happy": 0.3, "sad": 0.7}, "error": None,
+           "meta": {"participant": "p7", "group": "x"}}
+    assert _flat(row) == {"image": "a.jpg", "group": "B", "label": "sad", "confidence": 0.7,
+                          "error": None, "p_happy": 0.3, "p_sad": 0.7, "participant": "p7",
+                          "meta_group": "x"}
 
 
 def test_retry_scores_only_the_failed_images_and_finished_jobs_refuse_cancel(server, finished):
