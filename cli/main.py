@@ -49,9 +49,17 @@ def parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     submit = sub.add_parser("submit", help="queue a scoring job; prints its id")
-    submit.add_argument("source", nargs="+",
+    submit.add_argument("source", nargs="*",
                         help="s3://bucket/prefix or a folder the server may read; or image "
                              "URLs (http/https); with --upload, local files or folders")
+    submit.add_argument("--manifest", metavar="FILE",
+                        help="a CSV or JSON Lines manifest instead of a source: an 'image' column "
+                             "(paths relative to the manifest, absolute paths, s3:// or http(s)) "
+                             "and any others, carried into each row; a local file is sent by "
+                             "path if the server can read it, else uploaded")
+    submit.add_argument("--group-by", metavar="COLUMN",
+                        help="the manifest column the summary groups by (default: each "
+                             "image's first-level folder)")
     submit.add_argument("--model", help="model version or alias (default: production)")
     submit.add_argument("--priority", choices=PRIORITIES, default="normal",
                         help="high jobs go before queued normal shards; low ones run when "
@@ -165,7 +173,16 @@ def cmd_worker(args, settings: Settings) -> int:
 def cmd_submit(args, settings: Settings) -> int:
     """Queue a job and print its id (or follow it with --wait)."""
     api = client(args, settings)
-    if args.upload:
+    if args.group_by and not args.manifest:
+        raise FacesenseError("--group-by names a column of a manifest: give --manifest FILE")
+    if args.manifest:
+        if args.source:
+            raise FacesenseError("give a source or --manifest FILE, not both")
+        job = api.submit_manifest(args.manifest, args.group_by, model=args.model,
+                                  priority=args.priority, upload=True if args.upload else None)
+    elif not args.source:
+        raise FacesenseError("give a source (a folder, s3:// prefix or image URLs) or --manifest FILE")
+    elif args.upload:
         job = api.upload([Path(s) for s in args.source], model=args.model,
                          priority=args.priority)
     elif all(s.startswith(("http://", "https://")) for s in args.source):

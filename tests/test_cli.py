@@ -108,6 +108,33 @@ def test_upload_submission_keeps_sub_folders_as_groups(stack):
     assert status["priority"] == "high"
 
 
+def test_submit_a_manifest_by_path_or_uploaded(stack, tmp_path):
+    """A manifest the server can read is sent by path; one it can't (outside its roots) is
+    uploaded, its absolute image paths read on the server; both rows carry their columns."""
+    folder = stack["data"] / "manifest"
+    make_folder(folder, 6, groups=("ad1", "ad2"), max_side=64, corrupt=False)
+    images = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("img*"))
+    (folder / "m.csv").write_text("image,cell\n" + "".join(f"{x},c{i % 2}\n"
+                                                           for i, x in enumerate(images)))
+    (tmp_path / "mine.csv").write_text("image,cell\n" + "".join(f"{folder / x},c{i % 2}\n"
+                                                                for i, x in enumerate(images)))
+    api = f"http://127.0.0.1:{stack['port']}/v1/jobs"
+    for manifest, base in ((folder / "m.csv", folder.resolve().as_uri()), (tmp_path / "mine.csv", "")):
+        job_id = facesense("submit", "--manifest", str(manifest), "--group-by", "cell",
+                           env=stack["env"]).stdout.split()[0]
+        deadline = time.monotonic() + 120
+        while (record := requests.get(f"{api}/{job_id}", timeout=5).json())["status"] in (
+                "queued", "running"):
+            assert time.monotonic() < deadline, record
+            time.sleep(0.3)
+        assert record["status"] == "succeeded" and record["manifest"]["base"] == base
+        assert sorted(record["summary"]["groups"]) == ["c0", "c1"]
+        rows = requests.get(f"{api}/{job_id}/results", timeout=5).json()["rows"]
+        assert [r["meta"]["cell"] for r in rows] == [f"c{i % 2}" for i in range(6)]
+    usage = facesense("submit", "--group-by", "cell", str(folder), env=stack["env"], check=False)
+    assert usage.returncode != 0 and "--group-by names a column of a manifest" in usage.stderr
+
+
 def test_errors_are_clear_and_exit_non_zero(stack):
     missing = facesense("submit", str(stack["data"] / "not-here"), env=stack["env"], check=False)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
