@@ -123,6 +123,33 @@ class Client:
             headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
             return self._call("POST", "/v1/jobs", data=body, headers=headers).json()
 
+    def submit_manifest(self, manifest: str | Path, group_by: str | None = None, *,
+                        upload: bool | None = None, model: str | None = None,
+                        callback_url: str | None = None, priority: str | None = None) -> dict:
+        """Queue a scoring job over a manifest (CSV or JSON Lines, an 'image' column and any
+        others, carried into each row's meta); group_by names the column the summary groups by.
+
+        An s3:// manifest is read by the server; a local file is sent by its path when the
+        server can read it (upload=False: only so), else uploaded (upload=True: always), and
+        an uploaded manifest's images must be absolute paths, s3:// URIs or http(s) URLs."""
+        fields = {"type": "classify", **_optional(group_by=group_by, model=model,
+                                                  callback_url=callback_url, priority=priority)}
+        where = str(manifest)
+        if upload and not Path(where).is_file():
+            raise BadRequest(f"no manifest file {where} to upload")
+        if where.startswith("s3://") or not Path(where).is_file():
+            return self._call("POST", "/v1/jobs", json={**fields, "manifest": where}).json()
+        path = Path(where).resolve()
+        if not upload:
+            try:
+                return self._call("POST", "/v1/jobs", json={**fields, "manifest": str(path)}).json()
+            except ApiError as e:  # the server can't read that file (another machine): send it
+                if upload is False or e.status != 422 or not str(e).startswith("manifest "):
+                    raise
+        with path.open("rb") as fh:
+            return self._call("POST", "/v1/jobs", data=fields,
+                              files=[("manifest", (path.name, fh))]).json()
+
     def train(self, dataset: str, params: dict | None = None, promote: str = "never",
               callback_url: str | None = None) -> dict:
         """Queue a training job on a labelled folder the server reads."""
