@@ -9,22 +9,32 @@ import sys
 from pathlib import Path
 
 from cli.local import cmd_classify, cmd_keys_hash, cmd_keys_new, cmd_models_import
+from cli.tables import job_text
 from facesense.client import ApiError, Client
 from facesense.errors import FacesenseError
 from facesense.keys import check_exposure
 from facesense.settings import Settings
 from facesense.state.scheduler import PRIORITIES
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3  # 2 is also argparse's
+
+
+class Usage(FacesenseError):
+    """The command line itself is wrong (exit code 2, like argparse's own errors)."""
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code: 0 succeeded, 1 failed, 2 usage, 3 cancelled."""
     args = parser().parse_args(argv)
     settings = Settings.from_env()
     try:
         return args.func(args, settings) or 0
+    except Usage as e:
+        print(f"usage error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except (ApiError, FacesenseError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
 
@@ -65,7 +75,11 @@ def parser() -> argparse.ArgumentParser:
                         help="high jobs go before queued normal shards; low ones run when "
                              "nothing else waits (default normal)")
     submit.add_argument("--upload", action="store_true", help="upload local files to the API")
-    submit.add_argument("--wait", action="store_true", help="follow progress until done")
+    submit.add_argument("--wait", action="store_true",
+                        help="follow progress, then print the shares per group with their 95%% "
+                             "intervals and the significant differences")
+    submit.add_argument("--json", action="store_true",
+                        help="print the job record as JSON instead (for scripts)")
     submit.set_defaults(func=cmd_submit)
 
     train = sub.add_parser("train", help="queue a training job on a labelled folder")
@@ -74,7 +88,11 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="a training param, e.g. --param epochs=8 (repeatable; JSON values)")
     train.add_argument("--promote", choices=("never", "if_better", "always"), default="never")
-    train.add_argument("--wait", action="store_true", help="follow progress until done")
+    train.add_argument("--wait", action="store_true",
+                       help="follow progress, then print each epoch, the metrics and the "
+                            "confusion matrix")
+    train.add_argument("--json", action="store_true",
+                       help="print the job record as JSON instead (for scripts)")
     train.set_defaults(func=cmd_train)
 
     retry = sub.add_parser("retry", help="score again the images that failed in a job")
@@ -83,6 +101,8 @@ def parser() -> argparse.ArgumentParser:
     retry.add_argument("--priority", choices=PRIORITIES,
                        help="high, normal or low (default: the job's)")
     retry.add_argument("--wait", action="store_true", help="follow progress until done")
+    retry.add_argument("--json", action="store_true",
+                       help="print the job record as JSON instead (for scripts)")
     retry.set_defaults(func=cmd_retry)
 
     cancel = sub.add_parser("cancel", help="cancel a job")
@@ -92,11 +112,15 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show a job's state and progress")
     status.add_argument("job_id")
     status.add_argument("--wait", action="store_true", help="follow with a progress bar")
+    status.add_argument("--json", action="store_true", help="print the raw record as JSON")
     status.set_defaults(func=cmd_status)
 
     results = sub.add_parser("results", help="print a job's results (JSON lines) or save CSV")
     results.add_argument("job_id")
     results.add_argument("--csv", metavar="FILE", help="write the CSV to FILE ('-' for stdout)")
+    results.add_argument("--summary-csv", metavar="FILE",
+                         help="write summary.csv (group,label,count,share,ci95_low,ci95_high) "
+                              "to FILE ('-' for stdout)")
     results.set_defaults(func=cmd_results)
 
     jobs = sub.add_parser("jobs", help="list recent jobs")
@@ -174,14 +198,14 @@ def cmd_submit(args, settings: Settings) -> int:
     """Queue a job and print its id (or follow it with --wait)."""
     api = client(args, settings)
     if args.group_by and not args.manifest:
-        raise FacesenseError("--group-by names a column of a manifest: give --manifest FILE")
+        raise Usage("--group-by names a column of a manifest: give --manifest FILE")
     if args.manifest:
         if args.source:
-            raise FacesenseError("give a source or --manifest FILE, not both")
+            raise Usage("give a source or --manifest FILE, not both")
         job = api.submit_manifest(args.manifest, args.group_by, model=args.model,
                                   priority=args.priority, upload=True if args.upload else None)
     elif not args.source:
-        raise FacesenseError("give a source (a folder, s3:// prefix or image URLs) or --manifest FILE")
+        raise Usage("give a source (a folder, s3:// prefix or image URLs) or --manifest FILE")
     elif args.upload:
         job = api.upload([Path(s) for s in args.source], model=args.model,
                          priority=args.priority)
@@ -189,14 +213,21 @@ def cmd_submit(args, settings: Settings) -> int:
         job = api.submit(urls=args.source, model=args.model, priority=args.priority)
     else:
         if len(args.source) != 1:
-            raise FacesenseError("give one source (or use --upload for several local files)")
+            raise Usage("give one source (or use --upload for several local files)")
         source = args.source[0]
         if "://" not in source and Path(source).exists():
             source = str(Path(source).resolve())  # the server resolves paths from its own cwd
         job = api.submit(source, model=args.model, priority=args.priority)
-    print(job["id"])
+    return queued(api, job, args)
+
+
+def queued(api: Client, job: dict, args) -> int:
+    """After a submission: the id (or with --json the record), or with --wait the outcome."""
     if args.wait:
-        return follow(api, job["id"])
+        if not args.json:
+            print(job["id"], flush=True)
+        return follow(api, job["id"], as_json=args.json)
+    print(json.dumps(job, indent=2) if args.json else job["id"])
     return 0
 
 
@@ -206,7 +237,7 @@ def cmd_train(args, settings: Settings) -> int:
     for item in args.param:
         name, sep, raw = item.partition("=")
         if not sep:
-            raise FacesenseError(f"--param needs NAME=VALUE, got {item!r}")
+            raise Usage(f"--param needs NAME=VALUE, got {item!r}")
         try:
             params[name] = json.loads(raw)
         except ValueError:
@@ -215,17 +246,13 @@ def cmd_train(args, settings: Settings) -> int:
     if "://" not in dataset and Path(dataset).exists():
         dataset = str(Path(dataset).resolve())
     api = client(args, settings)
-    job = api.train(dataset, params, args.promote)
-    print(job["id"])
-    return follow(api, job["id"]) if args.wait else 0
+    return queued(api, api.train(dataset, params, args.promote), args)
 
 
 def cmd_retry(args, settings: Settings) -> int:
     """Queue a new job over a finished job's failed images and print its id."""
     api = client(args, settings)
-    job = api.retry(args.job_id, model=args.model, priority=args.priority)
-    print(job["id"])
-    return follow(api, job["id"]) if args.wait else 0
+    return queued(api, api.retry(args.job_id, model=args.model, priority=args.priority), args)
 
 
 def cmd_cancel(args, settings: Settings) -> int:
@@ -236,16 +263,19 @@ def cmd_cancel(args, settings: Settings) -> int:
 
 
 def cmd_status(args, settings: Settings) -> int:
-    """Print a job's state, or follow it."""
+    """Print a job's state as a table (or JSON), or follow it; the exit code says how it ended
+    (a job still running: 0)."""
     api = client(args, settings)
     if args.wait:
-        return follow(api, args.job_id)
-    print(json.dumps(api.job(args.job_id), indent=2))
-    return 0
+        return follow(api, args.job_id, as_json=args.json)
+    record = api.job(args.job_id)
+    print(json.dumps(record, indent=2) if args.json else job_text(record))
+    return outcome(record) if record["status"] in ("failed", "cancelled") else EXIT_OK
 
 
-def follow(api: Client, job_id: str) -> int:
-    """Draw a progress bar until the job finishes; exit code 0 only if it succeeded."""
+def follow(api: Client, job_id: str, as_json: bool = False) -> int:
+    """Draw a progress bar (on stderr) until the job finishes, then print its report (a table,
+    or the record as JSON); returns the exit code of how it ended."""
     def draw(record: dict):
         p = record["progress"]
         total, done = p["total"], p["done"]
@@ -262,18 +292,20 @@ def follow(api: Client, job_id: str) -> int:
     print(file=sys.stderr)
     if record["status"] != "succeeded":
         print(f"job {job_id} {record['status']}: {record.get('error') or ''}", file=sys.stderr)
-        return 1
-    if record["type"] == "train":
-        print(json.dumps({"model_version": record["model_version"], "metrics": record["metrics"],
-                          "promotion": record.get("promotion")}, indent=2))
-    else:
-        print(json.dumps(record.get("summary"), indent=2))
-    return 0
+    print(json.dumps(record, indent=2) if as_json else job_text(record))
+    return outcome(record)
+
+
+def outcome(record: dict) -> int:
+    """The exit code of a finished job: 0 succeeded, 3 cancelled, 1 failed."""
+    return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(record["status"], EXIT_FAILED)
 
 
 def cmd_results(args, settings: Settings) -> int:
     """Print result rows as JSON lines, or write the CSV."""
     api = client(args, settings)
+    if args.summary_csv:
+        return save(args.summary_csv, lambda out: api.save_summary_csv(args.job_id, out))
     if args.csv == "-":
         api.save_csv(args.job_id, sys.stdout.buffer)
         return 0
@@ -285,6 +317,17 @@ def cmd_results(args, settings: Settings) -> int:
     for row in api.rows(args.job_id):
         print(json.dumps(row))
     return 0
+
+
+def save(path: str, write) -> int:
+    """write(binary file) to path, or to stdout for '-'."""
+    if path == "-":
+        write(sys.stdout.buffer)
+        return EXIT_OK
+    with open(path, "wb") as out:
+        write(out)
+    print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_jobs(args, settings: Settings) -> int:
@@ -299,6 +342,12 @@ def cmd_jobs(args, settings: Settings) -> int:
 def cmd_models(args, settings: Settings) -> int:
     """Versions (newest first) with the aliases pointing at them."""
     data = client(args, settings).models()
+    if not data["versions"]:
+        print("no model versions yet. Make one:\n"
+              "  facesense train FOLDER --promote always --wait   (FOLDER/<class>/<image>)\n"
+              "  facesense models import WEIGHTS --classes happy,sad --promote\n"
+              "or try everything on synthetic faces: facesense demo")
+        return EXIT_OK
     by_version: dict[str, list[str]] = {}
     for name, alias in data["aliases"].items():
         by_version.setdefault(alias["version"], []).append(name)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -80,9 +82,30 @@ def test_submit_wait_and_results_through_the_cli(stack):
     counts = make_folder(folder, 40, max_side=600)
     submitted = facesense("submit", str(folder), "--priority", "low", "--wait", env=stack["env"])
     job_id = submitted.stdout.splitlines()[0]
-    summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
-    assert summary["overall"]["images"] == sum(counts.values())
     assert "43/43" in submitted.stderr  # the progress bar reached the end
+    record = json.loads(facesense("status", job_id, "--json", env=stack["env"]).stdout)
+    summary = record["summary"]
+    assert summary["overall"]["images"] == sum(counts.values())
+    # the table: one line per group and one for all, each share with its Wilson interval
+    lines = submitted.stdout.splitlines()
+    assert lines[1] == (f"job {job_id} classify succeeded  model {stack['version']}  43/43 images, "
+                        "3 failed")
+    for name, tally in (*summary["groups"].items(), ("all", summary["overall"])):
+        cells = [f"{c['share'] * 100:.1f}% [{c['ci95'][0] * 100:.1f}-{c['ci95'][1] * 100:.1f}]"
+                 for c in tally["labels"].values()]
+        row = next(line for line in lines if line.split()[:1] == [name])
+        assert row.split() == [name, str(tally["scored"]), str(tally["failed"]),
+                               *" ".join(cells).split()]
+    significant = [c for c in summary["comparisons"] if c["significant"]]
+    assert (f"significant differences ({len(significant)} of" in submitted.stdout if significant
+            else "no significant differences between groups (2 comparisons;" in submitted.stdout)
+    assert facesense("status", job_id, env=stack["env"]).stdout == "\n".join(lines[1:]) + "\n"
+    summary_csv = stack["data"] / "summary.csv"
+    facesense("results", job_id, "--summary-csv", str(summary_csv), env=stack["env"])
+    assert summary_csv.read_text().splitlines() == [
+        "group,label,count,share,ci95_low,ci95_high",
+        *[f"{g},{c},{v['count']},{v['share']},{v['ci95'][0]},{v['ci95'][1]}"
+          for g, t in summary["groups"].items() for c, v in t["labels"].items()]]
 
     rows = [json.loads(line) for line in facesense("results", job_id, env=stack["env"])
             .stdout.splitlines()]
@@ -91,7 +114,7 @@ def test_submit_wait_and_results_through_the_cli(stack):
     facesense("results", job_id, "--csv", str(csv_path), env=stack["env"])
     assert len(csv_path.read_text().splitlines()) == 44
 
-    status = json.loads(facesense("status", job_id, env=stack["env"]).stdout)
+    status = json.loads(facesense("status", job_id, "--json", env=stack["env"]).stdout)
     assert status["status"] == "succeeded" and status["model_version"] == stack["version"]
     assert status["priority"] == "low"
     assert job_id in facesense("jobs", env=stack["env"]).stdout
@@ -101,11 +124,13 @@ def test_upload_submission_keeps_sub_folders_as_groups(stack):
     folder = stack["data"] / "upload"
     make_folder(folder, 6, groups=("ad1", "ad2"), max_side=300, corrupt=False)
     submitted = facesense("submit", "--upload", str(folder), "--priority", "high", "--wait",
-                          env=stack["env"])
-    summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
+                          "--json", env=stack["env"])
+    record = json.loads(submitted.stdout)  # --json: the record alone, for scripts
+    summary = record["summary"]
     assert {g: v["images"] for g, v in summary["groups"].items()} == {"ad1": 3, "ad2": 3}
-    status = json.loads(facesense("status", submitted.stdout.splitlines()[0], env=stack["env"]).stdout)
-    assert status["priority"] == "high"
+    assert {(c["a"], c["b"]) for c in summary["comparisons"]} == {("ad1", "ad2")}
+    status = json.loads(facesense("status", record["id"], "--json", env=stack["env"]).stdout)
+    assert status["priority"] == "high" and status == record
 
 
 def test_submit_a_manifest_by_path_or_uploaded(stack, tmp_path):
@@ -133,6 +158,58 @@ def test_submit_a_manifest_by_path_or_uploaded(stack, tmp_path):
         assert [r["meta"]["cell"] for r in rows] == [f"c{i % 2}" for i in range(6)]
     usage = facesense("submit", "--group-by", "cell", str(folder), env=stack["env"], check=False)
     assert usage.returncode != 0 and "--group-by names a column of a manifest" in usage.stderr
+
+
+def test_train_wait_prints_each_epoch_the_metrics_and_the_confusion_matrix(stack):
+    from facesense.synthetic import make_dataset
+
+    faces = stack["data"] / "faces"
+    make_dataset(faces, per_class=8)
+    params = ["--param", "epochs=2", "--param", "image_size=64", "--param", "batch_size=8",
+              "--param", "patience=0"]
+    trained = facesense("train", str(faces), *params, "--wait", env=stack["env"])
+    job_id, out = trained.stdout.splitlines()[0], trained.stdout
+    record = json.loads(facesense("status", job_id, "--json", env=stack["env"]).stdout)
+    metrics = record["metrics"]
+    assert f"job {job_id} train succeeded" in out and f"model version {record['model_version']}" in out
+    epochs = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [e[0] for e in epochs] == ["1", "2"]
+    assert [float(e[4]) for e in epochs] == pytest.approx(
+        [h["val_accuracy"] for h in record["history"]], abs=5e-4)
+    assert f"validation: accuracy {metrics['accuracy']:.3f}" in out
+    matrix = metrics["confusion_matrix"]
+    assert "confusion matrix (rows: true class, columns: predicted):" in out
+    for cls, row in zip(record["classes"], matrix, strict=True):
+        assert any(line.split() == [cls, *map(str, row)] for line in out.splitlines())
+    assert "not promoted" in out  # --promote never: production stays where the tests put it
+
+
+def test_exit_codes_say_how_a_job_ended(stack):
+    folder = stack["data"] / "to-cancel"
+    make_folder(folder, 300, max_side=64, corrupt=False)  # 19 shards: still running when cancelled
+    job_id = facesense("submit", str(folder), "--priority", "low", env=stack["env"]).stdout.strip()
+    facesense("cancel", job_id, env=stack["env"])
+    waited = facesense("status", job_id, "--wait", env=stack["env"], check=False)
+    assert waited.returncode == 3 and "cancelled" in waited.stdout.splitlines()[0]
+    assert facesense("status", job_id, env=stack["env"], check=False).returncode == 3
+    usage = facesense("train", str(folder), "--param", "epochs", env=stack["env"], check=False)
+    assert usage.returncode == 2 and "--param needs NAME=VALUE" in usage.stderr
+    assert facesense("results", env=stack["env"], check=False).returncode == 2  # argparse's
+
+
+def test_models_with_no_versions_says_how_to_make_one(redis_url, tmp_path):
+    from api import create_app
+    from cli.main import main
+    from facesense.settings import Settings
+    from tests.servers import serving
+
+    empty = Settings(redis_url=redis_url, store=str(tmp_path / "store"), allowed_roots=(str(tmp_path),))
+    out = io.StringIO()
+    with serving(create_app(empty)) as url, redirect_stdout(out):
+        assert main(["--api", url, "models"]) == 0
+    assert out.getvalue().startswith("no model versions yet. Make one:\n")
+    assert "facesense train FOLDER --promote always --wait" in out.getvalue()
+    assert "facesense models import WEIGHTS" in out.getvalue()
 
 
 def test_errors_are_clear_and_exit_non_zero(stack):
@@ -256,9 +333,8 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_jobs_still_complete(stack)
     assert f"worker 0 (pid {old}) died (killed by signal 9)" in stack["log"].read_text()
     folder = stack["data"] / "after-kill"
     make_folder(folder, 4, max_side=200, corrupt=False)
-    submitted = facesense("submit", str(folder), "--wait", env=stack["env"])
-    summary = json.loads("\n".join(submitted.stdout.splitlines()[1:]))
-    assert summary["overall"]["images"] == 4
+    submitted = facesense("submit", str(folder), "--wait", "--json", env=stack["env"])
+    assert json.loads(submitted.stdout)["summary"]["overall"]["images"] == 4
     assert Path(f"/proc/{new}").exists() and proc.poll() is None
 
 
