@@ -12,16 +12,17 @@ from collections import OrderedDict
 
 from facesense.errors import NotFound, ObjectNotFound, SourceError
 from facesense.imaging import ImageRejected
-from facesense.inputs.sources import UPLOAD_SCHEME, open_source
+from facesense.inputs.sources import MANIFEST_SCHEME, UPLOAD_SCHEME, open_source
 from facesense.outputs.pages import read_rows
-from facesense.outputs.thumbnails import make_thumbnail, sampled, thumb_key
+from facesense.outputs.thumbnails import make_thumbnail, sampled, thumb_key, web_item
 from facesense.settings import Settings
 from facesense.storage import Store, TooLarge, read_limited
 
-# Sources the API reads again: a server folder, an S3 prefix, uploads in the store. A URL
-# list is not among them (no fetching from the internet for a picture): its workers keep a
-# sample (thumbnails.writer_for).
-READABLE = ("file://", "s3://", UPLOAD_SCHEME)
+# Sources the API reads again: a server folder, an S3 prefix, uploads in the store, a
+# manifest's folder and S3 lines. A URL list is not among them, nor a manifest's URL lines
+# (no fetching from the internet for a picture): their workers keep a sample
+# (thumbnails.writer_for).
+READABLE = ("file://", "s3://", UPLOAD_SCHEME, MANIFEST_SCHEME)
 DECODES = 2  # thumbnails made at once per API process: bounds the memory of big decodes
 SOURCES = 16  # opened sources kept (an S3 client costs tens of ms to build)
 
@@ -70,7 +71,13 @@ class GalleryThumbs:
         again, or one of a URL-list job's sample."""
         if not self.settings.thumbnails or row.get("error"):
             return False
-        return str(record.get("source", "")).startswith(READABLE) or sampled(row["image"])
+        return self._readable(str(record.get("source", "")), row["image"]) or sampled(row["image"])
+
+    @staticmethod
+    def _readable(source: str, image: str) -> bool:
+        """Whether the API reads this image again from the job's source."""
+        return source.startswith(READABLE) and not (source.startswith(MANIFEST_SCHEME)
+                                                    and web_item(image))
 
     def get(self, job_id: str, record: dict, index: int) -> bytes:
         """The JPEG of row `index` of a job (its record already checked as the caller's);
@@ -96,7 +103,7 @@ class GalleryThumbs:
     def _from_source(self, source: str, image: str) -> bytes | None:
         """The thumbnail made from the image in the job's source; None if the source can't
         be read here (a URL list, a folder gone or no longer under the allowed roots)."""
-        if not source.startswith(READABLE):
+        if not self._readable(source, image):
             return None
         with self._slots:
             try:

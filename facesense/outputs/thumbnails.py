@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from PIL import Image, ImageOps
 
 from facesense.imaging import ImageRejected, open_image
+from facesense.inputs.manifest_images import URL
 from facesense.storage import Store, layout
 
 log = logging.getLogger(__name__)
@@ -161,10 +162,20 @@ class ThumbnailWriter:
         self._pool.shutdown(wait=True)
 
 
+def web_item(image: str) -> bool:
+    """A manifest line naming an http(s) URL: an image the API won't fetch again."""
+    return bool(URL.match(image))
+
+
 def writer_for(store: Store, job_id: str, enabled: int) -> ThumbnailWriter | None:
-    """A writer for one shard of a job whose source can't be read again (a URL list: the API
-    won't fetch from the internet for a gallery), keeping a sample; None for any other job
-    (the API makes their thumbnails from the source on demand) or when thumbnails are off."""
-    if not enabled or not store.exists(layout.url_list(job_id)):  # one HEAD a shard
+    """A writer for one shard of a job with images that can't be read again (a URL list, a
+    manifest's URL lines: the API won't fetch from the internet for a gallery), keeping a
+    sample of those; None for any other job (the API makes their thumbnails from the source
+    on demand) or when thumbnails are off."""
+    if not enabled:
         return None
-    return ThumbnailWriter(store, job_id, keep=sampled)
+    if store.exists(layout.url_list(job_id)):  # a HEAD or two a shard
+        return ThumbnailWriter(store, job_id, keep=sampled)
+    if store.exists(layout.manifest(job_id)):
+        return ThumbnailWriter(store, job_id, keep=lambda key: web_item(key) and sampled(key))
+    return None
