@@ -346,6 +346,60 @@ def fake_rows(n: int) -> list[dict]:
     return rows
 
 
+def test_the_scoring_page_shows_intervals_and_marks_significant_differences(page, server,
+                                                                             settings):
+    # Given a finished job whose groups differ: 30 of 40 happy, 10 of 40, 21 of 40 (+1 error)
+    rows = []
+    for group, happy, sad in (("ad_a", 30, 10), ("ad_b", 10, 30), ("ad_c", 21, 19)):
+        for i in range(happy + sad):
+            label, p = ("happy", 0.8) if i < happy else ("sad", 0.3)
+            rows.append({"image": f"{group}/{i}.jpg", "group": group, "label": label,
+                         "confidence": max(p, 1 - p), "probs": {"happy": p, "sad": 1 - p},
+                         "error": None})
+    rows.append({"image": "ad_c/bad.jpg", "group": "ad_c", "label": None, "confidence": None,
+                 "probs": None, "error": "not a readable image"})
+    job_id = finished_job(settings, rows)
+    summary = requests.get(f"{server}/v1/jobs/{job_id}", timeout=10).json()["summary"]
+
+    # When its page opens
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("#comparisons tbody tr")
+
+    # Then each group and label has a dot at its share and an error bar over its interval
+    bars = page.eval_on_selector_all(
+        "svg[data-chart=intervals] line.ci",
+        "els => els.map(e => [e.dataset.group, e.dataset.label, Number(e.dataset.low),"
+        " Number(e.dataset.high)])")
+    dots = page.eval_on_selector_all(
+        "svg[data-chart=intervals] circle[data-share]",
+        "els => els.map(e => [e.dataset.group, e.dataset.label, Number(e.dataset.share)])")
+    cells = [(g, c, v) for g, t in summary["groups"].items() for c, v in t["labels"].items()]
+    assert sorted(bars) == sorted([g, c, *v["ci95"]] for g, c, v in cells)
+    assert sorted(dots) == sorted([g, c, v["share"]] for g, c, v in cells)
+    assert "95% CI" in page.text_content("table.summary")
+
+    # and the comparison table has every pair, the significant ones marked
+    shown = page.eval_on_selector_all(
+        "#comparisons tbody tr",
+        "els => els.map(e => [e.dataset.label, e.dataset.a, e.dataset.b,"
+        " e.dataset.significant === 'true', e.classList.contains('significant'),"
+        " e.lastElementChild.textContent])")
+    assert [s[:4] for s in shown] == [[c["label"], c["a"], c["b"], c["significant"]]
+                                      for c in summary["comparisons"]]
+    assert all(s[3] == s[4] and (s[5] == "✱ yes") == s[3] for s in shown)
+    a_vs_b = [s for s in shown if s[1:3] == ["ad_a", "ad_b"]]
+    assert a_vs_b and all(s[3] for s in a_vs_b)  # 75 % vs 25 %: p far below 0.05
+    significant = sum(c["significant"] for c in summary["comparisons"])
+    assert page.text_content("#comparisons-note").startswith(f"{significant} of 6 comparisons")
+
+    # and summary.csv downloads as the API serves it
+    with page.expect_download() as download:
+        page.click("#download-summary")
+    saved = Path(download.value.path()).read_bytes()
+    assert saved == requests.get(f"{server}/v1/jobs/{job_id}/summary.csv", timeout=10).content
+    assert saved.decode().splitlines()[0] == "group,label,count,share,ci95_low,ci95_high"
+
+
 def test_gallery_pages_stay_fast_at_10000_images(client, settings):
     rows = fake_rows(10_000)
     job_id = finished_job(settings, rows)

@@ -310,13 +310,53 @@ function renderJobHeader(el, job) {
     actions.append(h("button", {onclick: () => download(`/v1/jobs/${job.id}/results?format=csv`,
                                                         `${job.id}.csv`).catch((e) => notice(e.message))},
                      "Download CSV"));
+    actions.append(h("button", {id: "download-summary", onclick: () => download(
+      `/v1/jobs/${job.id}/summary.csv`, `${job.id}-summary.csv`).catch((e) => notice(e.message))},
+                     "Download summary.csv"));
   }
   el.replaceChildren(
     h("h2", {}, training ? "Training job " : "Scoring job ", h("span", {class: "mono"}, job.id)),
     h("dl", {class: "meta"}, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)])), actions);
 }
 
-// ---- scoring: share chart, gallery, errors --------------------------------------------------
+// ---- scoring: share chart, intervals and comparisons, gallery, errors ----------------------
+
+const interval = (ci) => (ci ? `, 95% CI ${pct(ci[0])}–${pct(ci[1])}` : "");
+const pValue = (p) => (p < 0.0001 ? "<0.0001" : p.toPrecision(2));
+
+// Each group's share with its Wilson 95 % interval, then every compared pair: Fisher's exact
+// test, Holm-adjusted per label; the significant rows are marked.
+function comparisonsCard(summary, groups, classes) {
+  const rows = groups.map(([g, t]) => ({name: groupName(g), cells: t.labels}));
+  const comparisons = summary.comparisons || [];
+  const left = summary.comparisons_left_out || [];
+  const significant = comparisons.filter((c) => c.significant).length;
+  const table = h("table", {class: "comparisons", id: "comparisons"},
+    h("thead", {}, h("tr", {}, ["Label", "Group", "vs group", "Share", "vs share", "Difference",
+                                "p", "p (Holm)", "Significant"].map((t) => h("th", {}, t)))),
+    h("tbody", {}, comparisons.map((c) => h("tr", {
+      class: c.significant ? "significant" : null, "data-label": c.label, "data-a": c.a,
+      "data-b": c.b, "data-significant": String(c.significant)},
+      h("td", {}, c.label), h("td", {}, groupName(c.a)), h("td", {}, groupName(c.b)),
+      h("td", {}, pct(c.share_a)), h("td", {}, pct(c.share_b)),
+      h("td", {}, `${c.difference >= 0 ? "+" : "−"}${(Math.abs(c.difference) * 100).toFixed(1)} pts`),
+      h("td", {}, pValue(c.p_value)), h("td", {}, pValue(c.p_adjusted)),
+      h("td", {}, c.significant ? "✱ yes" : "no")))));
+  return h("section", {class: "card", id: "statistics"},
+    h("h2", {}, "Shares with 95% intervals, and differences between groups"),
+    rows.length ? charts.intervalChart(rows, classes) : null,
+    comparisons.length
+      ? [h("p", {class: "muted", id: "comparisons-note"},
+           `${significant} of ${comparisons.length} comparisons significant (Fisher's exact ` +
+           "test, Holm-adjusted p < 0.05 across the pairs of each label)."),
+         table]
+      : h("p", {class: "muted", id: "comparisons-note"}, summary.comparisons
+        ? "No comparisons: fewer than two groups with scored images."
+        : "This job's summary predates the statistics."),
+    left.length ? h("p", {class: "muted", id: "left-out"},
+                    `Not compared: ${left.map(groupName).join(", ")} ` +
+                    "(beyond the largest groups, or nothing scored).") : null);
+}
 
 async function renderScoring(el, job, query) {
   const summary = job.summary || {overall: {images: 0, failed: 0, labels: {}}, groups: {}};
@@ -337,7 +377,8 @@ async function renderScoring(el, job, query) {
       {class: cls},
       h("td", {}, name),
       h("td", {}, t.images),
-      classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)})`)),
+      classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)}`
+                                     + `${interval(t.labels[c]?.ci95)})`)),
       h("td", {}, t.failed)))));
 
   const limit = Number(query.get("limit"));
@@ -373,6 +414,7 @@ async function renderScoring(el, job, query) {
       job.partial ? h("p", {class: "muted"}, "Partial: the job was cancelled; these are the images scored before.") : null,
       shareRows.length ? charts.shareBars(shareRows, classes) : h("p", {class: "muted"}, "No images."),
       table),
+    comparisonsCard(summary, groups, classes),
     h("section", {class: "card"}, h("h2", {}, "Gallery"),
       h("div", {class: "filters"}, labelSel, groupSel, sizeSel), pager, grid),
     errors);

@@ -108,4 +108,54 @@ function shareBars(rows, classes, opts = {}) {
   return root;
 }
 
-window.charts = {lineChart, shareBars, PALETTE};
+// rows: [{name, cells: {label: {share, ci95: [low, high] | null}}}]; one dot per group and label
+// at its share, its Wilson 95 % interval drawn as an error bar around it.
+function intervalChart(rows, classes, opts = {}) {
+  const W = 560, line = 14, pad = 10, m = {l: 140, r: 16, t: 10, b: 52};
+  const band = classes.length * line + pad;
+  const H = m.t + rows.length * band + m.b;
+  const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
+                           "data-chart": opts.id || "intervals",
+                           "aria-label": "label shares per group with 95% intervals"});
+  const X = (f) => m.l + f * (W - m.l - m.r);
+  for (const t of [0, 0.25, 0.5, 0.75, 1]) {
+    root.append(svg("line", {x1: X(t), x2: X(t), y1: m.t, y2: H - m.b, class: "grid"}));
+    root.append(svg("text", {x: X(t), y: H - m.b + 16, class: "tick", "text-anchor": "middle"},
+                    `${t * 100}%`));
+  }
+  rows.forEach((row, i) => {
+    const top = m.t + i * band;
+    root.append(svg("text", {x: m.l - 8, y: top + band / 2 + 2, class: "tick",
+                             "text-anchor": "end"}, row.name));
+    classes.forEach((c, k) => {
+      const cell = row.cells[c];
+      if (!cell || !cell.ci95) return;  // nothing scored in the group: no share to draw
+      const [lo, hi] = cell.ci95, y = top + pad / 2 + k * line + line / 2, color = PALETTE[k % PALETTE.length];
+      const tip = `${row.name}: ${c} ${(cell.share * 100).toFixed(1)}% ` +
+                  `(95% interval ${(lo * 100).toFixed(1)}–${(hi * 100).toFixed(1)}%)`;
+      const bar = svg("line", {x1: X(lo), x2: X(hi), y1: y, y2: y, stroke: color, class: "ci",
+                               "data-group": row.name, "data-label": c, "data-low": lo,
+                               "data-high": hi});
+      bar.append(svg("title", {}, tip));
+      root.append(bar);
+      for (const end of [lo, hi]) {
+        root.append(svg("line", {x1: X(end), x2: X(end), y1: y - 4, y2: y + 4, stroke: color,
+                                 class: "ci-cap"}));
+      }
+      const dot = svg("circle", {cx: X(cell.share), cy: y, r: 4, fill: color,
+                                 "data-group": row.name, "data-label": c,
+                                 "data-share": cell.share});
+      dot.append(svg("title", {}, tip));
+      root.append(dot);
+    });
+  });
+  classes.forEach((c, k) => {
+    const lx = m.l + k * 110, ly = H - 12;
+    root.append(svg("rect", {x: lx, y: ly - 9, width: 12, height: 12,
+                             fill: PALETTE[k % PALETTE.length]}));
+    root.append(svg("text", {x: lx + 16, y: ly + 1, class: "legend"}, `${c} (95% interval)`));
+  });
+  return root;
+}
+
+window.charts = {lineChart, shareBars, intervalChart, PALETTE};
