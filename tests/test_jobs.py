@@ -154,6 +154,17 @@ def test_attempts_count_up_and_back_and_expire_with_the_job(jobs, shards, r):
     assert 0 < r.ttl(redis_keys.attempts(job_id)) <= 600
 
 
+def test_a_shard_counted_at_its_first_delivery_leaves_no_note(jobs, shards):
+    # so a job's Redis bytes do not grow with its shards; a redelivered shard keeps its note
+    job_id = jobs.create("classify", shards=3)["id"]
+    for index in range(3):
+        shards.count_attempt(job_id, index)
+    shards.count_attempt(job_id, 2)  # shard 2 was delivered twice
+    for index in range(3):
+        shards.count(job_id, index, done=1, failed=0)
+    assert shards.attempts(job_id) == {2: 2}
+
+
 def test_the_image_in_flight_when_a_worker_died_becomes_poison_once(jobs, shards):
     job_id = jobs.create("classify", shards=1)["id"]
     assert shards.convict_in_flight(job_id, 0) == set()  # nobody died scoring alone

@@ -7,7 +7,8 @@ import redis as redis_lib
 from facesense.state import redis_keys
 
 # Count a shard once: SETBIT returns the old bit, so only the first delivery adds its counts.
-# The bitmap costs one bit per shard, so Redis memory stays flat as jobs grow.
+# The bitmap costs one bit per shard, and a shard delivered just once leaves no delivery note
+# (only redelivered shards keep theirs, for the record), so Redis memory stays flat as jobs grow.
 # A job already finished (cancelled) counts nothing more, so its partial results stay exact.
 _COUNT_SHARD = """
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -16,6 +17,7 @@ if status == '"cancelled"' or status == '"failed"' then
 end
 local first = redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0
 if first then
+  if redis.call('HGET', KEYS[3], ARGV[1]) == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) end
   redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
   redis.call('HINCRBY', KEYS[1], 'failed', ARGV[3])
   redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
@@ -46,7 +48,8 @@ class ShardBook:
 
     def count(self, job_id: str, index: int, done: int, failed: int) -> tuple[bool, int]:
         """Count one shard's images exactly once; returns (first time?, shards counted)."""
-        first, counted = self._count(keys=[redis_keys.job(job_id), redis_keys.shard_bits(job_id)],
+        first, counted = self._count(keys=[redis_keys.job(job_id), redis_keys.shard_bits(job_id),
+                                           redis_keys.attempts(job_id)],
                                      args=[index, done, failed, self.ttl_s])
         return bool(first), int(counted)
 
@@ -68,7 +71,8 @@ class ShardBook:
         return int(attempts)
 
     def attempts(self, job_id: str) -> dict[int, int]:
-        """Deliveries counted so far, by shard index."""
+        """Deliveries so far, by shard index: shards not yet counted, and counted ones that
+        took more than one (a shard counted at its first delivery is left out)."""
         raw = self.redis.hgetall(redis_keys.attempts(job_id))
         return {int(k): int(v) for k, v in raw.items()}
 
