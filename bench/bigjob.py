@@ -4,8 +4,8 @@
 links to 64 distinct photos) per size on the embedded stack (private Redis, one worker, local
 store) and prints, per size: plan time (submit to every shard planned), images/s, the results
 page latency (API, limit 100) at offsets 0, middle and end, store bytes per image beyond the
-results files (in all and by folder: plans, shard files, thumbnails), the job's Redis bytes, and the worker's peak RSS. Figures go to
-bench/out/bigjob.json with the machine they ran on.
+results files (in all and by folder: plans, shard files, thumbnails), the job's Redis bytes,
+and the worker's peak RSS. Figures go to bench/out/bigjob.json with the machine they ran on.
 """
 
 from __future__ import annotations
