@@ -153,8 +153,10 @@ function intervalChart(rows, classes, opts = {}) {
     const lx = m.l + k * 110, ly = H - 12;
     root.append(svg("rect", {x: lx, y: ly - 9, width: 12, height: 12,
                              fill: PALETTE[k % PALETTE.length]}));
-    root.append(svg("text", {x: lx + 16, y: ly + 1, class: "legend"}, `${c} (95% interval)`));
+    root.append(svg("text", {x: lx + 16, y: ly + 1, class: "legend"}, c));
   });
+  root.append(svg("text", {x: W - m.r, y: H - 11, class: "legend", "text-anchor": "end"},
+                  "dot: share · bar: 95% interval"));
   return root;
 }
 
