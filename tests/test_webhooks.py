@@ -109,6 +109,11 @@ def test_a_finished_job_posts_one_signed_record(client, worker, receiver, settin
     assert body["id"] == job["id"] and body["status"] == "succeeded"
     assert body["progress"]["total"] == body["progress"]["done"] == 4
     assert body["summary"]["overall"]["images"] == 4 and "webhook" not in body
+    # the statistics travel with it: intervals and the comparisons, as on the record
+    assert body["summary"]["comparisons"] == job["summary"]["comparisons"]
+    happy = body["summary"]["groups"]["variant_a"]["labels"]["happy"]
+    assert happy["ci95"] == job["summary"]["groups"]["variant_a"]["labels"]["happy"]["ci95"]
+    assert len(happy["ci95"]) == 2
     assert seen.headers["X-FaceSense-Event"] == "job.succeeded"
     assert record["webhook"] | {"at": None} == {
         "url": receiver.url(f"/hook/{unique}"), "status": "delivered", "attempts": 1,
