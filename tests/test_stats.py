@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import pytest
 
-from facesense.outputs.results import Summary, bounded
+from facesense.outputs.results import Summary, bounded, summary_csv
 from facesense.outputs.stats import Z95, ci95, compare, fisher_exact, holm, wilson
 
 
@@ -171,3 +171,17 @@ def test_comparisons_are_bounded_to_the_largest_groups_and_bounded_keeps_them_co
     assert small["comparisons_left_out"] == []  # the other groups are in other_groups
     assert small["other_groups"]["labels"]["happy"]["ci95"] == ci95(18, 37)
     assert compare(data["groups"], ["happy"], []) == []
+
+
+def test_summary_csv_has_one_row_per_group_and_label_and_is_safe_in_a_spreadsheet():
+    summary = tally({"=HYPERLINK(1)": (2, 1), "b": (0, 3)})
+    summary.add({"group": "dead", "label": None, "confidence": None, "error": "bad"})
+    text = summary_csv(summary.to_dict())
+    assert text.splitlines() == [
+        "group,label,count,share,ci95_low,ci95_high",
+        f"'=HYPERLINK(1),happy,2,{round(2 / 3, 6)},{ci95(2, 3)[0]},{ci95(2, 3)[1]}",
+        f"'=HYPERLINK(1),sad,1,{round(1 / 3, 6)},{ci95(1, 3)[0]},{ci95(1, 3)[1]}",
+        f"b,happy,0,0.0,0.0,{ci95(0, 3)[1]}",
+        f"b,sad,3,1.0,{ci95(3, 3)[0]},1.0",
+        "dead,happy,0,0.0,,",  # nothing scored: no interval
+        "dead,sad,0,0.0,,"]
