@@ -251,6 +251,41 @@ def trained(settings, base_dir, model_version):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_a_manifest_is_scored_from_the_form_by_path_and_uploaded(page, server, worker, client,
+                                                                 base_dir, unique):
+    # Given four faces in one folder and a manifest naming their variant and participant
+    root = base_dir / f"manifest-ui-{unique}"
+    root.mkdir()
+    rng = random.Random(5)
+    lines = ["image,variant,participant"]
+    for i in range(4):
+        (root / f"f{i}.jpg").write_bytes(jpeg(draw_face(rng, True, size=160), rng))
+        lines.append(f"f{i}.jpg,{'AB'[i % 2]},p{i}")
+    (root / "study.csv").write_text("\n".join(lines) + "\n")
+    absolute = ["image,variant"] + [f"{root / f'f{i}.jpg'},{'AB'[i % 2]}" for i in range(4)]
+    (root / "upload.csv").write_text("\n".join(absolute) + "\n")
+
+    def scored(fill) -> dict:
+        page.goto(server + "/")
+        fill()
+        page.fill("#group-by", "variant")
+        page.click("#submit-manifest-button")
+        page.wait_for_url("**/#/jobs/*")
+        page.wait_for_selector("#job-header [data-status=succeeded]", timeout=60_000)
+        return client.get(f"/v1/jobs/{page.url.rsplit('/', 1)[1]}").get_json()
+
+    # When it is submitted by its path on the server, Then the summary groups by its column
+    # and the rows carry the other columns
+    by_path = scored(lambda: page.fill("#manifest", str(root / "study.csv")))
+    assert sorted(by_path["summary"]["groups"]) == ["A", "B"]
+    rows = client.get(f"/v1/jobs/{by_path['id']}/results").get_json()["rows"]
+    assert sorted(r["meta"]["participant"] for r in rows) == ["p0", "p1", "p2", "p3"]
+    # and uploaded from the browser, the same
+    uploaded = scored(lambda: page.set_input_files("#manifest-file", str(root / "upload.csv")))
+    assert sorted(uploaded["summary"]["groups"]) == ["A", "B"]
+    assert uploaded["progress"]["done"] == 4
+
+
 def test_a_training_job_page_shows_its_curves_and_metrics(page, trained, artifacts):
     job, server, _ = trained
     assert job["status"] == "succeeded", job

@@ -184,13 +184,41 @@ async function jobsView(main) {
      h("label", {for: "folder"}, "or a folder"), folder,
      h("button", {type: "submit"}, "Upload and score"));
 
+  // A manifest: a CSV / JSON Lines file the server reads (path or s3://), or one uploaded
+  // (its images then named by absolute path, s3:// or URL); group_by: the column to group by.
+  const manifest = h("input", {id: "manifest", size: 40,
+                               placeholder: "manifest.csv on the server, or s3://bucket/key"});
+  const manifestFile = h("input", {id: "manifest-file", type: "file", accept: ".csv,.jsonl,.json"});
+  const groupBy = h("input", {id: "group-by", size: 12, placeholder: "folder"});
+  const manifestForm = h("form", {id: "submit-manifest", onsubmit: async (ev) => {
+    ev.preventDefault();
+    const common = {type: "classify", priority: priority.value};
+    if (model.value.trim()) common.model = model.value.trim();
+    if (groupBy.value.trim()) common.group_by = groupBy.value.trim();
+    try {
+      if (manifestFile.files.length) {
+        const form = new FormData();
+        for (const [k, v] of Object.entries(common)) form.append(k, v);
+        form.append("manifest", manifestFile.files[0], manifestFile.files[0].name);
+        submitted(await (await api("/v1/jobs", {method: "POST", body: form})).json());
+      } else if (manifest.value.trim()) {
+        submitted(await postJSON("/v1/jobs", {...common, manifest: manifest.value.trim()}));
+      } else {
+        failed(new Error("give a manifest path or choose a manifest file"));
+      }
+    } catch (e) { failed(e); }
+  }}, h("label", {for: "manifest"}, "Manifest"), manifest,
+     h("label", {for: "manifest-file"}, "or upload one"), manifestFile,
+     h("label", {for: "group-by"}, "group by"), groupBy,
+     h("button", {type: "submit", id: "submit-manifest-button"}, "Score manifest"));
+
   const tbody = h("tbody");
   main.append(
     h("section", {class: "card"}, h("h2", {}, "Score a folder"),
       h("div", {class: "model-row"}, h("label", {for: "model"}, "Model"), model,
         h("span", {class: "muted"}, "version or alias; empty: the server's default"),
         h("label", {for: "priority"}, "Priority"), priority),
-      sourceForm, uploadForm, message),
+      sourceForm, uploadForm, manifestForm, message),
     trainCard(submitted),
     h("section", {class: "card"}, h("h2", {}, "Jobs"),
       h("table", {class: "jobs", id: "jobs-table"},
