@@ -7,6 +7,7 @@ On the private stack (tests.stack): 64 px model, 50-image shards, 2 s leases.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import threading
@@ -174,3 +175,20 @@ def test_a_webhook_receiver_that_never_answers_slows_no_other_job(stack):
         assert all(stack.job(j)["status"] == "succeeded" for j in hooked)
     finally:
         hole.close()
+
+
+def test_a_control_worker_that_dies_alone_is_restarted(stack):
+    from tests.stack import children
+
+    # Given one scoring worker and the control worker beside it
+    worker = one_worker(stack)
+    control = wait_until(lambda: children(worker.pid), 30, "the control worker")[0]
+    tiny_folder(stack.root / "control-restart", 60)
+    # When the control worker alone is killed
+    os.kill(int(control), signal.SIGKILL)
+    # Then another takes its place, and jobs are planned and finalised again
+    wait_until(lambda: children(worker.pid) and children(worker.pid) != [control], 60,
+               "a new control worker")
+    job_id = stack.submit(stack.root / "control-restart")
+    assert stack.wait(job_id, 90)["status"] == "succeeded"
+    assert worker.poll() is None

@@ -25,7 +25,8 @@ def job(sched: Scheduler, shards: int, owner: str = "alice", priority: str = "no
         listed: bool = True, **quota) -> str:
     """A running job record with `shards` shards registered."""
     job_id = uuid.uuid4().hex[:12]
-    sched.redis.hset(redis_keys.job(job_id), "status", json.dumps("running"))
+    sched.redis.hset(redis_keys.job(job_id), mapping={"status": json.dumps("running"),
+                                                      "owner": json.dumps(owner)})
     sched.register(job_id, owner, priority, **quota)
     sched.add(job_id, shards, listed=listed)
     return job_id
@@ -127,3 +128,40 @@ def test_standing_counts_what_starts_before_the_job(sched):
     assert sched.waiting() == 24
     sched.forget(a)
     assert sched.standing(a) is None
+
+
+def test_a_quota_limits_the_tokens_its_key_gets(sched):
+    # Given a key allowed 2 shards in flight with 10 waiting, another key's job, and a key
+    # allowed one running job with two jobs waiting
+    job(sched, 10, owner="dora", max_shards=2)
+    assert sched.tokens_wanted("q") == 2  # not 8: the other 8 could not start
+    job(sched, 3, owner="eve", max_jobs=1)
+    job(sched, 3, owner="eve", max_jobs=1)
+    assert sched.tokens_wanted("q") == 2 + 3  # one of eve's jobs may start, not both
+    sched.pick(), sched.pick()  # eve's newer job and dora's first shard
+    assert sched.tokens_wanted("q") == 1 + 2
+
+
+def test_keys_without_quotas_leave_no_quota_sets_behind(sched):
+    j = job(sched, 3, owner="frank")
+    picks(sched, 3)
+    assert not list(sched.redis.scan_iter(redis_keys.OWNER_PREFIX + "*"))
+    assert sched.picked_before(j, 0) == {0, 1, 2}  # what the watchdog watches until counted
+
+
+def test_a_shard_ending_after_its_job_was_forgotten_frees_its_quota_slot(sched):
+    j = job(sched, 3, owner="gina", max_shards=1)
+    assert sched.pick() == (j, 0)
+    other = job(sched, 3, owner="gina", max_shards=1)
+    sched.redis.hset(redis_keys.job(j), "status", json.dumps("cancelled"))
+    sched.forget(j)  # cancelled while its shard ran
+    sched.done(j, 0)
+    assert sched.pick() == (other, 0)
+
+
+def test_the_held_reason_is_read_live_not_as_last_seen(sched):
+    a = job(sched, 5, owner="hal", max_shards=1)
+    assert sched.pick() == (a, 0)
+    assert sched.standing(a)["held"] == "shards"  # no pick has looked at it since
+    sched.done(a, 0)
+    assert sched.standing(a)["held"] is None

@@ -387,3 +387,24 @@ def test_a_step_waiting_to_retry_is_not_requeued_by_the_watchdog(ctx, sent, base
     assert [a for n, a in sent if a] == [[other]]
     for job in (job_id, other):
         ctx.jobs.set_status(job, JobStatus.CANCELLED)  # not left active for later sweeps
+
+
+def test_a_shard_picked_by_a_worker_that_died_before_its_lease_comes_back(ctx, sent, base_dir,
+                                                                          model_version, unique):
+    from worker.watchdog import Watchdog
+
+    # Given a job whose shard 0 was picked by a worker that died before taking its lease (no
+    # delivery counted), while other work keeps the queue busy (so the job never looks stalled)
+    job_id = job_on_folder(ctx, base_dir, model_version, f"picked-{unique}", 25)
+    planning.plan(ctx, job_id)
+    assert classify.take_turn(ctx) == (job_id, 0)
+    assert classify.run_next(ctx) == (job_id, 1)  # a live worker's shard: counted, not watched
+    sent.clear()
+    # When the watchdog sweeps once the pick is older than its grace
+    requeued = Watchdog(ctx, stall_s=3600, pick_grace_s=0).sweep()
+    # Then shard 0 goes back as a retry naming it, and nothing else of the job
+    assert [n for j, n in requeued if j == job_id] == [leases.shard(0)]
+    assert [a for n, a in sent if a and a[0] == job_id] == [[job_id, 0]]
+    assert classify.run_shard(ctx, job_id, 0)
+    assert ctx.sched.picked_before(job_id, 0) == set()  # counted: no longer watched
+    fail_job(ctx, job_id, "test over")  # not left active for later sweeps

@@ -35,6 +35,10 @@ def fail_job(ctx: Context, job_id: str, reason: str) -> None:
     """Mark a job (of any type) failed with a reason, unless it already finished, and archive it."""
     log.warning("job %s failed: %s", job_id, reason)
     if ctx.jobs.exists(job_id) and ctx.jobs.set_status(job_id, JobStatus.FAILED, error=reason):
+        try:  # its shards leave the rings (and the backlog autoscalers read) now
+            ctx.sched.forget(job_id)
+        except Exception as e:
+            log.warning("job %s: could not drop its scheduling state: %s", job_id, e)
         try:
             ctx.jobs.archive(job_id)
         except FacesenseError as e:  # the store may be what failed: Redis keeps the record

@@ -133,6 +133,7 @@ def _finalize(ctx: Context, job_id: str) -> dict | None:
                            summary=summary):
         ctx.jobs.archive(job_id)
         ctx.sched.forget(job_id)
+        top_up(ctx)  # a job its key's quota held back may start now
     elif ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED:  # cancelled while merging
         return _finalize_cancelled(ctx, job_id, ctx.jobs.get(job_id))
     return summary
@@ -155,6 +156,7 @@ def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
     ctx.jobs.update(job_id, partial=True)
     ctx.jobs.archive(job_id)
     ctx.sched.forget(job_id)
+    top_up(ctx)
     ctx.jobs.announce_finished(job_id)
     return summary
 

@@ -37,9 +37,12 @@ class Watchdog:
     timeout keeps many workers (and many sweeps) from queueing the same work twice.
     """
 
-    def __init__(self, ctx: Context, stall_s: float | None = None):
+    def __init__(self, ctx: Context, stall_s: float | None = None, pick_grace_s: float | None = None):
         self.ctx, self.jobs, self.leases = ctx, ctx.jobs, ctx.leases
         self.stall_s = stall_s if stall_s is not None else 10 * ctx.settings.lease_ttl_s
+        # a shard picked this long ago with no lease and no delivery lost its worker before
+        # it could take the lease (killed between the pick and the lease)
+        self.pick_grace_s = ctx.settings.lease_ttl_s if pick_grace_s is None else pick_grace_s
         self._seen: dict[str, tuple[tuple, float]] = {}  # job id -> (its state, since when)
         self._idle: dict[str, bool] = {}  # queue -> empty at this sweep
 
@@ -105,9 +108,10 @@ class Watchdog:
             return
         attempts = self.ctx.shards.attempts(job_id)
         released = self.ctx.sched.released(job_id) if stalled else 0
+        picked = self.ctx.sched.picked_before(job_id, self.pick_grace_s)
         for index in self.ctx.shards.uncounted(job_id, shards):
             name = leases.shard(index)
-            started = attempts.get(index, 0) > 0 or index < released
+            started = attempts.get(index, 0) > 0 or index in picked or index < released
             if started and not self.leases.held(job_id, name):
                 yield name, CLASSIFY_SHARD, [job_id, index]
 

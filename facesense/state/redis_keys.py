@@ -65,6 +65,11 @@ def sched_retry(job_id: str) -> str:
     return f"{job(job_id)}:sched:retry"
 
 
+def sched_picked(job_id: str) -> str:
+    """A sorted set: shards picked and not yet counted, scored by when they were picked."""
+    return f"{job(job_id)}:sched:picked"
+
+
 def owner_running(owner: str) -> str:
     """A set: one API key's jobs that have started a shard and not finished (its quota)."""
     return f"{OWNER_PREFIX}{owner}:running"

@@ -10,20 +10,24 @@ waits", and the queue keeps up to `depth` of them so autoscalers see a backlog.
 
 from __future__ import annotations
 
-import time
+import json
 
 import redis as redis_lib
 
 from facesense.state import redis_keys
 
 PRIORITIES = ("high", "normal", "low")  # the order rings are served in
+FINAL = ("succeeded", "failed", "cancelled")
 
 # Shared Lua: finished-job test, quota checks and per-job keys built from the prefixes.
 _COMMON = """
-local JOB, OWNER, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local JOB, OWNER = ARGV[1], ARGV[2]
+local clock = redis.call('TIME')  -- the server's clock: workers' clocks may disagree
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
 local FINAL = {['"succeeded"'] = true, ['"failed"'] = true, ['"cancelled"'] = true}
 local function sched_key(id) return JOB .. id .. ':sched' end
 local function retry_key(id) return JOB .. id .. ':sched:retry' end
+local function picked_key(id) return JOB .. id .. ':sched:picked' end
 local function gone(id)
   local status = redis.call('HGET', JOB .. id, 'status')
   return (not status) or FINAL[status] or redis.call('EXISTS', sched_key(id)) == 0
@@ -65,9 +69,9 @@ end
 """
 
 # Pick the next shard: rings in priority order, each rotated one job per look (round-robin).
-# KEYS: the rings. ARGV: job prefix, owner prefix, now, seconds an in-flight note lasts.
+# KEYS: the rings. ARGV: job prefix, owner prefix, seconds an in-flight note lasts.
 _PICK = _COMMON + """
-local ttl = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[3])
 for _, ring in ipairs(KEYS) do
   for _ = 1, redis.call('LLEN', ring) do
     local id = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
@@ -88,10 +92,17 @@ for _, ring in ipairs(KEYS) do
             redis.call('HSET', sched_key(id), 'next', s.next + 1)
           end
           redis.call('HDEL', sched_key(id), 'held')
-          redis.call('SADD', OWNER .. s.owner .. ':running', id)
-          redis.call('ZADD', OWNER .. s.owner .. ':inflight', now + ttl, id .. ':' .. index)
-          for _, key in ipairs({OWNER .. s.owner .. ':running', OWNER .. s.owner .. ':inflight'}) do
-            redis.call('EXPIRE', key, 86400)
+          -- when it was picked: a worker that dies before it leases the shard leaves this
+          redis.call('ZADD', picked_key(id), now, index)
+          redis.call('EXPIRE', picked_key(id), 86400)
+          -- the quota sets are kept only for a key with a quota, so they never grow unused
+          if tonumber(s.max_jobs or '0') > 0 then
+            redis.call('SADD', OWNER .. s.owner .. ':running', id)
+            redis.call('EXPIRE', OWNER .. s.owner .. ':running', 86400)
+          end
+          if tonumber(s.max_shards or '0') > 0 then
+            redis.call('ZADD', OWNER .. s.owner .. ':inflight', now + ttl, id .. ':' .. index)
+            redis.call('EXPIRE', OWNER .. s.owner .. ':inflight', 86400)
           end
           return {id, index}
         end
@@ -102,22 +113,46 @@ end
 return false
 """
 
-# Tokens to add so the queue holds min(depth, shards that could start now).
-# KEYS: the rings, then the queue. ARGV: job prefix, owner prefix, now, depth.
+# Tokens to add so the queue holds min(depth, shards that could start now): a key's jobs add
+# no more than its quotas' headroom, so a quota does not turn into a storm of empty tokens.
+# KEYS: the rings, then the queue. ARGV: job prefix, owner prefix, depth.
 _TOKENS = _COMMON + """
 local queue = table.remove(KEYS)
-local need = tonumber(ARGV[4]) - redis.call('LLEN', queue)
-local found = 0
+local need = tonumber(ARGV[3]) - redis.call('LLEN', queue)
+if need <= 0 then return 0 end
+local found, shards_left, jobs_left = 0, {}, {}
 for _, ring in ipairs(KEYS) do
   for _, id in ipairs(redis.call('LRANGE', ring, 0, -1)) do
     if found >= need then return need end
     if not gone(id) then
       local s = state(id)
-      if s.waiting > 0 and not held(id, s) then found = found + s.waiting end
+      if s.waiting > 0 and not held(id, s) then
+        local n = s.waiting
+        if tonumber(s.max_shards or '0') > 0 then
+          shards_left[s.owner] = shards_left[s.owner] or
+            (tonumber(s.max_shards) - redis.call('ZCARD', flight_key(s.owner)))
+          n = math.min(n, shards_left[s.owner])
+          shards_left[s.owner] = shards_left[s.owner] - n
+        end
+        local key = running_key(s.owner)
+        if tonumber(s.max_jobs or '0') > 0 and redis.call('SISMEMBER', key, id) == 0 then
+          jobs_left[s.owner] = jobs_left[s.owner] or (tonumber(s.max_jobs) - redis.call('SCARD', key))
+          if jobs_left[s.owner] <= 0 then n = 0 end
+          jobs_left[s.owner] = jobs_left[s.owner] - 1
+        end
+        found = found + math.max(0, n)
+      end
     end
   end
 end
-return math.max(0, math.min(found, need))
+return math.min(found, need)
+"""
+
+# Why a quota holds the job back now ('jobs' or 'shards'), or false. ARGV: job id last.
+_HELD = _COMMON + """
+local id = ARGV[3]
+if gone(id) then return false end
+return held(id, state(id))
 """
 
 # Put a job in its ring unless it is there: at the head, so a newcomer has the next turn.
@@ -136,9 +171,10 @@ class Scheduler:
         self._pick = redis.register_script(_PICK)
         self._tokens = redis.register_script(_TOKENS)
         self._ensure = redis.register_script(_ENSURE_RING)
+        self._held = redis.register_script(_HELD)
 
     def _args(self) -> list:
-        return [redis_keys.job(""), redis_keys.OWNER_PREFIX, time.time()]
+        return [redis_keys.job(""), redis_keys.OWNER_PREFIX]
 
     def register(self, job_id: str, owner: str | None, priority: str = "normal",
                  max_jobs: int = 0, max_shards: int = 0) -> None:
@@ -173,15 +209,23 @@ class Scheduler:
         return (found[0].decode(), int(found[1])) if found else None
 
     def done(self, job_id: str, index: int) -> None:
-        """A picked shard ended (counted, failed or handed to a retry): it leaves the quota."""
-        owner = self.redis.hget(redis_keys.sched(job_id), "owner")
-        if owner:
-            self.redis.zrem(redis_keys.owner_in_flight(owner.decode()), f"{job_id}:{index}")
+        """A picked shard ended (counted, failed or handed to a retry): it leaves the quota.
+        The owner is read from the job's record, which outlives its scheduling state."""
+        owner = self.redis.hget(redis_keys.job(job_id), "owner")
+        owner = (json.loads(owner) if owner else None) or "-"
+        self.redis.zrem(redis_keys.owner_in_flight(owner), f"{job_id}:{index}")
+
+    def picked_before(self, job_id: str, seconds_ago: float) -> set[int]:
+        """Shards picked at least seconds_ago and not yet counted (counting drops the note)."""
+        now = self.redis.time()
+        cutoff = now[0] + now[1] / 1e6 - seconds_ago
+        return {int(i) for i in self.redis.zrangebyscore(redis_keys.sched_picked(job_id),
+                                                          "-inf", cutoff)}
 
     def tokens_wanted(self, queue: str) -> int:
         """Tokens to send so the queue holds min(depth, shards that could start now)."""
-        return int(self._tokens(keys=[*redis_keys.SCHED_RINGS, queue],
-                                args=[*self._args(), self.depth]))
+        return max(0, int(self._tokens(keys=[*redis_keys.SCHED_RINGS, queue],
+                                       args=[*self._args(), self.depth])))
 
     def released(self, job_id: str) -> int:
         """Shards released so far (indexes below this have been handed to a worker)."""
@@ -199,9 +243,11 @@ class Scheduler:
         position = self.redis.lpos(redis_keys.SCHED_RINGS[ring], job_id)
         waiting = self._waiting([*ahead, job_id])
         mine = waiting.pop()
+        held = self._held(keys=[], args=[*self._args(), job_id])  # now, not as last seen
         return {"priority": PRIORITIES[ring], "shards_waiting": mine,
-                "jobs_ahead": len(ahead) + (position or 0),
-                "shards_ahead": sum(waiting) + (position or 0), "held": s.get("held")}
+                "jobs_ahead": sum(1 for n in waiting if n) + (position or 0),
+                "shards_ahead": sum(waiting) + (position or 0),
+                "held": held.decode() if held else None}
 
     def waiting(self) -> int:
         """Shards registered and not yet released, over all jobs (what autoscaling follows)."""
@@ -209,19 +255,23 @@ class Scheduler:
         return sum(self._waiting(ids))
 
     def _waiting(self, ids: list[str]) -> list[int]:
+        """Each job's shards not yet released (0 for a job that finished)."""
         with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hmget(redis_keys.sched(job_id), "next", "planned")
                 pipe.llen(redis_keys.sched_retry(job_id))
+                pipe.hget(redis_keys.job(job_id), "status")
             raw = pipe.execute()
-        return [max(0, int(p or 0) - int(n or 0)) + retry
-                for (n, p), retry in zip(raw[::2], raw[1::2], strict=True)]
+        return [0 if status is None or json.loads(status) in FINAL
+                else max(0, int(p or 0) - int(n or 0)) + retry
+                for (n, p), retry, status in zip(raw[::3], raw[1::3], raw[2::3], strict=True)]
 
     def forget(self, job_id: str) -> None:
         """Drop a finished job's scheduling state."""
         ring = self._ring(job_id)
         self.redis.pipeline().lrem(ring, 0, job_id).delete(
-            redis_keys.sched(job_id), redis_keys.sched_retry(job_id)).execute()
+            redis_keys.sched(job_id), redis_keys.sched_retry(job_id),
+            redis_keys.sched_picked(job_id)).execute()
 
     def _ring(self, job_id: str) -> str:
         priority = self.redis.hget(redis_keys.sched(job_id), "priority")

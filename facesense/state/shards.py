@@ -16,6 +16,7 @@ if status == '"cancelled"' or status == '"failed"' then
   return {0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
 end
 local first = redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0
+redis.call('ZREM', KEYS[4], ARGV[1])  -- counted: no longer a pick the watchdog watches
 if first then
   if redis.call('HGET', KEYS[3], ARGV[1]) == '1' then redis.call('HDEL', KEYS[3], ARGV[1]) end
   redis.call('HINCRBY', KEYS[1], 'done', ARGV[2])
@@ -49,7 +50,8 @@ class ShardBook:
     def count(self, job_id: str, index: int, done: int, failed: int) -> tuple[bool, int]:
         """Count one shard's images exactly once; returns (first time?, shards counted)."""
         first, counted = self._count(keys=[redis_keys.job(job_id), redis_keys.shard_bits(job_id),
-                                           redis_keys.attempts(job_id)],
+                                           redis_keys.attempts(job_id),
+                                           redis_keys.sched_picked(job_id)],
                                      args=[index, done, failed, self.ttl_s])
         return bool(first), int(counted)
 
