@@ -79,6 +79,9 @@ class S3Store:
                 return False
             with _s3_errors(self.uri, key):
                 raise
+        except botocore.exceptions.BotoCoreError:  # the endpoint away: transient, retried
+            with _s3_errors(self.uri, key):
+                raise
 
     def delete(self, key: str) -> None:
         """Remove an object; missing is fine."""
