@@ -93,8 +93,11 @@ def run(n: int, base: Path) -> dict:
                             "end": page_ms(client, job_id, n - 100)},
                 "store_bytes_per_image_beyond_results": round(sum(extra.values()) / n, 1),
                 "store_bytes_per_image_by_folder": {k: round(v / n, 1) for k, v in extra.items()},
-                "redis_bytes_for_job": sum(r.memory_usage(k) or 0
+                # exact (SAMPLES 0): the default samples 5 fields of a hash and extrapolates
+                "redis_bytes_for_job": sum(r.memory_usage(k, samples=0) or 0
                                            for k in r.scan_iter(redis_keys.job(job_id) + "*")),
+                # of which the record's summary, bounded by FACESENSE_SUMMARY_MAX_GROUPS groups
+                "redis_bytes_summary": len(r.hget(redis_keys.job(job_id), "summary") or b""),
                 "worker_peak_rss_mb": peak_rss_mb(workers[0].pid)}
     finally:
         stop(workers)
@@ -117,7 +120,10 @@ def main() -> None:
               "worker_rss_big_over_small": round(big["worker_peak_rss_mb"]
                                                  / small["worker_peak_rss_mb"], 3),
               "redis_bytes_big_over_small": round(big["redis_bytes_for_job"]
-                                                  / small["redis_bytes_for_job"], 3)}
+                                                  / small["redis_bytes_for_job"], 3),
+              "redis_bytes_beyond_summary_big_over_small": round(
+                  (big["redis_bytes_for_job"] - big["redis_bytes_summary"])
+                  / (small["redis_bytes_for_job"] - small["redis_bytes_summary"]), 3)}
     print(json.dumps(ratios))
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bigjob.json").write_text(json.dumps({"machine": machine(), "runs": runs,
