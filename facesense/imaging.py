@@ -55,3 +55,19 @@ def png_raw_bytes(data: bytes) -> int:
     w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     depth, channels = data[24], PNG_CHANNELS.get(data[25], 1)
     return h * (1 + (w * channels * depth + 7) // 8)
+
+
+def flatten_to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from an 8-bit image of any mode: alpha composited on white, CMYK JPEGs without
+    Adobe's marker un-inverted (callers bring 16-bit images down to 8 bits first)."""
+    if img.mode == "CMYK" and img.format == "JPEG" and "adobe" not in img.info:
+        # Pillow reads every CMYK JPEG with Adobe's inverted polarity; without the APP14
+        # marker the values are plain CMYK, so undo the inversion.
+        img = Image.eval(img, lambda v: 255 - v)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")

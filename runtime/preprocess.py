@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 
 # The guards (formats, pixel limit, PNG bombs) live in the core, shared with the API's
 # on-demand thumbnails; they are re-exported here for the worker and the trainer.
-from facesense.imaging import FORMATS, ImageRejected, open_image  # noqa: F401
+from facesense.imaging import FORMATS, ImageRejected, flatten_to_rgb, open_image  # noqa: F401
 from facesense.registry import DEFAULT_PREPROCESS, resize_for
 
 
@@ -30,17 +30,7 @@ def to_rgb(img: Image.Image) -> Image.Image:
         if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
             arr = (arr * 255 + 32767) // 65535  # 65535 -> 255, 32768 -> 128
         img = Image.fromarray(arr.astype(np.uint8), "L")
-    if img.mode == "CMYK" and img.format == "JPEG" and "adobe" not in img.info:
-        # Pillow reads every CMYK JPEG with Adobe's inverted polarity; without the APP14
-        # marker the values are plain CMYK, so undo the inversion.
-        img = Image.eval(img, lambda v: 255 - v)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return flatten_to_rgb(img)
 
 
 def decode(data: bytes, *, max_pixels: int, draft: int | None = None) -> Image.Image:

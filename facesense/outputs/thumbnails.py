@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, ImageOps
 
-from facesense.imaging import ImageRejected, open_image
+from facesense.imaging import ImageRejected, flatten_to_rgb, open_image
 from facesense.inputs.manifest_images import URL
 from facesense.storage import Store, layout
 
@@ -79,15 +79,7 @@ def _rgb(img: Image.Image) -> Image.Image:
         wide = img.mode.startswith("I;16") or img.getextrema()[1] > 255
         img = img.convert("I") if img.mode != "I" else img
         img = (img.point(lambda v: v * (255 / 65535)) if wide else img).convert("L")
-    if img.mode == "CMYK" and img.format == "JPEG" and "adobe" not in img.info:
-        img = Image.eval(img, lambda v: 255 - v)
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return img if img.mode == "RGB" else img.convert("RGB")
+    return flatten_to_rgb(img)
 
 
 class ThumbnailWriter:
