@@ -130,7 +130,8 @@ class Stack:
         """The index of a shard of this job whose lease the worker (or its pool child) holds."""
         pids = {str(worker.pid), *children(worker.pid)}
         for key in self.redis.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
-            if (self.redis.get(key) or b"").decode().split(":")[1] in pids:
+            owner = (self.redis.get(key) or b"").decode().split(":")  # host:pid:...
+            if len(owner) > 1 and owner[1] in pids:  # (a lease released meanwhile reads empty)
                 return int(key.decode().split(":")[-2])
         return None
 
