@@ -59,7 +59,7 @@ def submit():
 def submit_classify(body: dict) -> dict:
     """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
-    extra = {**callback(body), **priority(body)}
+    extra = {**callback(body), **priority(body), **faces_choice(body)}
     if sum(k in body for k in ("source", "urls", "manifest")) != 1:
         raise BadRequest("give exactly one of 'source', 'urls' and 'manifest'")
     if "group_by" in body and "manifest" not in body:
@@ -103,13 +103,25 @@ def priority(body: dict) -> dict:
     return {"priority": value}
 
 
+def faces_choice(body: dict) -> dict:
+    """The job's checked faces choice as a record field (none: the model version decides)."""
+    value = body.get("faces")
+    if value is None:
+        return {}
+    if isinstance(value, str):  # a multipart form's text field
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise BadRequest(f"faces must be true or false (got {value!r})")
+        value = value.lower() in ("true", "1")
+    return {"faces": value}
+
+
 def submit_upload() -> dict:
     """A scoring job on uploaded files, stored before anything is queued."""
     s = services()
     form = check_fields(request.form.to_dict(), UPLOAD_FIELDS, ("type",))
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
-    extra = {**callback(form), **priority(form)}
+    extra = {**callback(form), **priority(form), **faces_choice(form)}
     if "manifest" in request.files:
         return submit_manifest_upload(form, extra)
     if "group_by" in form:
@@ -156,6 +168,8 @@ def resolve_model(name: str | None) -> tuple[str, dict]:
 def queue_classify(job_id: str, source: str, model: tuple[str, dict], **fields) -> dict:
     """Record a scoring job with the exact model version, then queue its planner."""
     name, manifest = model
+    if fields.get("faces") is None:  # a version trained on faces crops them unless told not to
+        fields["faces"] = bool(manifest.get("faces"))
     settings = services().settings  # the key's quotas, fixed when the job is queued
     quota = {"jobs": settings.key_max_running_jobs, "shards": settings.key_max_shards}
     record = services().jobs.create("classify", job_id=job_id, source=source, model=name,
@@ -214,6 +228,7 @@ def retry(job_id: str):
             s.store.put_stream(layout.manifest(new_id), stream)
     model = resolve_model(body.get("model") or old["model_version"])  # same version by default
     record = queue_classify(new_id, old["source"], model, retry_of=job_id, **fields,
+                            faces=old.get("faces", False),
                             **priority({"priority": body.get("priority", old.get("priority", "normal"))}))
     response = jsonify(public_record(record))
     response.headers["Location"] = f"/v1/jobs/{new_id}"

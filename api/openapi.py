@@ -71,6 +71,8 @@ SCHEMAS = {
                          "group_by": NULLABLE_STR})
         | {"description": "a manifest job's manifest: its meta columns and group_by"},
         "priority": PRIORITY,
+        "faces": {"type": "boolean", "description": "faces are found and each scored (rows per "
+                  "face); else whole images are scored"},
         "quota": obj({"jobs": {"type": "integer"}, "shards": {"type": "integer"}})
         | {"description": "the API key's quotas when the job was queued (0: none)"},
         "queue": obj({
@@ -100,7 +102,9 @@ SCHEMAS = {
                      "by (default: each image's first-level folder)"},
         "model": {"type": "string", "description": "version or alias (default production)"},
         "callback_url": {"type": "string", "description": "URL told when the job finishes"},
-        "priority": PRIORITY},
+        "priority": PRIORITY,
+        "faces": {"type": "boolean", "description": "find every face and score each one (a row "
+                  "per face); default: what the model version was trained on"}},
         ("type",), closed=True)},
     "TrainRequest": obj({
         "type": {"const": "train"},
@@ -113,6 +117,7 @@ SCHEMAS = {
         ("type", "dataset"), closed=True),
     "Upload": obj({"type": {"type": "string", "enum": ["classify"]}, "model": {"type": "string"},
                    "callback_url": {"type": "string"}, "priority": PRIORITY,
+                   "faces": {"type": "string", "enum": ["true", "false"]},
                    "files": {"type": "array", "items": {"type": "string",
                                                         "contentMediaType":
                                                             "application/octet-stream"}},

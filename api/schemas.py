@@ -10,9 +10,10 @@ from api.services import services
 from facesense.errors import BadRequest, PayloadTooLarge
 
 CLASSIFY_FIELDS = {"type": str, "source": str, "urls": list, "manifest": str, "group_by": str,
-                   "model": str, "callback_url": str, "priority": str}
+                   "model": str, "callback_url": str, "priority": str, "faces": bool}
 TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "callback_url": str}
-UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str, "priority": str, "group_by": str}
+UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str, "priority": str, "group_by": str,
+                 "faces": str}
 
 
 def json_body(request: Request, allow_empty: bool = False) -> dict:

@@ -38,6 +38,9 @@ class TrainParams:
     base: str | None = _p(None, "A model version to fine-tune from; the head is replaced when "
                           "classes differ")
     pretrained: bool = _p(False, "Start from ImageNet AlexNet weights in the local torch cache")
+    faces: bool = _p(False, "Train on each image's largest face (found and cut as scoring does); "
+                     "images without a face are skipped and counted; the version then scores "
+                     "faces by default")
 
     @classmethod
     def parse(cls, raw: dict | None) -> TrainParams:

@@ -64,10 +64,15 @@ def preprocess(data: bytes, spec: dict, *, max_pixels: int = 100_000_000,
     crop overrides the crop side: training keeps resize_size squares and crops them at random.
     on_decoded, if given, also gets the upright RGB image before the resize (thumbnails).
     """
-    size, resize = crop or spec["input_size"], spec["resize_size"]
-    img = decode(data, max_pixels=max_pixels, draft=resize)
+    img = decode(data, max_pixels=max_pixels, draft=spec["resize_size"])
     if on_decoded:
         on_decoded(img)
+    return fit(img, spec, crop=crop)
+
+
+def fit(img: Image.Image, spec: dict, *, crop: int | None = None) -> np.ndarray:
+    """An upright RGB image (a whole photo or a face's square) -> (size, size, 3) uint8."""
+    size, resize = crop or spec["input_size"], spec["resize_size"]
     w, h = img.size
     scale = resize / min(w, h)
     # Crop box in source pixels, so one resize does resize + centre crop together.

@@ -21,6 +21,7 @@ class LoadedModel:
     model: torch.nn.Module
     device: torch.device
     precision: str  # fp32, bf16 or fp16
+    faces: dict | None = None  # the manifest's faces: how its training images were cut, if so
 
 
 def forward(loaded: LoadedModel, batch: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -6,15 +6,18 @@ import hashlib
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from facesense.errors import FacesenseError, ObjectNotFound
 from facesense.inputs.sources import is_image_key
 from facesense.storage import LocalStore, Store, TooLarge, read_limited
-from runtime.preprocess import ImageRejected, preprocess
+from runtime.preprocess import ImageRejected, fit, preprocess
+from runtime.preprocess import decode as decode_image
 from trainer.images import DiskImages, DiskImagesWriter, ordered_map
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class Dataset:
     fingerprint: str
     counts: dict = field(default_factory=dict)  # per class: train, val
     skipped: list[dict] = field(default_factory=list)  # corrupt images: key and reason
+    no_face: int = 0  # with faces on: images skipped because no face was found in them
 
 
 def find_layout(keys: list[str]) -> tuple[str, dict[str, list[str]], dict[str, list[str]] | None]:
@@ -98,9 +102,17 @@ def check_classes(train: dict[str, list[str]], val: dict[str, list[str]] | None,
     return classes
 
 
+NO_FACE = "no face found"
+
+
 def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_dir: Path,
-              max_pixels: int, max_bytes: int = 64 << 20, threads: int = 4) -> Dataset:
-    """List, split, fetch once into the cache, and decode a labelled folder to local files."""
+              max_pixels: int, max_bytes: int = 64 << 20, threads: int = 4,
+              face: Callable[[Image.Image], Image.Image | None] | None = None) -> Dataset:
+    """List, split, fetch once into the cache, and decode a labelled folder to local files.
+
+    face, if given, cuts each image to its largest face (runtime.faces.largest_face); images
+    without one are skipped and counted as no_face.
+    """
     keys = [k for k in source.list() if is_image_key(k)]
     layout, by_class, val_by_class = find_layout(keys)
     if layout == "folders":
@@ -114,14 +126,20 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
         classes = check_classes(by_class, val_by_class, class_folders(source, layout))
         train_keys, val_keys = by_class, {c: sorted(val_by_class.get(c, [])) for c in classes}
     fetch = _cached_fetch(source, cache_dir, max_bytes)
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(b"faces\n" if face else b"")  # face crops are other data
     skipped: list[dict] = []
+    no_face: list[str] = []
 
     def decode(key: str, crop: int | None):
         try:
             data = fetch(key)
             digest_part = hashlib.sha256(data).hexdigest()
-            return key, preprocess(data, spec, max_pixels=max_pixels, crop=crop), digest_part
+            if face is None:
+                return key, preprocess(data, spec, max_pixels=max_pixels, crop=crop), digest_part
+            cut = face(decode_image(data, max_pixels=max_pixels))
+            if cut is None:
+                return key, NO_FACE, None
+            return key, fit(cut, spec, crop=crop), digest_part
         except (ImageRejected, ObjectNotFound, TooLarge) as e:
             return key, str(e), None
 
@@ -131,6 +149,9 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
         with DiskImagesWriter(cache_dir / "decoded", crop or spec["input_size"]) as images:
             for (key, label), (_, arr, part) in zip(
                     items, ordered_map(lambda it: decode(it[0], crop), items, threads), strict=True):
+                if arr is NO_FACE:
+                    no_face.append(key)
+                    continue
                 if part is None:
                     skipped.append({"image": key, "error": arr})
                     continue
@@ -147,11 +168,12 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
     unusable = [c for c, n in counts.items() if n["train"] == 0]
     if unusable:
         raise DatasetError(f"class(es) with no usable training images: {', '.join(unusable)} "
-                           f"({len(skipped)} corrupt images skipped)")
+                           f"({len(skipped)} corrupt images skipped"
+                           + (f", {len(no_face)} without a face)" if face else ")"))
     if len(val_y) == 0:
-        raise DatasetError("no usable validation images")
+        raise DatasetError("no usable validation images" + (" (with a face)" if face else ""))
     return Dataset(classes, train_x, train_y, val_x, val_y, val_names, digest.hexdigest(),
-                   counts, skipped)
+                   counts, skipped, len(no_face))
 
 
 def _cached_fetch(source: Store, cache_dir: Path, max_bytes: int):

@@ -179,16 +179,18 @@ def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device,
 
 
 def manifest_for(result: FitResult, data: Dataset, params: TrainParams, spec: dict, *,
-                 parent: str | None, job_id: str | None, source: str) -> dict:
-    """A self-describing manifest for the trained version."""
+                 parent: str | None, job_id: str | None, source: str,
+                 faces: dict | None = None) -> dict:
+    """A self-describing manifest for the trained version (faces: how its faces were cut)."""
     return {"classes": data.classes, "arch": "alexnet", "preprocess": spec,
             "metrics": {**result.metrics, "best_epoch": result.best_epoch,
                         "epochs_run": len(result.history)},
             "params": params.to_dict(), "dataset": {"source": source,
                                                    "fingerprint": data.fingerprint,
                                                    "counts": data.counts,
-                                                   "skipped": len(data.skipped)},
-            "parent": parent, "job_id": job_id}
+                                                   "skipped": len(data.skipped),
+                                                   **({"no_face": data.no_face} if faces else {})},
+            **({"faces": faces} if faces else {}), "parent": parent, "job_id": job_id}
 
 
 def register(registry: Registry, result: FitResult, manifest: dict) -> dict:

@@ -113,7 +113,7 @@ def _score_one_at_a_time(ctx: Context, job_id: str, index: int, record: dict,
     try:
         for position, key in enumerate(keys):
             if position in poison:
-                rows.append(error_row(key, POISON))
+                rows.append(error_row(key, POISON, faces=bool(record.get("faces"))))
                 continue
             ctx.shards.note_in_flight(job_id, index, position)
             scored = _score_shard(ctx, job_id, record, [key], batch_size=1, threads=1)
@@ -130,22 +130,29 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
     """The shard's rows, or None if the job was cancelled before they were all scored."""
     loaded = ctx.models.get(record["model_version"])
     source = ctx.sources.get(record["source"])
+    faces = ctx.faces.cutter(loaded) if record.get("faces") else None
     rows = list(score(keys, loaded, partial(read_limited, source),
                       batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
                       max_bytes=ctx.settings.max_image_bytes,
                       should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled",
                       decoder=ctx.decoder,
-                      thumbs=writer_for(ctx.store, job_id, ctx.settings.thumbnails)))
-    return rows if len(rows) == len(keys) else None
+                      thumbs=writer_for(ctx.store, job_id, ctx.settings.thumbnails),
+                      faces=faces))
+    return rows if images_in(rows) == len(keys) else None
+
+
+def images_in(rows: list[dict]) -> int:
+    """How many images rows are of: with faces on, an image's faces share one (its first row)."""
+    return sum(1 for r in rows if not r.get("face"))  # face absent, None (no face, error) or 0
 
 
 def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: list[dict]):
     """Write the shard's rows under its deterministic key, count it once, maybe finalise."""
-    failed = sum(1 for r in rows if r["error"])
+    failed = sum(1 for r in rows if r["error"])  # an error row is one whole image
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     ctx.store.put(shard_key(job_id, index), body.encode())
-    _, counted = ctx.shards.count(job_id, index, len(rows), failed)
+    _, counted = ctx.shards.count(job_id, index, images_in(rows), failed)
     shards = ctx.jobs.get_field(job_id, "shards")  # 0 while the plan is still listing
     if shards and counted >= shards:
         ctx.enqueue(FINALIZE_CLASSIFY, [job_id])

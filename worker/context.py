@@ -60,6 +60,7 @@ class Context:
     sources: SourceCache
     enqueue: Callable[[str, list], None]  # send a task by name with positional args
     models: Any = None  # a worker.models.ModelCache where shards are scored
+    faces: Any = None  # a worker.models.FaceCache there too
     batch_size: int = 0
     threads: int = 0
     decoder: str = "cpu"

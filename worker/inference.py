@@ -17,8 +17,9 @@ from facesense.inputs.netguard import FetchError
 from facesense.inputs.sources import group_of
 from facesense.outputs.thumbnails import ThumbnailWriter
 from facesense.storage import TooLarge
+from runtime.faces import CutFaces
 from runtime.gpu_decode import decode_batch_gpu, is_jpeg
-from runtime.preprocess import ImageRejected, open_image, plain_jpeg, preprocess
+from runtime.preprocess import ImageRejected, decode, open_image, plain_jpeg, preprocess
 from runtime.serving import LoadedModel, forward
 from worker import metrics
 
@@ -31,44 +32,62 @@ class Jpeg(bytes):
 def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], bytes], *,
           batch_size: int, threads: int, max_pixels: int, max_bytes: int,
           should_stop: Callable[[], bool] = lambda: False, decoder: str = "cpu",
-          thumbs: ThumbnailWriter | None = None) -> Iterator[dict]:
-    """One result row per key, in order; decoding of batch k+1 overlaps the forward of batch k.
+          thumbs: ThumbnailWriter | None = None, faces: CutFaces | None = None) -> Iterator[dict]:
+    """Result rows for keys, in order; decoding of batch k+1 overlaps the forward of batch k.
 
     fetch(key, max_bytes) returns an image's bytes (e.g. functools.partial(read_limited, store)).
     decoder 'gpu' leaves JPEGs to nvJPEG on the device, in batches (see runtime.gpu_decode).
     Stops early (fewer rows than keys) when should_stop() turns true between batches.
     thumbs gets each decoded image for the gallery, and is closed (flushed) at the end.
+    faces (runtime.faces.cut_faces with its detector and options) scores each face found:
+    a row per face, or one row with face None for an image without any; faces of batch k+1 are
+    found in a thread of their own while batch k runs forward.
     """
+    def to_input(key: str, data: bytes):
+        if faces:  # the whole upright photo: faces are found and cut from it per batch
+            img = decode(data, max_pixels=max_pixels)
+            if thumbs:
+                thumbs.add(key, img)
+            return img
+        if decoder == "gpu" and is_jpeg(data):
+            img = open_image(data, max_pixels=max_pixels)  # header only: the pixel limit
+            if plain_jpeg(img, data):  # CMYK, truncated: the CPU path gets them right
+                return Jpeg(data)
+        return preprocess(data, loaded.spec, max_pixels=max_pixels,
+                          on_decoded=thumbs and partial(thumbs.add, key))
+
     def load(key: str):
         try:
-            data = fetch(key, max_bytes)  # stops reading past the limit: memory stays bounded
-            if decoder == "gpu" and is_jpeg(data):
-                img = open_image(data, max_pixels=max_pixels)  # header only: the pixel limit
-                if plain_jpeg(img, data):  # CMYK, truncated: the CPU path gets them right
-                    return Jpeg(data)
-            return preprocess(data, loaded.spec, max_pixels=max_pixels,
-                              on_decoded=thumbs and partial(thumbs.add, key))
+            return to_input(key, fetch(key, max_bytes))  # fetch stops past the byte limit
         except (ImageRejected, TooLarge, FetchError) as e:  # FetchError: a URL item's reason
             return str(e)
         except ObjectNotFound:
             return "image not found in the source"
 
     keys = iter(keys)
-    with (ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool, _closing(thumbs),
-          metrics.shard_meter()):
-        def submit() -> list[tuple[str, Future]]:
-            return [(k, pool.submit(load, k)) for k in islice(keys, batch_size)]
+    # Whole photos are held until their faces are cut: fewer of them per batch bounds memory.
+    per_batch = max(1, batch_size // 4) if faces else batch_size
+    with (ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool,
+          ThreadPoolExecutor(1, thread_name_prefix="faces") as finder,
+          _closing(thumbs), metrics.shard_meter()):
+        def submit():
+            pending = [(k, pool.submit(load, k)) for k in islice(keys, per_batch)]
+            if faces and pending:
+                return finder.submit(_find_faces, pending, faces, loaded.spec)
+            return pending
 
         pending = submit()
         while pending and not should_stop():
             upcoming = submit()  # queued now, decoded while this batch runs forward
-            yield from _score_batch(pending, loaded, thumbs)
+            if faces:
+                yield from _score_faces(pending.result(), loaded, batch_size)
+            else:
+                yield from _score_batch(pending, loaded, thumbs)
             pending = upcoming
 
 
-def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel,
-                 thumbs: ThumbnailWriter | None = None) -> Iterator[dict]:
-    """Rows for one batch: decoded images go through the model, failures become error rows."""
+def _resolved(pending: list[tuple[str, Future]]) -> list[tuple[str, object]]:
+    """(key, input or error text) per image; storage being down fails the whole shard instead."""
     decoded = []
     for key, fut in pending:
         try:
@@ -77,7 +96,13 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel,
             raise  # storage is down: the whole shard retries, rows are not lost as errors
         except Exception as e:  # anything else is this image's problem only
             decoded.append((key, f"cannot read image: {type(e).__name__}: {e}"))
-    decoded = _decode_jpegs_on_gpu(decoded, loaded, thumbs)
+    return decoded
+
+
+def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel,
+                 thumbs: ThumbnailWriter | None = None) -> Iterator[dict]:
+    """Rows for one batch: decoded images go through the model, failures become error rows."""
+    decoded = _decode_jpegs_on_gpu(_resolved(pending), loaded, thumbs)
     good = [v for _, v in decoded if not isinstance(v, str)]
     probs = iter(forward(loaded, _stack(good, loaded.device)) if good else ())
     metrics.record_batch(len(good), len(decoded) - len(good))
@@ -85,12 +110,52 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel,
         if isinstance(value, str):
             yield error_row(key, value)
             continue
-        p = next(probs)
-        best = int(p.argmax())
-        yield {"image": key, "group": group_of(key), "label": loaded.classes[best],
-               "confidence": round(float(p[best]), 6),
-               "probs": {c: round(float(x), 6) for c, x in zip(loaded.classes, p, strict=True)},
-               "error": None}
+        yield {"image": key, "group": group_of(key), **_label(next(probs), loaded.classes)}
+
+
+def _label(p: np.ndarray, classes: list[str]) -> dict:
+    """A scored row's label, confidence, probabilities and (no) error."""
+    best = int(p.argmax())
+    return {"label": classes[best], "confidence": round(float(p[best]), 6),
+            "probs": {c: round(float(x), 6) for c, x in zip(classes, p, strict=True)},
+            "error": None}
+
+
+def _find_faces(pending: list[tuple[str, Future]], faces: CutFaces, spec: dict) -> list:
+    """(key, error text or [(face, model input)...]) per image of a batch."""
+    decoded = _resolved(pending)
+    photos = [i for i, (_, v) in enumerate(decoded) if not isinstance(v, str)]
+    try:
+        found = faces([decoded[i][1] for i in photos], spec) if photos else []
+    except Exception:  # one photo the detector can't take must not fail its batch: one by one
+        found = [_faces_or_error(faces, decoded[i][1], spec) for i in photos]
+    for i, cut in zip(photos, found, strict=True):
+        decoded[i] = (decoded[i][0], cut)
+    return decoded
+
+
+def _faces_or_error(faces: CutFaces, photo, spec: dict):
+    try:
+        return faces([photo], spec)[0]
+    except Exception as e:
+        return f"cannot find faces: {type(e).__name__}: {e}"
+
+
+def _score_faces(found: list, loaded: LoadedModel, batch_size: int) -> Iterator[dict]:
+    """Rows for one batch of photos: one per face (largest first), or one with face None."""
+    inputs = [pixels for _, v in found if not isinstance(v, str) for _, pixels in v]
+    probs = iter(np.concatenate([forward(loaded, np.stack(inputs[i:i + batch_size]))
+                                 for i in range(0, len(inputs), batch_size)])
+                 if inputs else ())
+    failed = sum(isinstance(v, str) for _, v in found)
+    metrics.record_batch(len(found) - failed, failed)
+    for key, value in found:
+        if isinstance(value, str) or not value:  # an error, or no face: one row, face None
+            yield error_row(key, value or None, faces=True)
+            continue
+        for n, (face, _) in enumerate(value):
+            yield {"image": key, "group": group_of(key), "face": n, "box": list(face.box),
+                   "face_score": face.score, **_label(next(probs), loaded.classes)}
 
 
 @contextmanager
@@ -103,9 +168,10 @@ def _closing(thumbs: ThumbnailWriter | None):
             thumbs.close()
 
 
-def error_row(key: str, reason: str) -> dict:
-    """The result row of an image that could not be scored."""
-    return {"image": key, "group": group_of(key), "label": None, "confidence": None,
+def error_row(key: str, reason: str | None, faces: bool = False) -> dict:
+    """The row of an image that could not be scored (with faces on: or had no face, reason None)."""
+    where = {"face": None, "box": None, "face_score": None} if faces else {}
+    return {"image": key, "group": group_of(key), **where, "label": None, "confidence": None,
             "probs": None, "error": reason}
 
 

@@ -1,9 +1,10 @@
-"""What a scoring worker adds to its context: the device, the precision and loaded models."""
+"""What a scoring worker adds to its context: the device, the precision, loaded models and faces."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import partial
 
 import torch
 
@@ -11,6 +12,7 @@ from facesense.errors import ConfigError
 from facesense.registry import Registry
 from facesense.settings import Settings
 from runtime.device import default_batch_size, default_threads, resolve_device, resolve_precision
+from runtime.faces import CutFaces, FaceDetector, FaceOptions, cut_faces
 from runtime.gpu_decode import DECODERS, resolve_decoder
 from runtime.network import load_model
 from runtime.serving import LoadedModel
@@ -36,11 +38,28 @@ class ModelCache:
             with metrics.MODEL_LOAD.time():
                 model = load_model(manifest, self.registry.weights(manifest), self.device)
             loaded = LoadedModel(version, manifest["classes"], manifest["preprocess"], model,
-                                 self.device, self.precision)
+                                 self.device, self.precision, manifest.get("faces"))
             self._models[version] = loaded
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
             return loaded
+
+
+class FaceCache:
+    """The face detector, loaded by the first job that asks for faces, shared by the rest."""
+
+    def __init__(self, device: torch.device, options: FaceOptions):
+        self.device, self.options = device, options
+        self._detector: FaceDetector | None = None
+        self._lock = threading.Lock()
+
+    def cutter(self, loaded: LoadedModel) -> CutFaces:
+        """cut_faces for a version: its training margin where it was trained on faces."""
+        with self._lock:
+            if self._detector is None:
+                self._detector = FaceDetector(self.device)
+        options = self.options.for_version({"faces": loaded.faces})
+        return partial(cut_faces, detector=self._detector, options=options)
 
 
 def check_device(settings: Settings) -> None:
@@ -55,6 +74,7 @@ def add_models(ctx: Context) -> Context:
     settings = ctx.settings
     device = resolve_device(settings.device)
     ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device))
+    ctx.faces = FaceCache(device, FaceOptions.from_settings(settings))
     ctx.batch_size = settings.batch_size or default_batch_size(device)
     ctx.threads = settings.decode_threads or default_threads()
     ctx.decoder = resolve_decoder(settings.decoder, device)

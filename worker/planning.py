@@ -127,7 +127,8 @@ def _finalize(ctx: Context, job_id: str) -> dict | None:
                              f"{record['shards']} shards done")
     rows = shard_rows(ctx.store, job_id, range(record["shards"]))
     summary = bounded(write_results(ctx.store, job_id, rows, record["classes"],
-                                    compare_max_groups=ctx.settings.compare_max_groups),
+                                    compare_max_groups=ctx.settings.compare_max_groups,
+                                    faces=bool(record.get("faces"))),
                       ctx.settings.summary_max_groups)
     if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=_locations(ctx, job_id),
                            summary=summary):
@@ -148,7 +149,8 @@ def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
         counted = [i for i in range(shards) if i not in uncounted]
         summary = bounded(write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
                                         record["classes"],
-                                        compare_max_groups=ctx.settings.compare_max_groups),
+                                        compare_max_groups=ctx.settings.compare_max_groups,
+                                        faces=bool(record.get("faces"))),
                           ctx.settings.summary_max_groups)
         ctx.jobs.update(job_id, results=_locations(ctx, job_id), summary=summary)
         log.info("job %s cancelled: kept %d images from %d of %d shards", job_id,

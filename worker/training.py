@@ -44,6 +44,7 @@ def _train(ctx: Context, job_id: str, record: dict, lease: Lease) -> dict | None
     def on_data(data: Dataset) -> None:
         ctx.jobs.update(job_id, classes=data.classes, dataset_info={
             "fingerprint": data.fingerprint, "counts": data.counts, "skipped": len(data.skipped),
+            **({"no_face": data.no_face} if params.faces else {}),
             "skipped_examples": data.skipped[:20]}, total=params.epochs)
 
     def on_epoch(row: dict) -> None:

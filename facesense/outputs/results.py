@@ -33,7 +33,9 @@ def bounded(summary: dict, max_groups: int) -> dict:
         return summary
     ranked = sorted(groups, key=lambda g: (-groups[g]["images"], g))
     kept, rest = ranked[:max_groups], [groups[g] for g in ranked[max_groups:]]
-    other = {"groups": len(rest), **{k: sum(t[k] for t in rest) for k in ("images", "scored", "failed")}}
+    counts = [k for k in ("images", "scored", "failed", "faces", "images_with_faces", "no_face")
+              if k in rest[0]]
+    other = {"groups": len(rest), **{k: sum(t[k] for t in rest) for k in counts}}
     labels = {}
     for c in summary["classes"]:
         n = sum(t["labels"][c]["count"] for t in rest)
@@ -51,10 +53,13 @@ def bounded(summary: dict, max_groups: int) -> dict:
     return out
 
 
-def csv_header(classes: list[str], meta: list[str] = ()) -> list[str]:
+FACE_COLUMNS = ["face", "x0", "y0", "x1", "y1", "face_score"]  # a faces job's, after group
+
+
+def csv_header(classes: list[str], meta: list[str] = (), faces: bool = False) -> list[str]:
     """results.csv columns: one probability column per class, then a manifest's columns."""
-    return ["image", "group", "label", "confidence", *[f"p_{c}" for c in classes], "error",
-            *meta]
+    return ["image", "group", *(FACE_COLUMNS if faces else []), "label", "confidence",
+            *[f"p_{c}" for c in classes], "error", *meta]
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so
@@ -70,7 +75,12 @@ def csv_row(row: dict, classes: list[str]) -> list:
     """One result row as CSV cells."""
     probs = row.get("probs") or {}
     conf = row.get("confidence")
-    return [text_cell(row["image"]), text_cell(row["group"]), text_cell(row.get("label") or ""),
+    face = []
+    if "face" in row:  # a faces job's row: the face's number, its box and detection score
+        box, score = row["box"] or [""] * 4, row["face_score"]
+        face = ["" if row["face"] is None else row["face"], *box, "" if score is None else score]
+    return [text_cell(row["image"]), text_cell(row["group"]), *face,
+            text_cell(row.get("label") or ""),
             "" if conf is None else f"{conf:.6f}",
             *["" if c not in probs else f"{probs[c]:.6f}" for c in classes],
             text_cell(row.get("error") or ""), *map(meta_cell, (row.get("meta") or {}).values())]
@@ -90,10 +100,10 @@ class Summary:
     """Counts, shares (with Wilson intervals) and mean confidence per label, overall and per
     group, in O(groups) memory; Fisher tests between the largest groups."""
 
-    def __init__(self, classes: list[str]):
+    def __init__(self, classes: list[str], faces: bool = False):
         self.classes = classes
-        self.overall = _Tally(classes)
-        self.groups: dict[str, _Tally] = defaultdict(lambda: _Tally(classes))
+        self.overall = _Tally(classes, faces)
+        self.groups: dict[str, _Tally] = defaultdict(lambda: _Tally(classes, faces))
 
     def add(self, row: dict) -> None:
         """Count one result row."""
@@ -115,22 +125,34 @@ class Summary:
 
 
 class _Tally:
-    def __init__(self, classes: list[str]):
-        self.images = self.failed = 0
+    """One group's counts. With faces on, shares are over faces: an image adds a face per
+    row, or (no face) one no_face image; an error row is one failed image."""
+
+    def __init__(self, classes: list[str], faces: bool = False):
+        self.faces = faces
+        self.images = self.failed = self.scored = self.with_faces = self.no_face = 0
         self.count = dict.fromkeys(classes, 0)
         self.conf_sum = dict.fromkeys(classes, 0.0)
 
     def add(self, row: dict) -> None:
-        self.images += 1
+        if not row.get("face"):  # an image's first (or only) row
+            self.images += 1
         if row.get("error"):
             self.failed += 1
             return
+        if self.faces and row.get("face") is None:
+            self.no_face += 1
+            return
+        self.with_faces += row.get("face") == 0
+        self.scored += 1
         self.count[row["label"]] += 1
         self.conf_sum[row["label"]] += row["confidence"]
 
     def to_dict(self) -> dict:
-        scored = self.images - self.failed
-        return {"images": self.images, "scored": scored, "failed": self.failed,
+        scored = self.scored
+        faces = ({"faces": scored, "images_with_faces": self.with_faces, "no_face": self.no_face}
+                 if self.faces else {})
+        return {"images": self.images, "scored": scored, "failed": self.failed, **faces,
                 "labels": {c: {"count": n, "share": round(n / scored, 6) if scored else 0.0,
                                "ci95": ci95(n, scored),
                                "mean_confidence": round(self.conf_sum[c] / n, 6) if n else None}
@@ -145,16 +167,16 @@ def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dic
 
 
 def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str], *,
-                  compare_max_groups: int = COMPARE_MAX_GROUPS) -> dict:
+                  compare_max_groups: int = COMPARE_MAX_GROUPS, faces: bool = False) -> dict:
     """Stream rows into results.jsonl and results.csv (via temp files), then summary.json
-    (with comparisons between at most compare_max_groups groups)."""
-    summary = Summary(classes)
+    (with comparisons between at most compare_max_groups groups); faces: rows are per face."""
+    summary = Summary(classes, faces)
     rows, meta = with_meta(store, job_id, rows)  # a manifest job's groups and columns joined in
     # backslashreplace: a file name that isn't valid UTF-8 must not fail the whole job
     text = {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
     with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", **text) as cf:
         writer = csv.writer(cf)
-        writer.writerow(csv_header(classes, meta))
+        writer.writerow(csv_header(classes, meta, faces))
         pages = PageIndex()
         for index, row in enumerate(rows):
             pages.add(index, jf.tell(), row)

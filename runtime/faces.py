@@ -1,0 +1,146 @@
+"""Faces: find every face in a photo (MTCNN, weights shipped in the facenet-pytorch wheel), crop it.
+
+MTCNN was kept over OpenCV's Haar cascade by measurement on real photos (README, Faces): it
+finds faces the cascade misses (a face turned a little) and makes no false finds on the
+face-free scenes where the cascade made seven.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+DETECTOR = "mtcnn"  # recorded in a version's manifest: the detector its faces were cut with
+MTCNN_STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for its three stages
+MTCNN_MIN_SIDE = 20  # smallest face MTCNN is asked to look for on a copy (its default)
+
+
+@dataclass(frozen=True)
+class FaceOptions:
+    """How faces are found and cut: the settings, or what a version's manifest recorded."""
+
+    margin: float = 0.2  # added around the box on each side, as a share of its longer side
+    min_size: int = 32  # smallest face kept, in the original photo's pixels
+    threshold: float = 0.7  # least detection score kept (MTCNN's own last-stage bar)
+    max_faces: int = 20  # most faces kept per photo (the largest): a crowd stays bounded
+    detect_side: int = 640  # detection runs on a copy whose longer side is at most this
+
+    @classmethod
+    def from_settings(cls, settings) -> FaceOptions:
+        """The options FACESENSE_FACE_* set."""
+        return cls(settings.face_margin, settings.face_min_size, settings.face_threshold,
+                   settings.face_max_per_image, settings.face_detect_side)
+
+    def for_version(self, manifest: dict) -> FaceOptions:
+        """These options, with the margin a version was trained with (train/serve consistency)."""
+        faces = manifest.get("faces") or {}
+        if not isinstance(faces, dict) or "margin" not in faces:
+            return self
+        return FaceOptions(float(faces["margin"]), self.min_size, self.threshold,
+                           self.max_faces, self.detect_side)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: its box [x0, y0, x1, y1] in the upright photo's pixels and its detection score."""
+
+    box: tuple[int, int, int, int]
+    score: float
+
+
+class FaceDetector:
+    """MTCNN on a device, run on batches of downscaled copies; thread-safe."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # loads the wheel's weights
+        self.device = torch.device(device)
+        self.nets = [net.to(self.device).eval() for net in (PNet(), RNet(), ONet())]
+        self._lock = threading.Lock()  # one detection at a time: its batches already fill the cores
+
+    def detect(self, images: list[Image.Image], options: FaceOptions) -> list[list[Face]]:
+        """Faces per image, largest first; images of one size after downscaling share a batch."""
+        from facenet_pytorch.models.utils.detect_face import detect_face
+        scales = [min(1.0, options.detect_side / max(img.size)) for img in images]
+        copies = [_downscaled(img, s) for img, s in zip(images, scales, strict=True)]
+        found: list[list[Face]] = [[] for _ in images]
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, copy in enumerate(copies):
+            by_size.setdefault(copy.size, []).append(i)
+        for indexes in by_size.values():
+            batch = torch.from_numpy(np.stack([np.asarray(copies[i]) for i in indexes]))
+            # No smaller than the least face kept: fewer pyramid levels, same faces kept.
+            least = max(MTCNN_MIN_SIDE, int(options.min_size * min(scales[i] for i in indexes)))
+            if least > min(copies[indexes[0]].size):
+                continue  # no face that big fits in these photos (MTCNN would have no scale)
+            with self._lock, torch.inference_mode():
+                boxes, _ = detect_face(batch.to(self.device), least, *self.nets,
+                                       list(MTCNN_STAGE_THRESHOLDS), 0.709, self.device)
+            for i, rows in zip(indexes, boxes, strict=True):
+                found[i] = _faces(np.asarray(rows, dtype=np.float64).reshape(-1, 5),
+                                  scales[i], images[i].size, options)
+        return found
+
+
+def _downscaled(img: Image.Image, scale: float) -> Image.Image:
+    """The copy detection runs on (reducing_gap: a cheap box-filter reduce first for big photos)."""
+    if scale >= 1.0:
+        return img
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.BILINEAR, reducing_gap=2.0)
+
+
+def _faces(rows: np.ndarray, scale: float, size: tuple[int, int], options: FaceOptions) -> list[Face]:
+    """Boxes on the copy -> faces in the photo's pixels: clipped, filtered, largest first, capped."""
+    w, h = size
+    faces = []
+    for x0, y0, x1, y1, score in rows / np.array([scale, scale, scale, scale, 1.0]):
+        box = (max(0, int(x0)), max(0, int(y0)), min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1))))
+        side = min(box[2] - box[0], box[3] - box[1])
+        if score >= options.threshold and side >= options.min_size:
+            faces.append(Face(box, round(float(score), 4)))
+    faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+    return faces[:options.max_faces]
+
+
+def face_square(face: Face, size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """A square around the face, grown by margin on each side, moved (then cut) to fit the photo."""
+    x0, y0, x1, y1 = face.box
+    side = min(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)), size[0], size[1])
+    left = min(max(0, round((x0 + x1 - side) / 2)), size[0] - side)
+    top = min(max(0, round((y0 + y1 - side) / 2)), size[1] - side)
+    return left, top, left + side, top + side
+
+
+def crop_face(img: Image.Image, face: Face, margin: float) -> Image.Image:
+    """The face's square crop (see face_square)."""
+    return img.crop(face_square(face, img.size, margin))
+
+
+# What the engine is given to cut faces: cut_faces with its detector and options bound.
+CutFaces = Callable[[list[Image.Image], dict], list[list[tuple[Face, np.ndarray]]]]
+
+
+def cut_faces(images: list[Image.Image], spec: dict, *, detector: FaceDetector,
+              options: FaceOptions) -> list[list[tuple[Face, np.ndarray]]]:
+    """Each image's faces, each with its model input (its square, fit as the version's spec says)."""
+    from runtime.preprocess import fit
+    found = detector.detect(images, options)
+    return [[(face, fit(crop_face(img, face, options.margin), spec)) for face in faces]
+            for img, faces in zip(images, found, strict=True)]
+
+
+def largest_face(img: Image.Image, *, detector: FaceDetector, options: FaceOptions) -> Image.Image | None:
+    """The photo's largest face as its square crop (how training images are cut), or None."""
+    faces = detector.detect([img], options)[0]
+    return crop_face(img, faces[0], options.margin) if faces else None
+
+
+def manifest_entry(options: FaceOptions) -> dict:
+    """What a version trained on faces records, so scoring with it cuts faces the same way."""
+    return {"detector": DETECTOR, "margin": options.margin, "min_size": options.min_size,
+            "threshold": options.threshold, "detect_side": options.detect_side}
