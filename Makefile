@@ -13,6 +13,10 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[test]"
+	# The face detector (MTCNN) with the weights inside its wheel. Its metadata pins torch<2.3
+	# and numpy<2, yet it runs on current ones: installed without deps (the two packages it
+	# imports, requests and tqdm, come with the worker extra).
+	$(PY) -m pip install --no-deps "facenet-pytorch==2.6.0"
 	touch $(STAMP)
 
 # Trains on synthetic faces, promotes, scores a 3-variant campaign, prints shares vs truth.
