@@ -12,7 +12,7 @@ from api.schemas import int_arg
 from api.services import services
 from facesense.errors import Conflict, NotFound, ObjectNotFound
 from facesense.outputs.gallery import GalleryThumbs
-from facesense.outputs.pages import ERRORS, read_rows
+from facesense.outputs.pages import ERRORS, NO_FACE, read_rows
 from facesense.registry import check_name
 from facesense.storage import layout
 
@@ -74,8 +74,12 @@ def _matching(summary: dict, label: str, group: str | None) -> int:
         return 0
     if label == ERRORS:
         return tally["failed"]
+    if label == NO_FACE:
+        return tally.get("no_face", 0)
     if label:
         return tally["labels"].get(label, {}).get("count", 0)
+    if "faces" in tally:  # a row per face, one per faceless or failed image
+        return tally["faces"] + tally["no_face"] + tally["failed"]
     return tally["images"]
 
 
@@ -83,8 +87,9 @@ def _card(job_id: str, record: dict, index: int, row: dict) -> dict:
     # Named by row number: the thumbnail route reads the row to know the image, so a URL can
     # name nothing but an image of this job's results.
     thumb = f"/ui/api/jobs/{job_id}/thumbs/{index}" if thumbs().has_thumb(record, row) else None
+    faces = {k: row[k] for k in ("face", "box") if k in row}  # a faces job's row: which face
     return {"index": index, "image": row["image"], "group": row["group"], "label": row["label"],
-            "confidence": row["confidence"], "error": row.get("error"), "thumb": thumb}
+            "confidence": row["confidence"], "error": row.get("error"), "thumb": thumb, **faces}
 
 
 @bp.get("/ui/api/jobs/<job_id>/thumbs/<int:index>")
@@ -123,7 +128,10 @@ def openapi_paths() -> dict:
     nullable = {"type": ["string", "null"]}
     card = obj({"index": {"type": "integer"}, "image": {"type": "string"},
                 "group": {"type": "string"}, "label": nullable,
-                "confidence": {"type": ["number", "null"]}, "error": nullable, "thumb": nullable},
+                "confidence": {"type": ["number", "null"]}, "error": nullable, "thumb": nullable,
+                "face": {"type": ["integer", "null"], "description": "a faces job's: the "
+                         "face's number in its image (null: no face)"},
+                "box": {"type": ["array", "null"], "items": {"type": "integer"}}},
                ("index", "image", "group", "label", "confidence", "error", "thumb"))
     page = obj({"job_id": {"type": "string"}, "total": {"type": "integer"},
                 "offset": {"type": "integer"}, "limit": {"type": "integer"},
@@ -131,7 +139,8 @@ def openapi_paths() -> dict:
                 "rows": {"type": "array", "items": card}},
                ("job_id", "total", "offset", "limit", "next_offset", "rows"))
     text = {"name": "label", "in": "query", "required": False, "schema": {"type": "string"},
-            "description": f"a class, or {ERRORS} for failed images; empty: all"}
+            "description": f"a class, {ERRORS} for failed images or {NO_FACE} for a "
+                           "faces job's images without a face; empty: all"}
     group = {"name": "group", "in": "query", "required": False, "schema": {"type": "string"},
              "description": "one group (sub-folder); absent: all"}
     paths = {

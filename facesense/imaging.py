@@ -71,3 +71,13 @@ def flatten_to_rgb(img: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def face_square(box, size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
+    """A square around a face's box [x0, y0, x1, y1], grown by margin (a share of its longer
+    side) on each side, moved (then cut) to fit in an image of this size."""
+    x0, y0, x1, y1 = box
+    side = min(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)), size[0], size[1])
+    left = min(max(0, round((x0 + x1 - side) / 2)), size[0] - side)
+    top = min(max(0, round((y0 + y1 - side) / 2)), size[1] - side)
+    return left, top, left + side, top + side

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from facesense.imaging import face_square
+
 DETECTOR = "mtcnn"  # recorded in a version's manifest: the detector its faces were cut with
 MTCNN_STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for its three stages
 MTCNN_MIN_SIDE = 20  # smallest face MTCNN is asked to look for on a copy (its default)
@@ -107,18 +109,9 @@ def _faces(rows: np.ndarray, scale: float, size: tuple[int, int], options: FaceO
     return faces[:options.max_faces]
 
 
-def face_square(face: Face, size: tuple[int, int], margin: float) -> tuple[int, int, int, int]:
-    """A square around the face, grown by margin on each side, moved (then cut) to fit the photo."""
-    x0, y0, x1, y1 = face.box
-    side = min(round(max(x1 - x0, y1 - y0) * (1 + 2 * margin)), size[0], size[1])
-    left = min(max(0, round((x0 + x1 - side) / 2)), size[0] - side)
-    top = min(max(0, round((y0 + y1 - side) / 2)), size[1] - side)
-    return left, top, left + side, top + side
-
-
 def crop_face(img: Image.Image, face: Face, margin: float) -> Image.Image:
-    """The face's square crop (see face_square)."""
-    return img.crop(face_square(face, img.size, margin))
+    """The face's square crop (facesense.imaging.face_square: grown by margin, inside the photo)."""
+    return img.crop(face_square(face.box, img.size, margin))
 
 
 # What the engine is given to cut faces: cut_faces with its detector and options bound.

@@ -358,7 +358,8 @@ def finished_job(settings, rows: list[dict], source: str = "tests", **fields) ->
     jobs = JobRecords(redis.Redis.from_url(settings.redis_url), store)
     record = jobs.create("classify", source=source, model_version="v", classes=["happy", "sad"],
                          **fields)
-    summary = write_results(store, record["id"], rows, ["happy", "sad"])
+    summary = write_results(store, record["id"], rows, ["happy", "sad"],
+                            faces=bool(fields.get("faces")))
     jobs.update(record["id"], total=len(rows), done=len(rows))
     jobs.set_status(record["id"], JobStatus.SUCCEEDED, summary=summary,
                     results={"results.jsonl": job_key(record["id"], "results.jsonl")})

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from bench.face_photos import astronaut, face_free, group_set, matched
-from runtime.faces import Face, FaceDetector, FaceOptions, _faces, cut_faces, face_square
+from facesense.imaging import face_square
+from runtime.faces import Face, FaceDetector, FaceOptions, _faces, cut_faces
 from runtime.network import build_alexnet
 from runtime.preprocess import spec_for
 from runtime.serving import LoadedModel
@@ -70,10 +71,10 @@ def test_the_weights_load_from_the_package_with_sockets_blocked():
 
 
 def test_face_square_grows_by_the_margin_and_stays_in_the_photo():
-    assert face_square(Face((100, 100, 200, 180), 1.0), (1000, 800), 0.2) == (80, 70, 220, 210)
-    assert face_square(Face((0, 0, 100, 100), 1.0), (1000, 800), 0.5) == (0, 0, 200, 200)
-    assert face_square(Face((900, 700, 1000, 800), 1.0), (1000, 800), 0.5) == (800, 600, 1000, 800)
-    assert face_square(Face((0, 0, 300, 300), 1.0), (320, 240), 0.5) == (30, 0, 270, 240)
+    assert face_square((100, 100, 200, 180), (1000, 800), 0.2) == (80, 70, 220, 210)
+    assert face_square((0, 0, 100, 100), (1000, 800), 0.5) == (0, 0, 200, 200)
+    assert face_square((900, 700, 1000, 800), (1000, 800), 0.5) == (800, 600, 1000, 800)
+    assert face_square((0, 0, 300, 300), (320, 240), 0.5) == (30, 0, 270, 240)
 
 
 def test_face_filter_maps_back_and_drops_weak_or_small():

@@ -6,11 +6,23 @@ from __future__ import annotations
 import csv
 import io
 
+import numpy as np
 import pytest
+import requests
+from PIL import Image
 
 from bench.face_photos import astronaut, face_free, group_photo, group_set
 from cli.launcher import start_workers, stop
+from facesense.imaging import face_square
+from facesense.outputs.thumbnails import FACE_MARGIN
 from tests.conftest import wait_for_job, wait_for_workers
+from tests.test_dashboard import (  # noqa: F401  browser, page and server are fixtures
+    browser,
+    finished_job,
+    page,
+    server,
+    wait_for_js,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -130,3 +142,49 @@ def test_a_version_trained_on_faces_crops_them_when_scoring(client, trainer, lab
     off = client.post("/v1/jobs", json={"type": "classify", "source": str(photos),
                                         "model": trained["model_version"], "faces": False})
     assert wait_for_job(client, off.get_json()["id"])["faces"] is False
+
+
+def test_the_gallery_shows_each_face_and_the_faceless_apart(page, server, settings,  # noqa: F811
+                                                             base_dir):
+    # Given a finished faces job on real photos: a group of three faces and a face-free scene
+    root = base_dir / "faces-gallery"
+    (root / "ad").mkdir(parents=True)
+    _, group, boxes = group_set(2)[1]
+    group.save(root / "ad" / "group.jpg", quality=92)
+    face_free()["coffee"].save(root / "ad" / "coffee.jpg", quality=92)
+    labels = ("happy", "sad", "happy")
+    rows = [{"image": "ad/group.jpg", "group": "ad", "face": n, "box": list(box),
+             "face_score": 0.99, "label": label, "confidence": 0.8,
+             "probs": {label: 0.8, ({"happy", "sad"} - {label}).pop(): 0.2}, "error": None}
+            for n, (box, label) in enumerate(zip(boxes, labels, strict=True))]
+    rows.append({"image": "ad/coffee.jpg", "group": "ad", "face": None, "box": None,
+                 "face_score": None, "label": None, "confidence": None, "probs": None,
+                 "error": None})
+    job_id = finished_job(settings, rows, source=root.as_uri(), faces=True)
+
+    # When its page opens
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("#gallery figure img")
+    wait_for_js(page, "[...document.querySelectorAll('#gallery img')].every(i => i.complete)")
+
+    # Then the summary counts faces and the faceless image apart, shares over faces
+    assert page.text_content("#faces-note").startswith("Each face found was scored")
+    total = page.eval_on_selector("table.summary tr.total", "e => [...e.cells].map(c => c.textContent)")
+    assert total[:4] == ["All", "2", "3", "1"]
+    # and each face has its own card: its square crop, its number and label
+    shown = page.eval_on_selector_all("#gallery figure", """els => els.map(e => [
+        e.querySelector('figcaption').lastElementChild.textContent,
+        e.querySelector('img').naturalWidth, e.querySelector('img').naturalHeight])""")
+    assert [s[0] for s in shown] == ["face 1 · happy 80.0%", "face 2 · sad 80.0%",
+                                     "face 3 · happy 80.0%", "no face"]
+    assert all(w == h <= 128 for _, w, h in shown[:3]) and shown[3][1:] == [128, 85], shown
+    # and a face's thumbnail is that face: close to its crop from the photo itself
+    thumb = Image.open(io.BytesIO(requests.get(f"{server}/ui/api/jobs/{job_id}/thumbs/0",
+                                               timeout=10).content)).convert("L")
+    crop = group.crop(face_square(boxes[0], group.size, FACE_MARGIN)).convert("L")
+    diff = np.abs(np.asarray(thumb, float) - np.asarray(crop.resize(thumb.size), float)).mean()
+    assert diff < 12, diff
+    # and "No face" shows the faceless image alone
+    page.select_option("#filter-label", "!no_face")
+    wait_for_js(page, "document.querySelectorAll('#gallery figure').length === 1")
+    assert page.text_content("#gallery figure .no-face") == "no face"

@@ -4,6 +4,7 @@
 const KEY_STORAGE = "facesense.apiKey";
 const FINISHED = ["succeeded", "failed", "cancelled"];
 const ERRORS = "!errors"; // the gallery's label filter for failed images (see api/dashboard.py)
+const NO_FACE = "!no_face"; // ... and for a faces job's images without a face
 const PAGE_SIZES = [24, 48, 96, 192], PAGE_SIZE = 48; // gallery cards per page: choices, default
 let timers = [];          // polling timers of the current view, cleared on navigation
 let objectUrls = [];      // thumbnail blobs fetched with a key, revoked on navigation
@@ -149,6 +150,10 @@ async function jobsView(main) {
   const model = h("input", {id: "model", name: "model", placeholder: "production", size: 14});
   const priority = h("select", {id: "priority", name: "priority"},
                      ["normal", "high", "low"].map((p) => h("option", {value: p}, p)));
+  // Faces: find each face and score it (a row per face); default: as the model was trained.
+  const faces = h("select", {id: "faces", name: "faces"},
+                  [["", "as the model was trained"], ["true", "each face"], ["false", "whole images"]]
+                    .map(([v, t]) => h("option", {value: v}, t)));
   const files = h("input", {id: "files", type: "file", multiple: true,
                             accept: "image/*,.zip,application/zip"});
   const folder = h("input", {id: "folder", type: "file", webkitdirectory: true});
@@ -160,6 +165,7 @@ async function jobsView(main) {
     ev.preventDefault();
     const body = {type: "classify", source: source.value.trim()};
     if (model.value.trim()) body.model = model.value.trim();
+    if (faces.value) body.faces = faces.value === "true";
     body.priority = priority.value;
     try { submitted(await postJSON("/v1/jobs", body)); } catch (e) { failed(e); }
   }}, h("label", {for: "source"}, "Source"), source,
@@ -171,6 +177,7 @@ async function jobsView(main) {
     form.append("type", "classify");
     if (model.value.trim()) form.append("model", model.value.trim());
     form.append("priority", priority.value);
+    if (faces.value) form.append("faces", faces.value);
     for (const f of files.files) form.append("files", f, f.name);
     for (const f of folder.files) { // drop the chosen folder's own name: sub-folders are groups
       form.append("files", f, f.webkitRelativePath.split("/").slice(1).join("/") || f.name);
@@ -195,10 +202,11 @@ async function jobsView(main) {
     const common = {type: "classify", priority: priority.value};
     if (model.value.trim()) common.model = model.value.trim();
     if (groupBy.value.trim()) common.group_by = groupBy.value.trim();
+    if (faces.value) common.faces = faces.value === "true";
     try {
       if (manifestFile.files.length) {
         const form = new FormData();
-        for (const [k, v] of Object.entries(common)) form.append(k, v);
+        for (const [k, v] of Object.entries(common)) form.append(k, String(v));
         form.append("manifest", manifestFile.files[0], manifestFile.files[0].name);
         submitted(await (await api("/v1/jobs", {method: "POST", body: form})).json());
       } else if (manifest.value.trim()) {
@@ -217,7 +225,8 @@ async function jobsView(main) {
     h("section", {class: "card"}, h("h2", {}, "Score a folder"),
       h("div", {class: "model-row"}, h("label", {for: "model"}, "Model"), model,
         h("span", {class: "muted"}, "version or alias; empty: the server's default"),
-        h("label", {for: "priority"}, "Priority"), priority),
+        h("label", {for: "priority"}, "Priority"), priority,
+        h("label", {for: "faces"}, "Score"), faces),
       sourceForm, uploadForm, manifestForm, message),
     trainCard(submitted),
     h("section", {class: "card"}, h("h2", {}, "Jobs"),
@@ -390,11 +399,13 @@ async function renderScoring(el, job, query) {
   const summary = job.summary || {overall: {images: 0, failed: 0, labels: {}}, groups: {}};
   const classes = summary.classes || job.classes || [];
   const groups = Object.entries(summary.groups || {});
+  const withFaces = summary.overall.faces !== undefined; // shares are then over faces
   const shareRows = groups.map(([g, t]) => ({
     name: groupName(g), images: t.images,
     shares: Object.fromEntries(classes.map((c) => [c, t.labels[c]?.share || 0]))}));
   const table = h("table", {class: "summary"},
     h("thead", {}, h("tr", {}, h("th", {}, "Group"), h("th", {}, "Images"),
+      withFaces ? [h("th", {}, "Faces"), h("th", {}, "No face")] : null,
       classes.map((c) => h("th", {}, c)), h("th", {}, "Failed"))),
     // A job with many groups carries its largest ones; the rest come added up as other_groups.
     h("tbody", {}, [...groups.map(([g, t]) => [groupName(g), t, ""]),
@@ -405,6 +416,7 @@ async function renderScoring(el, job, query) {
       {class: cls},
       h("td", {}, name),
       h("td", {}, t.images),
+      withFaces ? [h("td", {}, t.faces), h("td", {}, t.no_face)] : null,
       classes.map((c) => h("td", {}, `${t.labels[c]?.count ?? 0} (${pct(t.labels[c]?.share || 0)}`
                                      + `${interval(t.labels[c]?.ci95)})`)),
       h("td", {}, t.failed)))));
@@ -415,6 +427,7 @@ async function renderScoring(el, job, query) {
                  limit: PAGE_SIZES.includes(limit) ? limit : PAGE_SIZE};
   const labelSel = h("select", {id: "filter-label"}, h("option", {value: ""}, "All labels"),
     classes.map((c) => h("option", {value: c}, c)),
+    summary.overall.no_face ? h("option", {value: NO_FACE}, "No face") : null,
     summary.overall.failed ? h("option", {value: ERRORS}, "Errors") : null);
   const groupSel = h("select", {id: "filter-group"}, h("option", {value: "*"}, "All groups"),
     groups.map(([g]) => h("option", {value: g}, groupName(g))));
@@ -440,6 +453,7 @@ async function renderScoring(el, job, query) {
   el.replaceChildren(
     h("section", {class: "card"}, h("h2", {}, "Label shares per group (ad variant)"),
       job.partial ? h("p", {class: "muted"}, "Partial: the job was cancelled; these are the images scored before.") : null,
+      withFaces ? h("p", {class: "muted", id: "faces-note"}, "Each face found was scored: shares are over faces; images without a face are counted apart.") : null,
       shareRows.length ? charts.shareBars(shareRows, classes) : h("p", {class: "muted"}, "No images."),
       table),
     comparisonsCard(summary, groups, classes),
@@ -477,8 +491,9 @@ async function loadGallery(job, state, grid, pager) {
     h("figcaption", {},
       h("span", {class: "name", title: row.image}, row.image),
       row.error ? h("span", {class: "reason"}, row.error)
+        : row.face === null ? h("span", {class: "no-face"}, "no face")
         : h("span", {class: `label label-${classIndex(job, row.label)}`},
-            `${row.label} ${pct(row.confidence)}`)))));
+            `${row.face === undefined ? "" : `face ${row.face + 1} · `}${row.label} ${pct(row.confidence)}`)))));
   grid.replaceChildren(...(cards.length ? cards : [h("p", {class: "muted"}, "No images match.")]));
   const end = page.offset + page.rows.length;
   pager.replaceChildren(

@@ -94,21 +94,22 @@ class GalleryThumbs:
         if not self.has_thumb(record, row):
             raise NotFound(f"row {index} of job {job_id} has no thumbnail"
                            + (" (the image failed)" if row.get("error") else ""))
-        data = self._from_source(record["source"], row["image"])
+        data = self._from_source(record["source"], row["image"], row.get("box"))
         if data is None:
             data = self._stored(job_id, row["image"])
         self.cache.put((job_id, index), data)
         return data
 
-    def _from_source(self, source: str, image: str) -> bytes | None:
-        """The thumbnail made from the image in the job's source; None if the source can't
-        be read here (a URL list, a folder gone or no longer under the allowed roots)."""
+    def _from_source(self, source: str, image: str, box: list[int] | None) -> bytes | None:
+        """The thumbnail made from the image in the job's source (a face row's: its face);
+        None if the source can't be read here (a URL list, a folder gone or no longer under
+        the allowed roots)."""
         if not self._readable(source, image):
             return None
         with self._slots:
             try:
                 data = read_limited(self._source(source), image, self.settings.max_image_bytes)
-                return make_thumbnail(data, max_pixels=self.settings.max_image_pixels)
+                return make_thumbnail(data, max_pixels=self.settings.max_image_pixels, box=box)
             except (ObjectNotFound, SourceError, OSError):  # gone, moved, unreadable here
                 return None
             except (ImageRejected, TooLarge) as e:  # the worker scored it: it changed since

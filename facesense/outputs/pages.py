@@ -16,12 +16,18 @@ from facesense.storage import Store
 from facesense.storage.layout import RESULTS_INDEX, RESULTS_JSONL, job_key
 
 STRIDE = 256  # rows between two index entries: the most rows skipped to reach a page
-ALL, ERRORS = "", "!errors"  # views besides one per label (a class would need this odd name)
+# Views besides one per label (a class would need these odd names): failed images, and a
+# faces job's images without a face.
+ALL, ERRORS, NO_FACE = "", "!errors", "!no_face"
 
 
 def view_of(row: dict) -> tuple[str, ...]:
-    """The views a row belongs to: all rows, plus its label's or the failed ones'."""
-    return (ALL, ERRORS) if row.get("error") else (ALL, row.get("label") or "")
+    """The views a row belongs to: all rows, plus its label's, the failed or the faceless ones'."""
+    if row.get("error"):
+        return ALL, ERRORS
+    if "face" in row and row["face"] is None:
+        return ALL, NO_FACE
+    return ALL, row.get("label") or ""
 
 
 class PageIndex:

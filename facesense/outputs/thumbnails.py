@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image, ImageOps
 
-from facesense.imaging import ImageRejected, flatten_to_rgb, open_image
+from facesense.imaging import ImageRejected, face_square, flatten_to_rgb, open_image
 from facesense.inputs.manifest_images import URL
 from facesense.storage import Store, layout
 
@@ -55,18 +55,27 @@ def encode(image) -> bytes:
     return buf.getvalue()
 
 
-def make_thumbnail(data: bytes, *, max_pixels: int) -> bytes:
+FACE_MARGIN = 0.2  # around a face's box in its thumbnail: some hair and chin, as scored
+
+
+def make_thumbnail(data: bytes, *, max_pixels: int, box: list[int] | None = None) -> bytes:
     """A thumbnail JPEG from an image file's bytes, under the workers' guards (formats, pixel
-    limit, PNG bombs); raises ImageRejected for what they would refuse or can't decode."""
+    limit, PNG bombs); raises ImageRejected for what they would refuse or can't decode.
+    box: a face's [x0, y0, x1, y1] in the upright image: the thumbnail is that face's square."""
     img = open_image(data, max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF / palette warnings are not errors here
-            # JPEGs decode at the smallest 1/2^k scale still >= SIDE: a few ms and ~1/64 the
-            # memory of a full decode for a big photo.
-            img.draft("RGB", (SIDE, SIDE))
+            # JPEGs decode at the smallest 1/2^k scale still >= SIDE (for a face: its square
+            # still >= SIDE): a few ms and ~1/64 the memory of a full decode for a big photo.
+            full = img.size
+            zoom = 1 if box is None else max(1, max(full) // max(1, box[2] - box[0]))
+            img.draft("RGB", (SIDE * zoom, SIDE * zoom))
             img.load()
+            scale = img.size[0] / full[0]  # draft's 1/2^k, the same on both axes
             ImageOps.exif_transpose(img, in_place=True)
+            if box is not None:
+                img = img.crop(face_square([round(v * scale) for v in box], img.size, FACE_MARGIN))
             return encode(_rgb(img))
     except Exception as e:  # truncated, corrupt, unsupported: no thumbnail, never a crash
         raise ImageRejected(f"cannot decode image: {type(e).__name__}: {e}") from None
