@@ -41,20 +41,30 @@ def cmd_classify(args, settings: Settings) -> int:
     manifest = registry.resolve(args.model or settings.default_model)
 
     from runtime.device import resolve_device, resolve_precision
+    from runtime.faces import FaceOptions
     from worker.inference import score
-    from worker.models import ModelCache
+    from worker.models import FaceCache, ModelCache
 
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
         manifest["version"])
-    (row,) = score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,
-                   max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
+    faces = bool(manifest.get("faces")) if args.faces is None else args.faces
+    cut = FaceCache(device, FaceOptions.from_settings(settings)).cutter(loaded) if faces else None
+    rows = list(score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,
+                      max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes,
+                      faces=cut))
+    row = rows[0]
     if args.json:
-        print(json.dumps({**row, "model_version": manifest["version"]}))
+        for r in rows:
+            print(json.dumps({**r, "model_version": manifest["version"]}))
     elif row["error"]:
         print(f"error: {row['error']}", file=sys.stderr)
-    else:
-        print(f"{row['label']} {row['confidence']:.4f}")
+    elif faces and row["face"] is None:
+        print("no face")
+    else:  # one line per face (largest first) with its box, or the whole image's one
+        for r in rows:
+            where = f"face {r['face'] + 1} [{', '.join(map(str, r['box']))}] " if faces else ""
+            print(f"{where}{r['label']} {r['confidence']:.4f}")
     return 1 if row["error"] else 0
 
 

@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--priority", choices=PRIORITIES, default="normal",
                         help="high jobs go before queued normal shards; low ones run when "
                              "nothing else waits (default normal)")
+    submit.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None,
+                        help="find each face and score it, a row per face (default: as the "
+                             "model was trained)")
     submit.add_argument("--upload", action="store_true", help="upload local files to the API")
     submit.add_argument("--wait", action="store_true",
                         help="follow progress, then print the shares per group with their 95%% "
@@ -144,7 +147,11 @@ def parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="score one image locally (path or http(s) URL)")
     classify.add_argument("image", help="an image file or an http(s) URL")
     classify.add_argument("--model", help="model version or alias (default: production)")
-    classify.add_argument("--json", action="store_true", help="print all probabilities as JSON")
+    classify.add_argument("--json", action="store_true", help="print all probabilities as JSON "
+                          "(a line per face with --faces)")
+    classify.add_argument("--faces", action=argparse.BooleanOptionalAction, default=None,
+                          help="find each face and score it, a line each with its box "
+                          "(default: as the model was trained)")
     classify.set_defaults(func=cmd_classify)
 
     keys = sub.add_parser("keys", help="make API keys and their configuration lines")
@@ -203,21 +210,23 @@ def cmd_submit(args, settings: Settings) -> int:
         if args.source:
             raise Usage("give a source or --manifest FILE, not both")
         job = api.submit_manifest(args.manifest, args.group_by, model=args.model,
-                                  priority=args.priority, upload=True if args.upload else None)
+                                  priority=args.priority, upload=True if args.upload else None,
+                                  faces=args.faces)
     elif not args.source:
         raise Usage("give a source (a folder, s3:// prefix or image URLs) or --manifest FILE")
     elif args.upload:
         job = api.upload([Path(s) for s in args.source], model=args.model,
-                         priority=args.priority)
+                         priority=args.priority, faces=args.faces)
     elif all(s.startswith(("http://", "https://")) for s in args.source):
-        job = api.submit(urls=args.source, model=args.model, priority=args.priority)
+        job = api.submit(urls=args.source, model=args.model, priority=args.priority,
+                         faces=args.faces)
     else:
         if len(args.source) != 1:
             raise Usage("give one source (or use --upload for several local files)")
         source = args.source[0]
         if "://" not in source and Path(source).exists():
             source = str(Path(source).resolve())  # the server resolves paths from its own cwd
-        job = api.submit(source, model=args.model, priority=args.priority)
+        job = api.submit(source, model=args.model, priority=args.priority, faces=args.faces)
     return queued(api, job, args)
 
 

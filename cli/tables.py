@@ -42,7 +42,10 @@ def summary_lines(summary: dict) -> list[str]:
     """Per group: scored images and each label's share with its interval; then the significant
     comparisons (Fisher exact, Holm-adjusted) and the groups left out of them."""
     classes = summary["classes"]
-    rows = [["group", "scored", "failed", *[f"{c} % [95% CI]" for c in classes]]]
+    faces = "faces" in summary["overall"]  # then shares are over faces, "scored" counts faces
+    extra = ["images", "no face"] if faces else []
+    rows = [["group", "faces" if faces else "scored", "failed", *extra,
+             *[f"{c} % [95% CI]" for c in classes]]]
     tallies = [(g or "(top level)", t) for g, t in summary["groups"].items()]
     if summary.get("other_groups"):
         tallies.append((f"({summary['other_groups']['groups']} other groups)",
@@ -50,8 +53,9 @@ def summary_lines(summary: dict) -> list[str]:
     tallies.append(("all", summary["overall"]))
     for name, t in tallies:
         rows.append([name, str(t["scored"]), str(t["failed"]),
+                     *([str(t["images"]), str(t["no_face"])] if faces else []),
                      *[share_cell(t["labels"][c]) for c in classes]])
-    out = ["", *table(rows, right=range(1, 3 + len(classes)))]
+    out = ["", *table(rows, right=range(1, 3 + len(extra) + len(classes)))]
     comparisons = summary.get("comparisons")
     if comparisons is None:  # a summary written before the statistics existed
         return out

@@ -65,20 +65,21 @@ class Client:
 
     def submit(self, source: str | None = None, *, urls: Iterable[str | dict] | None = None,
                model: str | None = None, callback_url: str | None = None,
-               priority: str | None = None) -> dict:
+               priority: str | None = None, faces: bool | None = None) -> dict:
         """Queue a scoring job on a source the server reads (S3 URL or server-side folder), or
         on image URLs (strings, or {"url", "group"}); priority: high, normal (default) or low;
-        returns the job record."""
+        faces: score each face found (None: as the model was trained); returns the job record."""
         if (source is None) == (urls is None):
             raise ValueError("give a source or urls, not both")
         body: dict = {"type": "classify"}
         body.update({"source": source} if urls is None else {"urls": list(urls)})
-        body.update(_optional(model=model, callback_url=callback_url, priority=priority))
+        body.update(_optional(model=model, callback_url=callback_url, priority=priority,
+                              faces=faces))
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def upload(self, folders_or_files: Iterable[str | Path], model: str | None = None,
                callback_url: str | None = None, *, zip_over: int = ZIP_OVER,
-               priority: str | None = None) -> dict:
+               priority: str | None = None, faces: bool | None = None) -> dict:
         """Queue a scoring job on local files, uploaded: a folder's images keep their
         sub-folders (groups); a file is sent by name (a .zip is unpacked by the server).
 
@@ -93,7 +94,7 @@ class Client:
             else:
                 pairs.append((path, path.name))
         data = {"type": "classify", **_optional(model=model, callback_url=callback_url,
-                                                priority=priority)}
+                                                priority=priority, faces=_form(faces))}
         if len(pairs) > zip_over:
             return self._upload_zip(pairs, data)
         handles = [(name, p.open("rb")) for p, name in pairs]
@@ -125,7 +126,8 @@ class Client:
 
     def submit_manifest(self, manifest: str | Path, group_by: str | None = None, *,
                         upload: bool | None = None, model: str | None = None,
-                        callback_url: str | None = None, priority: str | None = None) -> dict:
+                        callback_url: str | None = None, priority: str | None = None,
+                        faces: bool | None = None) -> dict:
         """Queue a scoring job over a manifest (CSV or JSON Lines, an 'image' column and any
         others, carried into each row's meta); group_by names the column the summary groups by.
 
@@ -133,7 +135,8 @@ class Client:
         server can read it (upload=False: only so), else uploaded (upload=True: always), and
         an uploaded manifest's images must be absolute paths, s3:// URIs or http(s) URLs."""
         fields = {"type": "classify", **_optional(group_by=group_by, model=model,
-                                                  callback_url=callback_url, priority=priority)}
+                                                  callback_url=callback_url, priority=priority,
+                                                  faces=faces)}
         where = str(manifest)
         if upload and not Path(where).is_file():
             raise BadRequest(f"no manifest file {where} to upload")
@@ -147,7 +150,7 @@ class Client:
                 if upload is False or e.status != 422 or not str(e).startswith("manifest "):
                     raise
         with path.open("rb") as fh:
-            return self._call("POST", "/v1/jobs", data=fields,
+            return self._call("POST", "/v1/jobs", data=_form_fields(fields),
                               files=[("manifest", (path.name, fh))]).json()
 
     def train(self, dataset: str, params: dict | None = None, promote: str = "never",
@@ -295,3 +298,13 @@ def _flat(row: dict) -> dict:
 def _optional(**fields) -> dict:
     """The fields that were given (not None)."""
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _form(value):
+    """A value as a multipart form's text: booleans as true / false, as the API reads them."""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def _form_fields(fields: dict) -> dict:
+    """Request fields as a multipart form's text."""
+    return {k: _form(v) for k, v in fields.items()}

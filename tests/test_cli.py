@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -251,6 +252,19 @@ def test_classify_one_image_from_a_path_and_a_url(stack):
     assert set(row["probs"]) == {"happy", "sad"}
     bad = facesense("classify", str(stack["data"] / "missing.jpg"), env=stack["env"], check=False)
     assert bad.returncode == 1 and "no image file" in bad.stderr
+
+
+def test_classify_with_faces_prints_a_line_per_face_with_its_box(stack):
+    from bench.face_photos import group_set, matched
+
+    _, photo, boxes = group_set(2)[1]  # three real faces
+    photo.save(stack["data"] / "three.jpg", quality=92)
+    lines = facesense("classify", str(stack["data"] / "three.jpg"), "--faces",
+                      env=stack["env"]).stdout.splitlines()
+    parsed = [re.fullmatch(r"face (\d) \[(\d+), (\d+), (\d+), (\d+)\] (happy|sad) ([0-9.]+)", line)
+              for line in lines]
+    assert all(parsed) and [int(m[1]) for m in parsed] == [1, 2, 3], lines
+    assert matched(boxes, [tuple(int(v) for v in m.groups()[1:5]) for m in parsed]) == 3
 
 
 def test_standalone_trainer_registers_and_promotes(tmp_path):
