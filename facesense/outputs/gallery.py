@@ -100,7 +100,7 @@ class GalleryThumbs:
         self.cache.put((job_id, index), data)
         return data
 
-    def _from_source(self, source: str, image: str, box: list[int] | None) -> bytes | None:
+    def _from_source(self, source: str, image: str, box: list[int] | None = None) -> bytes | None:
         """The thumbnail made from the image in the job's source (a face row's: its face);
         None if the source can't be read here (a URL list, a folder gone or no longer under
         the allowed roots)."""
