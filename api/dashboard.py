@@ -13,6 +13,7 @@ from api.services import services
 from facesense.errors import Conflict, NotFound, ObjectNotFound
 from facesense.outputs.gallery import GalleryThumbs
 from facesense.outputs.pages import ERRORS, NO_FACE, read_rows
+from facesense.outputs.results import rows_in
 from facesense.registry import check_name
 from facesense.storage import layout
 
@@ -78,9 +79,7 @@ def _matching(summary: dict, label: str, group: str | None) -> int:
         return tally.get("no_face", 0)
     if label:
         return tally["labels"].get(label, {}).get("count", 0)
-    if "faces" in tally:  # a row per face, one per faceless or failed image
-        return tally["faces"] + tally["no_face"] + tally["failed"]
-    return tally["images"]
+    return rows_in(tally)
 
 
 def _card(job_id: str, record: dict, index: int, row: dict) -> dict:

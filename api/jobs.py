@@ -21,7 +21,7 @@ from facesense.inputs.manifests import read_manifest, save_manifest
 from facesense.inputs.sources import normalize_source, upload_source
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
-from facesense.outputs.results import failed_images, read_page
+from facesense.outputs.results import failed_images, read_page, rows_in
 from facesense.outputs.webhooks import check_callback_url
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
 from facesense.state.records import public_record
@@ -312,8 +312,9 @@ def results(job_id: str):
     limit = int_arg(request, "limit", 100, 1, 1000)
     offset = int_arg(request, "offset", 0, 0, 10**9)
     rows = read_page(s.store, job_id, offset, limit)
-    # the rows in the results: all images, or a cancelled job's partial share of them
-    total = record["summary"]["overall"]["images"] if record.get("summary") else record.get("total", 0)
+    # the rows in the results: all images (with faces: all faces, and one row for each photo
+    # without a face or failed), or a cancelled job's partial share of them
+    total = rows_in(record["summary"]["overall"]) if record.get("summary") else record.get("total", 0)
     next_offset = offset + len(rows) if rows and offset + len(rows) < total else None
     return jsonify({"job_id": job_id, "total": total, "offset": offset, "limit": limit,
                     "next_offset": next_offset, "rows": rows})

@@ -138,7 +138,12 @@ SCHEMAS = {
             "image": {"type": "string"}, "group": {"type": "string"}, "label": NULLABLE_STR,
             "confidence": NUMBER_OR_NULL, "probs": {"type": ["object", "null"]},
             "error": NULLABLE_STR,
-            "meta": {"type": "object", "description": "a manifest job's other columns"}},
+            "meta": {"type": "object", "description": "a manifest job's other columns"},
+            "face": {"type": ["integer", "null"], "description": "a faces job's: the face's "
+                     "number in its photo, largest first (null: no face, or the photo failed)"},
+            "box": {"type": ["array", "null"], "items": {"type": "integer"},
+                    "description": "the face's [x0, y0, x1, y1] in the photo's pixels"},
+            "face_score": NUMBER_OR_NULL},
             ("image", "label", "error"))}},
         ("job_id", "total", "offset", "limit", "next_offset", "rows")),
     "Manifest": obj({"version": {"type": "string"},

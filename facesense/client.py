@@ -289,6 +289,8 @@ def _flat(row: dict) -> dict:
     """A result row as one table row: probabilities as p_<class>, meta keys as columns (named
     meta_<key> if the key clashes with a fixed column)."""
     out = {k: row.get(k) for k in FIXED}
+    if "face" in row:  # a faces job's row: which face of its photo, and where
+        out.update(face=row["face"], box=row["box"], face_score=row["face_score"])
     out.update({f"p_{c}": p for c, p in (row.get("probs") or {}).items()})
     for key, value in (row.get("meta") or {}).items():
         out[f"meta_{key}" if key in out else key] = value

@@ -39,8 +39,8 @@ class Settings:
                               "on CUDA; on CPU bf16 where the CPU has native bf16 (AVX-512 BF16 "
                               "or AMX) and a start-up measurement finds it faster, else fp32")
     face_margin: float = _setting(0.2, "Margin added around each detected face on every side, as a share of its longer side, before the square crop is scored (a version trained on faces keeps its own)")
-    face_min_size: int = _setting(32, "Smallest face scored, in the photo's pixels (its box's shorter side)")
-    face_threshold: float = _setting(0.7, "Least detection score a face needs (MTCNN's own last-stage bar is 0.7)")
+    face_min_size: int = _setting(32, "Smallest face scored, in the photo's pixels (its box's shorter side); in a photo longer than FACESENSE_FACE_DETECT_SIDE the smallest face found is also at least 20 px on the detection copy (50 px in a 1600-px photo): raise that side to find smaller faces in big photos")
+    face_threshold: float = _setting(0.7, "Least detection score a face needs (MTCNN's own last-stage bar is 0.7; a lower value lowers that bar too)")
     face_max_per_image: int = _setting(20, "Most faces scored per photo, the largest first: a crowd stays bounded")
     face_detect_side: int = _setting(640, "Faces are found on a copy of each photo at most this many pixels on its longer side (boxes are given in the photo's own pixels)")
     default_model: str = _setting("production", "Model alias (or version) used when a job names none")

@@ -76,6 +76,13 @@ def test_a_scoring_job_with_faces_gives_a_row_per_face(client, worker, photos):
     happy = sum(1 for r in rows if r["label"] == "happy")
     assert summary["overall"]["labels"]["happy"]["share"] == pytest.approx(happy / 8, abs=1e-6)
 
+    paged, offset = [], 0  # pages of 3 rows reach every face row, past the 5 photos
+    while offset is not None:
+        got = client.get(f"/v1/jobs/{record['id']}/results?limit=3&offset={offset}").get_json()
+        paged += got["rows"]
+        offset = got["next_offset"]
+    assert paged == rows and got["total"] == 10
+
     text = client.get(f"/v1/jobs/{record['id']}/results?format=csv").get_data(as_text=True)
     table = list(csv.DictReader(io.StringIO(text)))
     assert len(table) == len(rows) == 10

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 from facesense.errors import FacesenseError, ObjectNotFound
 from facesense.inputs.sources import is_image_key
 from facesense.storage import LocalStore, Store, TooLarge, read_limited
+from runtime.faces import LargestFace
 from runtime.preprocess import ImageRejected, fit, preprocess
 from runtime.preprocess import decode as decode_image
 from trainer.images import DiskImages, DiskImagesWriter, ordered_map
@@ -43,6 +43,7 @@ class Dataset:
     counts: dict = field(default_factory=dict)  # per class: train, val
     skipped: list[dict] = field(default_factory=list)  # corrupt images: key and reason
     no_face: int = 0  # with faces on: images skipped because no face was found in them
+    faces: dict | None = None  # with faces on: how they were found and cut (LargestFace.entry)
 
 
 def find_layout(keys: list[str]) -> tuple[str, dict[str, list[str]], dict[str, list[str]] | None]:
@@ -107,11 +108,11 @@ NO_FACE = "no face found"
 
 def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_dir: Path,
               max_pixels: int, max_bytes: int = 64 << 20, threads: int = 4,
-              face: Callable[[Image.Image], Image.Image | None] | None = None) -> Dataset:
+              face: LargestFace | None = None) -> Dataset:
     """List, split, fetch once into the cache, and decode a labelled folder to local files.
 
-    face, if given, cuts each image to its largest face (runtime.faces.largest_face); images
-    without one are skipped and counted as no_face.
+    face, if given, cuts each image to its largest face; images without one are skipped and
+    counted as no_face.
     """
     keys = [k for k in source.list() if is_image_key(k)]
     layout, by_class, val_by_class = find_layout(keys)
@@ -126,7 +127,8 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
         classes = check_classes(by_class, val_by_class, class_folders(source, layout))
         train_keys, val_keys = by_class, {c: sorted(val_by_class.get(c, [])) for c in classes}
     fetch = _cached_fetch(source, cache_dir, max_bytes)
-    digest = hashlib.sha256(b"faces\n" if face else b"")  # face crops are other data
+    # Face crops are other data, and other options cut other crops.
+    digest = hashlib.sha256(json.dumps(face.entry, sort_keys=True).encode() if face else b"")
     skipped: list[dict] = []
     no_face: list[str] = []
 
@@ -173,7 +175,7 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
     if len(val_y) == 0:
         raise DatasetError("no usable validation images" + (" (with a face)" if face else ""))
     return Dataset(classes, train_x, train_y, val_x, val_y, val_names, digest.hexdigest(),
-                   counts, skipped, len(no_face))
+                   counts, skipped, len(no_face), face and face.entry)
 
 
 def _cached_fetch(source: Store, cache_dir: Path, max_bytes: int):

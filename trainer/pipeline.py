@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,7 +16,7 @@ from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.storage import Store
 from facesense.trainparams import TrainParams
-from runtime.faces import FaceDetector, FaceOptions, largest_face, manifest_entry
+from runtime.faces import FaceDetector, FaceOptions, LargestFace
 from runtime.preprocess import spec_for
 from trainer.data import Dataset, load_data
 from trainer.engine import Stopped
@@ -53,8 +52,8 @@ def train_version(source: Store, source_url: str, params: TrainParams, *, settin
     Raises trainer.engine.Stopped when should_stop() turns true, before anything is published.
     """
     spec = spec_for(params.image_size, params.resize_size)
-    faces = FaceOptions.from_settings(settings) if params.faces else None
-    face = faces and partial(largest_face, detector=FaceDetector(device), options=faces)
+    face = (LargestFace(FaceDetector(device), FaceOptions.from_settings(settings))
+            if params.faces else None)
     data = load_data(source, val_split=params.val_split, seed=params.seed, spec=spec,
                      cache_dir=dataset_cache(settings), max_pixels=settings.max_image_pixels,
                      max_bytes=settings.max_image_bytes, threads=threads, face=face)
@@ -66,7 +65,7 @@ def train_version(source: Store, source_url: str, params: TrainParams, *, settin
         raise Stopped
     manifest = register(registry, result, manifest_for(
         result, data, params, spec, parent=parent, job_id=job_id, source=source_url,
-        faces=faces and manifest_entry(faces)))
+        faces=face and face.entry))
     promotion = promote(registry, manifest, data, promote_policy, by=promoted_by, source=source,
                         device=device, precision=precision, alias=alias)
     return Trained(manifest, data, result, promotion)

@@ -7,8 +7,9 @@ import torch
 
 from facesense.registry import Registry
 from facesense.storage import Store
+from runtime.faces import FaceDetector, FaceOptions, largest_face
 from runtime.network import load_model
-from runtime.preprocess import preprocess
+from runtime.preprocess import decode, fit, preprocess
 from trainer.data import Dataset
 from trainer.engine import metrics_from, predict
 
@@ -36,12 +37,31 @@ def promote(registry: Registry, manifest: dict, data: Dataset, policy: str, *, b
 
 def incumbent_accuracy(registry: Registry, manifest: dict, data: Dataset, source: Store,
                        device: torch.device, precision: str) -> float:
-    """The alias holder's accuracy on this job's validation images, preprocessed its own way."""
+    """The alias holder's accuracy on this job's validation images, prepared its own way: its
+    input size, and its faces (a version trained on faces sees its faces, another whole
+    images), as it would be served."""
     model = load_model(manifest, registry.weights(manifest), device)
     spec = manifest["preprocess"]
-    if spec["input_size"] == data.val_x.shape[1]:
+    if spec["input_size"] == data.val_x.shape[1] and manifest.get("faces") == data.faces:
         x = data.val_x
-    else:  # re-decode for the incumbent's own input size
-        x = torch.from_numpy(np.stack([preprocess(source.get(k), spec) for k in data.val_keys]))
+    else:  # re-decode the incumbent's way
+        prepare = inputs_for(manifest, device)
+        x = torch.from_numpy(np.stack([prepare(source.get(k)) for k in data.val_keys]))
     logits = predict(model, x, spec=spec, device=device, precision=precision)
     return metrics_from(logits, data.val_y, data.classes)["accuracy"]
+
+
+def inputs_for(manifest: dict, device: torch.device):
+    """Image bytes -> a version's model input, as scoring with it prepares them by default (a
+    photo in which a version trained on faces finds none is given whole)."""
+    spec = manifest["preprocess"]
+    if not manifest.get("faces"):
+        return lambda data: preprocess(data, spec)
+    detector, options = FaceDetector(device), FaceOptions().for_version(manifest)
+
+    def prepare(data: bytes) -> np.ndarray:
+        img = decode(data, max_pixels=1 << 30)
+        face = largest_face(img, detector=detector, options=options)
+        return fit(img if face is None else face, spec)
+
+    return prepare

@@ -8,16 +8,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from PIL import Image
 
 from facesense.errors import ObjectNotFound, TransientError
 from facesense.inputs.netguard import FetchError
 from facesense.inputs.sources import group_of
 from facesense.outputs.thumbnails import ThumbnailWriter
 from facesense.storage import TooLarge
-from runtime.faces import CutFaces
+from runtime.faces import CutFaces, held, in_photo
 from runtime.gpu_decode import decode_batch_gpu, is_jpeg
 from runtime.preprocess import ImageRejected, decode, open_image, plain_jpeg, preprocess
 from runtime.serving import LoadedModel, forward
@@ -44,11 +46,11 @@ def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], 
     found in a thread of their own while batch k runs forward.
     """
     def to_input(key: str, data: bytes):
-        if faces:  # the whole upright photo: faces are found and cut from it per batch
+        if faces:  # the upright photo, held smaller: faces are found and cut from it per batch
             img = decode(data, max_pixels=max_pixels)
             if thumbs:
                 thumbs.add(key, img)
-            return img
+            return Photo(*held(img))
         if decoder == "gpu" and is_jpeg(data):
             img = open_image(data, max_pixels=max_pixels)  # header only: the pixel limit
             if plain_jpeg(img, data):  # CMYK, truncated: the CPU path gets them right
@@ -121,29 +123,46 @@ def _label(p: np.ndarray, classes: list[str]) -> dict:
             "error": None}
 
 
+class Photo(NamedTuple):
+    """A decoded photo as held for its faces (runtime.faces.held), and its own size."""
+
+    image: Image.Image
+    size: tuple[int, int]
+
+
 def _find_faces(pending: list[tuple[str, Future]], faces: CutFaces, spec: dict) -> list:
-    """(key, error text or [(face, model input)...]) per image of a batch."""
+    """(key, error text or [(face, box in the photo, model input)...]) per image of a batch."""
     decoded = _resolved(pending)
     photos = [i for i, (_, v) in enumerate(decoded) if not isinstance(v, str)]
     try:
-        found = faces([decoded[i][1] for i in photos], spec) if photos else []
-    except Exception:  # one photo the detector can't take must not fail its batch: one by one
-        found = [_faces_or_error(faces, decoded[i][1], spec) for i in photos]
+        found = faces([decoded[i][1].image for i in photos], spec) if photos else []
+    except Exception as e:  # one photo the detector can't take must not fail its batch
+        found = [_faces_or_error(faces, decoded[i][1].image, spec) for i in photos]
+        if _device_failed(e) or (len(found) > 1 and all(isinstance(f, str) for f in found)):
+            raise  # not a photo's fault (the device failed, say): the shard is retried
     for i, cut in zip(photos, found, strict=True):
-        decoded[i] = (decoded[i][0], cut)
+        photo = decoded[i][1]
+        decoded[i] = (decoded[i][0], cut if isinstance(cut, str) else
+                      [(face, in_photo(face.box, photo.image.size, photo.size), pixels)
+                       for face, pixels in cut])
     return decoded
 
 
-def _faces_or_error(faces: CutFaces, photo, spec: dict):
+def _device_failed(e: Exception) -> bool:
+    """An error of the device, not of a photo: out of memory, or CUDA's own."""
+    return isinstance(e, torch.OutOfMemoryError) or "CUDA" in str(e)
+
+
+def _faces_or_error(faces: CutFaces, image: Image.Image, spec: dict):
     try:
-        return faces([photo], spec)[0]
+        return faces([image], spec)[0]
     except Exception as e:
         return f"cannot find faces: {type(e).__name__}: {e}"
 
 
 def _score_faces(found: list, loaded: LoadedModel, batch_size: int) -> Iterator[dict]:
     """Rows for one batch of photos: one per face (largest first), or one with face None."""
-    inputs = [pixels for _, v in found if not isinstance(v, str) for _, pixels in v]
+    inputs = [pixels for _, v in found if not isinstance(v, str) for _, _, pixels in v]
     probs = iter(np.concatenate([forward(loaded, np.stack(inputs[i:i + batch_size]))
                                  for i in range(0, len(inputs), batch_size)])
                  if inputs else ())
@@ -153,8 +172,8 @@ def _score_faces(found: list, loaded: LoadedModel, batch_size: int) -> Iterator[
         if isinstance(value, str) or not value:  # an error, or no face: one row, face None
             yield error_row(key, value or None, faces=True)
             continue
-        for n, (face, _) in enumerate(value):
-            yield {"image": key, "group": group_of(key), "face": n, "box": list(face.box),
+        for n, (face, box, _) in enumerate(value):
+            yield {"image": key, "group": group_of(key), "face": n, "box": box,
                    "face_score": face.score, **_label(next(probs), loaded.classes)}
 
 

@@ -58,7 +58,7 @@ class FaceCache:
         with self._lock:
             if self._detector is None:
                 self._detector = FaceDetector(self.device)
-        options = self.options.for_version({"faces": loaded.faces})
+        options = self.options.for_version({"faces": loaded.faces, "version": loaded.version})
         return partial(cut_faces, detector=self._detector, options=options)
 
 

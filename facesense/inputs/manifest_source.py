@@ -53,15 +53,17 @@ def with_meta(store: Store, job_id: str, rows: Iterable[dict]) -> tuple[Iterable
     columns = header(store, key)["columns"]
 
     def joined():
-        lines = entries(store, key)
+        lines, line = entries(store, key), None
         for row in rows:
-            for line in lines:
-                if line["image"] == row["image"]:
-                    break
-            else:  # not found ahead: out of order (never expected); search from the top
-                lines = entries(store, key)
-                line = next((x for x in lines if x["image"] == row["image"]),
-                            {"group": row["group"], "meta": dict.fromkeys(columns)})
+            if line is None or line["image"] != row["image"]:  # else: another face, same line
+                for line in lines:
+                    if line["image"] == row["image"]:
+                        break
+                else:  # not found ahead: out of order (never expected); search from the top
+                    lines = entries(store, key)
+                    line = next((x for x in lines if x["image"] == row["image"]),
+                                {"image": row["image"], "group": row["group"],
+                                 "meta": dict.fromkeys(columns)})
             yield {**row, "group": line["group"], "meta": line["meta"]}
 
     return joined(), columns

@@ -71,14 +71,15 @@ def text_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
-def csv_row(row: dict, classes: list[str]) -> list:
-    """One result row as CSV cells."""
+def csv_row(row: dict, classes: list[str], faces: bool = False) -> list:
+    """One result row as CSV cells (faces: a faces job's, with the face columns)."""
     probs = row.get("probs") or {}
     conf = row.get("confidence")
     face = []
-    if "face" in row:  # a faces job's row: the face's number, its box and detection score
-        box, score = row["box"] or [""] * 4, row["face_score"]
-        face = ["" if row["face"] is None else row["face"], *box, "" if score is None else score]
+    if faces:  # the face's number, its box and detection score (blank: no face)
+        box, score = row.get("box") or [""] * 4, row.get("face_score")
+        face = ["" if row.get("face") is None else row["face"], *box,
+                "" if score is None else score]
     return [text_cell(row["image"]), text_cell(row["group"]), *face,
             text_cell(row.get("label") or ""),
             "" if conf is None else f"{conf:.6f}",
@@ -140,7 +141,7 @@ class _Tally:
         if row.get("error"):
             self.failed += 1
             return
-        if self.faces and row.get("face") is None:
+        if self.faces and "face" in row and row["face"] is None:
             self.no_face += 1
             return
         self.with_faces += row.get("face") == 0
@@ -157,6 +158,13 @@ class _Tally:
                                "ci95": ci95(n, scored),
                                "mean_confidence": round(self.conf_sum[c] / n, 6) if n else None}
                            for c, n in self.count.items()}}
+
+
+def rows_in(tally: dict) -> int:
+    """How many result rows a summary's tally (overall or a group's) stands for."""
+    if "faces" in tally:  # a row per face, and one per photo without a face or failed
+        return tally["faces"] + tally["no_face"] + tally["failed"]
+    return tally["images"]
 
 
 def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dict]:
@@ -181,7 +189,7 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
         for index, row in enumerate(rows):
             pages.add(index, jf.tell(), row)
             jf.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
-            writer.writerow(csv_row(row, classes))
+            writer.writerow(csv_row(row, classes, faces))
             summary.add(row)
         jf.seek(0)
         store.put_stream(job_key(job_id, RESULTS_JSONL), jf)
