@@ -75,7 +75,7 @@ def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
                  on_epoch=lambda row: print(f"  epoch {row['epoch']}: validation accuracy "
                                             f"{row['val_accuracy']:.3f}", flush=True))
     manifest = register(registry, result, manifest_for(result, data, params, spec, parent=None,
-                                                       job_id=None, source=str(faces)))
+                                                       job_id=None, source=str(faces)), data)
     registry.promote(manifest["version"], "production", by="bench")
     return manifest, registry
 

@@ -35,9 +35,7 @@ class Settings:
     decode_threads: int = _setting(0, "Fetch + decode threads per worker; 0: cores + 2")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
     decoder: str = _setting("auto", "JPEG decoding: auto (GPU nvJPEG when on CUDA and measured faster), cpu or gpu")
-    precision: str = _setting("auto", "auto, fp32, bf16 or fp16; auto: bf16 (else fp16) autocast "
-                              "on CUDA; on CPU bf16 where the CPU has native bf16 (AVX-512 BF16 "
-                              "or AMX) and a start-up measurement finds it faster, else fp32")
+    precision: str = _setting("auto", "auto, fp32, bf16 (autocast), bf16-full (bf16 weights), fp16 or int8 (CPU); auto scores each model version at the fastest precision its manifest says agrees with fp32 and a start-up measurement finds 1.2x faster than fp32, else fp32 (bf16 only on CUDA or CPUs with AVX-512 BF16 / AMX); training runs bf16-full as bf16 and int8 as fp32")
     default_model: str = _setting("production", "Model alias (or version) used when a job names none")
     api_host: str = _setting("127.0.0.1", "Address the API listens on")
     api_port: int = _setting(8000, "Port the API listens on")

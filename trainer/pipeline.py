@@ -61,7 +61,7 @@ def train_version(source: Store, source_url: str, params: TrainParams, *, settin
     if should_stop():  # asked to stop during the last evaluation: publish nothing
         raise Stopped
     manifest = register(registry, result, manifest_for(
-        result, data, params, spec, parent=parent, job_id=job_id, source=source_url))
+        result, data, params, spec, parent=parent, job_id=job_id, source=source_url), data)
     promotion = promote(registry, manifest, data, promote_policy, by=promoted_by, source=source,
                         device=device, precision=precision, alias=alias)
     return Trained(manifest, data, result, promotion)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from functools import partial
 
+import numpy as np
 import torch
 
 from facesense.errors import ConfigError
@@ -13,7 +15,8 @@ from facesense.settings import Settings
 from runtime.device import default_batch_size, default_threads, resolve_device, resolve_precision
 from runtime.gpu_decode import DECODERS, resolve_decoder
 from runtime.network import load_model
-from runtime.serving import LoadedModel
+from runtime.precision import CALIBRATION, read_calibration
+from runtime.serving import LoadedModel, serve
 from worker import metrics
 from worker.context import Context
 
@@ -21,8 +24,12 @@ from worker.context import Context
 class ModelCache:
     """Loaded model versions by name; a version is immutable, so a cached copy never goes stale."""
 
-    def __init__(self, registry: Registry, device: torch.device, precision: str, size: int = 2):
+    def __init__(self, registry: Registry, device: torch.device, precision: str, size: int = 2,
+                 *, setting: str = "auto", batch_size: int = 0):
         self.registry, self.device, self.precision, self.size = registry, device, precision, size
+        # precision: this worker's training precision; each version's serving precision is
+        # chosen from the setting, its manifest and a measurement when it loads (runtime.serving).
+        self.setting, self.batch_size = setting, batch_size or default_batch_size(device)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -35,12 +42,17 @@ class ModelCache:
             manifest = self.registry.manifest(version)
             with metrics.MODEL_LOAD.time():
                 model = load_model(manifest, self.registry.weights(manifest), self.device)
-            loaded = LoadedModel(version, manifest["classes"], manifest["preprocess"], model,
-                                 self.device, self.precision)
+                loaded = serve(manifest, model, self.device, self.setting,
+                               batch_size=self.batch_size, calibration=partial(self._calibration,
+                                                                               version))
             self._models[version] = loaded
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
             return loaded
+
+    def _calibration(self, version: str) -> np.ndarray | None:
+        data = self.registry.file(version, CALIBRATION)
+        return None if data is None else read_calibration(data)
 
 
 def check_device(settings: Settings) -> None:
@@ -54,8 +66,9 @@ def add_models(ctx: Context) -> Context:
     """Give a context the device, precision, batch size, decoder and a model cache."""
     settings = ctx.settings
     device = resolve_device(settings.device)
-    ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device))
     ctx.batch_size = settings.batch_size or default_batch_size(device)
+    ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device),
+                            setting=settings.precision, batch_size=ctx.batch_size)
     ctx.threads = settings.decode_threads or default_threads()
     ctx.decoder = resolve_decoder(settings.decoder, device)
     return ctx
