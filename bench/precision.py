@@ -160,15 +160,24 @@ def runner(name: str, model, calibration_spec: dict, device: torch.device,
            calibration_paths: list[Path]):
     """fn(uint8 batch, spec) -> probabilities for one variant, through the engine's forward."""
     if name == "fp32-jit":  # oneDNN fusion: conv + relu fused, weights pre-packed
-        with torch.inference_mode():
-            example = torch.rand(1, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-            module = torch.jit.optimize_for_inference(torch.jit.freeze(
-                torch.jit.trace(model, example).eval()))
-        name = "fp32"
-    else:
-        calibration = np.stack([preprocess(p.read_bytes(), calibration_spec)
-                                for p in calibration_paths]) if name == "int8" else None
-        module = variant(model, name, calibration, calibration_spec)
+        traced = {}  # a trace is shape-specialised (adaptive pooling): one per input side
+
+        def run(b: np.ndarray, spec: dict) -> np.ndarray:
+            side = spec["input_size"]
+            if side not in traced:
+                example = torch.rand(1, 3, side, side).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    traced[side] = torch.jit.optimize_for_inference(torch.jit.freeze(
+                        torch.jit.trace(model, example).eval()))
+            try:
+                return forward(LoadedModel("bench", [], spec, traced[side], device, "fp32"), b)
+            except RuntimeError:  # oneDNN's pooling refuses to upsample (inputs < 224 px): eager
+                traced[side] = model  # fp32 either way, so the agreement is unaffected
+                return forward(LoadedModel("bench", [], spec, model, device, "fp32"), b)
+        return run
+    calibration = np.stack([preprocess(p.read_bytes(), calibration_spec)
+                            for p in calibration_paths]) if name == "int8" else None
+    module = variant(model, name, calibration, calibration_spec)
     return lambda b, spec: forward(LoadedModel("bench", [], spec, module, device, name), b)
 
 

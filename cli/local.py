@@ -80,7 +80,7 @@ def cmd_classify(args, settings: Settings) -> int:
 
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device),
-                        setting=settings.precision).get(
+                        setting=settings.precision, batch_size=1).get(
         manifest["version"])
     (row,) = score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,
                    max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
