@@ -224,7 +224,7 @@ def run(n: int, size: tuple[int, int], base: Path, precision: str, store: str | 
                                 "default_model": manifest["version"]})
     figures["d_system"], figures["d_precision"] = d["images_per_s"], d["precision"]
     figures["e"] = bench_e(paths, loaded)
-    figures["f_ray_data"] = bench_f(root, plain.state_dict(), spec, n) if peer else None
+    figures["f_ray_data"] = bench_f(root, plain.state_dict(), spec, n) if peer else "not run (--no-peer)"
     e, d = figures["e"]["ceiling"], figures["d_system"]
     figures["ratios"] = {"d_over_b": round(d / figures["b_dataloader"], 2),
                          "d_over_a": round(d / figures["a_one_at_a_time"], 2),

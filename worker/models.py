@@ -57,7 +57,10 @@ class ModelCache:
 
 def check_device(settings: Settings) -> None:
     """Fail fast on a device, precision or decoder a scoring worker can't run with."""
-    resolve_precision(settings.precision, resolve_device(settings.device))
+    device = resolve_device(settings.device)
+    resolve_precision(settings.precision, device)
+    if settings.precision == "int8" and device.type != "cpu":
+        raise ConfigError("FACESENSE_PRECISION=int8 runs on the CPU only")
     if settings.decoder not in DECODERS:
         raise ConfigError(f"FACESENSE_DECODER={settings.decoder!r}: use auto, cpu or gpu")
 
