@@ -11,6 +11,7 @@ import copy
 import hashlib
 import io
 import logging
+import random
 import time
 import warnings
 from collections.abc import Callable
@@ -19,8 +20,9 @@ import numpy as np
 import torch
 
 from facesense.errors import FacesenseError
+from facesense.synthetic import draw_photo
 from runtime.device import PRECISIONS, autocast, cpu_has_bf16
-from runtime.preprocess import normalize
+from runtime.preprocess import normalize, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +112,7 @@ def record(model: torch.nn.Module, spec: dict, images: np.ndarray, calibration: 
 
 
 def generated_sample(spec: dict, n: int, seed: int = 0) -> np.ndarray:
-    """n photo-like images (a face on a noisy backdrop, 640x480 JPEG) preprocessed as spec says:
-    the agreement sample of an imported version when none is supplied."""
-    import random
-
-    from facesense.synthetic import draw_photo
-    from runtime.preprocess import preprocess
+    """n photo-like 640x480 JPEGs, preprocessed: an import's sample when none is supplied."""
     rng, out = random.Random(seed), []
     for _ in range(n):
         buf = io.BytesIO()
