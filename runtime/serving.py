@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from facesense.errors import ModelError
 from runtime.precision import agrees, choose, digest, run, time_variants, variant
 from runtime.preprocess import normalize
 
@@ -46,6 +47,9 @@ def serve(manifest: dict, model: torch.nn.Module, device: torch.device, setting:
     """
     spec, modules = manifest["preprocess"], {"fp32": model}
     images = calibration() if setting == "int8" or agrees(manifest, "int8") else None
+    if setting == "int8" and images is None:
+        raise ModelError(f"model {manifest['version']}: FACESENSE_PRECISION=int8 needs the "
+                         "version's int8 calibration images, which it was registered without")
     expected = (manifest.get("precision") or {}).get("calibration_sha256")
     if agrees(manifest, "int8") and (images is None or digest(images) != expected):
         log.warning("model %s: int8 calibration images missing or changed: int8 not offered",

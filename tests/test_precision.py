@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from facesense.errors import FacesenseError
+from facesense.errors import FacesenseError, ModelError
 from facesense.registry import Registry
 from facesense.storage import LocalStore
 from facesense.synthetic import make_dataset
@@ -138,6 +138,8 @@ def test_int8_runs_only_with_the_calibration_its_agreement_was_measured_with(tra
     changed = serve(int8_agrees, model, CPU, "auto", batch_size=4, cpu_bf16=False,
                     calibration=lambda: calibration[::-1].copy(), timings=timings)
     assert (changed.precision, changed.reason) == ("fp32", "fp32: no native bf16, int8 does not agree")
+    with pytest.raises(ModelError, match="int8 calibration images"):
+        serve(manifest, model, CPU, "int8", batch_size=4)  # forced, on a version without them
 
 
 def test_the_model_cache_records_the_choice_for_the_job(trained):
