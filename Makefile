@@ -37,7 +37,9 @@ lint: install
 up: install
 	$(VENV)/bin/facesense up
 
+# The benchmarks' optional peers (Ray Data, simplejpeg, pyvips) come with the bench extra.
 bench: install
+	$(PY) -m pip install -e ".[bench]"
 	$(PY) -m bench.job_walltime 300
 
 clean:

@@ -1,11 +1,12 @@
 """Reduced precision against fp32: forward images/s and agreement on the benchmark images.
 
-`python -m bench.precision [--n 256] [--store DIR]` measures, for each precision this device can
-run (fp32 and bf16 autocast everywhere, fp16 on CUDA, and on CPU static int8 quantisation as a
-candidate the engine does not offer), the model-only forward rate at the engine's batch size (and
-at --big-batch on CUDA), and against fp32 on the same images: the share of equal labels and the
-largest probability difference. A precision may be the default only where it is faster and
-agrees on >= 99.5 % of labels with every probability within 0.01 (see `eligible`).
+`python -m bench.precision [--n 256] [--store DIR]` measures, for each variant this device can
+run (runtime.precision's: fp32, bf16 autocast, bf16 weights, fp16 on CUDA, int8 on CPU, plus
+fp32 through oneDNN fusion, torch.jit.freeze + optimize_for_inference, as a candidate the engine
+does not offer), the model-only forward rate at the engine's batch size (and at --big-batch on
+CUDA), and against fp32 on the same images: the share of equal labels and the largest probability
+difference. A precision may be chosen only where it is 1.2x faster and agrees on >= 99.5 % of
+labels with every probability within 0.01 (see `eligible`; the engine's rule, runtime.precision).
 
 Agreement needs a trained model: the production version of --store (e.g. var/demo/stack/store
 after `make demo`), else one trained here on synthetic faces with the default training params
@@ -16,11 +17,9 @@ throughput benchmark's 224 px input.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -31,13 +30,11 @@ from bench.photos import make_photos
 from bench.throughput import OUT, machine
 from facesense.registry import Registry
 from facesense.storage import LocalStore
-from runtime.device import PRECISIONS, default_batch_size
+from runtime.device import default_batch_size
 from runtime.network import load_model
-from runtime.preprocess import normalize, preprocess, spec_for
+from runtime.precision import MAX_PROB_DIFF, MIN_LABEL_AGREEMENT, MIN_SPEEDUP, variant
+from runtime.preprocess import preprocess, spec_for
 from runtime.serving import LoadedModel, forward
-
-MIN_LABEL_AGREEMENT = 0.995
-MAX_PROB_DIFF = 0.01
 
 
 def agreement(reference: np.ndarray, probs: np.ndarray) -> dict:
@@ -48,8 +45,8 @@ def agreement(reference: np.ndarray, probs: np.ndarray) -> dict:
 
 
 def eligible(figures: dict, fp32_rate: float) -> bool:
-    """Whether a precision may be the default: faster than fp32 and agreeing closely enough."""
-    return (figures["images_per_s"] > fp32_rate and
+    """Whether a precision may be chosen: MIN_SPEEDUP x fp32 and agreeing closely enough."""
+    return (figures["images_per_s"] >= MIN_SPEEDUP * fp32_rate and
             figures["label_agreement"] >= MIN_LABEL_AGREEMENT and
             figures["max_prob_diff"] <= MAX_PROB_DIFF)
 
@@ -75,23 +72,9 @@ def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
                  on_epoch=lambda row: print(f"  epoch {row['epoch']}: validation accuracy "
                                             f"{row['val_accuracy']:.3f}", flush=True))
     manifest = register(registry, result, manifest_for(result, data, params, spec, parent=None,
-                                                       job_id=None, source=str(faces)))
+                                                       job_id=None, source=str(faces)), data)
     registry.promote(manifest["version"], "production", by="bench")
     return manifest, registry
-
-
-def int8_model(model: torch.nn.Module, calibration: torch.Tensor) -> torch.nn.Module:
-    """Static int8 (x86 backend, per-channel weights), calibrated on the given float batch."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-    torch.backends.quantized.engine = "x86"
-    with warnings.catch_warnings():  # torch.ao's FX quantisation warns that it is deprecated
-        warnings.simplefilter("ignore")
-        plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-        prepared = prepare_fx(plain, get_default_qconfig_mapping("x86"), (calibration,))
-        with torch.inference_mode():
-            prepared(calibration)
-        return convert_fx(prepared)
 
 
 def run_batches(fn, batches: list[np.ndarray]) -> tuple[np.ndarray, float]:
@@ -106,8 +89,10 @@ def run_batches(fn, batches: list[np.ndarray]) -> tuple[np.ndarray, float]:
 
 
 def precisions_for(device: torch.device) -> list[str]:
-    """What this device can run: autocast dtypes, plus the int8 candidate on CPU."""
-    return ["fp32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16", "int8"]
+    """What this device can run: the engine's variants, plus oneDNN fusion on CPU."""
+    if device.type == "cuda":
+        return ["fp32", "bf16", "bf16-full", "fp16"]
+    return ["fp32", "fp32-jit", "bf16", "bf16-full", "int8"]
 
 
 def measure(n: int, base: Path, store: str | None, big_batch: int) -> dict:
@@ -116,7 +101,7 @@ def measure(n: int, base: Path, store: str | None, big_batch: int) -> dict:
     manifest, registry = trained_model(base, store)
     model = load_model(manifest, registry.weights(manifest), device)
     paths = make_photos(base / "photos-1600x1200", n, (1600, 1200), unique=n)
-    calibration = make_photos(base / "calibration", 64, (1600, 1200), unique=64, seed=1)
+    calibration = make_photos(base / "calibration", 16, (1600, 1200), unique=16, seed=1)
     batch = default_batch_size(device)
     specs = {"speed": spec_for(224, 256), "agreement": manifest["preprocess"]}
     batches = {view: batched([preprocess(p.read_bytes(), spec) for p in paths], batch)
@@ -173,19 +158,27 @@ def batched(arrays: list[np.ndarray], size: int) -> list[np.ndarray]:
 
 def runner(name: str, model, calibration_spec: dict, device: torch.device,
            calibration_paths: list[Path]):
-    """fn(uint8 batch, spec) -> probabilities for one precision (the engine's own for autocast)."""
-    if name in PRECISIONS:
-        return lambda b, spec: forward(LoadedModel("bench", [], spec, model, device, name), b)
-    calibration = normalize(torch.as_tensor(np.stack(
-        [preprocess(p.read_bytes(), calibration_spec) for p in calibration_paths])),
-        calibration_spec, device)
-    quantized = int8_model(model, calibration.contiguous())
+    """fn(uint8 batch, spec) -> probabilities for one variant, through the engine's forward."""
+    if name == "fp32-jit":  # oneDNN fusion: conv + relu fused, weights pre-packed
+        traced = {}  # a trace is shape-specialised (adaptive pooling): one per input side
 
-    def run(b: np.ndarray, spec: dict) -> np.ndarray:
-        x = normalize(torch.as_tensor(b), spec, device).contiguous()
-        with torch.inference_mode():
-            return torch.softmax(quantized(x), dim=1).numpy()
-    return run
+        def run(b: np.ndarray, spec: dict) -> np.ndarray:
+            side = spec["input_size"]
+            if side not in traced:
+                example = torch.rand(1, 3, side, side).contiguous(memory_format=torch.channels_last)
+                with torch.inference_mode():
+                    traced[side] = torch.jit.optimize_for_inference(torch.jit.freeze(
+                        torch.jit.trace(model, example).eval()))
+            try:
+                return forward(LoadedModel("bench", [], spec, traced[side], device, "fp32"), b)
+            except RuntimeError:  # oneDNN's pooling refuses to upsample (inputs < 224 px): eager
+                traced[side] = model  # fp32 either way, so the agreement is unaffected
+                return forward(LoadedModel("bench", [], spec, model, device, "fp32"), b)
+        return run
+    calibration = np.stack([preprocess(p.read_bytes(), calibration_spec)
+                            for p in calibration_paths]) if name == "int8" else None
+    module = variant(model, name, calibration, calibration_spec)
+    return lambda b, spec: forward(LoadedModel("bench", [], spec, module, device, name), b)
 
 
 def table(results: dict) -> str:

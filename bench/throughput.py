@@ -8,6 +8,11 @@ and measures, in one run, images/s for:
   (c) the engine alone (worker.inference.score) on the same folder
   (d) the whole system: submit through the API on the embedded stack until results are written
   (e) the ceiling: decode alone and forward alone (pre-decoded tensors), combined for the same cores
+  (f) the peer: Ray Data batch inference as Ray's documentation shows it (bench/ray_peer.py)
+
+The model is a trained one (bench.precision's, trained once into --dir, or --store's production
+version), registered at 224 px with its agreement with fp32 measured on the benchmark photos, so
+(c), (d) and (e) run at the precision a worker chooses for it here (FACESENSE_PRECISION's auto).
 
 It prints a table with ratios and writes the figures as JSON (bench/out/). With --memory it also
 measures a worker's peak RSS for a 1,000- and a 10,000-image job and Redis memory per job.
@@ -32,11 +37,13 @@ from torchvision import transforms as T
 from bench.photos import make_photos
 from facesense.registry import Registry
 from facesense.storage import LocalStore
-from runtime.device import default_batch_size, default_threads, resolve_precision
+from runtime.device import default_batch_size, default_threads
 from runtime.network import build_alexnet, load_model, register_state
+from runtime.precision import CALIBRATION_IMAGES, generated_sample, record
 from runtime.preprocess import preprocess, spec_for
 from runtime.serving import LoadedModel, forward
 from worker.inference import score
+from worker.models import ModelCache
 
 OUT = Path(__file__).parent / "out"
 
@@ -172,39 +179,68 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run(n: int, size: tuple[int, int], base: Path, precision: str) -> dict:
-    """All five measurements on one folder of n photos of this size."""
+def bench_model(base: Path, store: str | None, photos: list[Path]) -> tuple[Registry, dict]:
+    """The trained version at 224 px, its agreement with fp32 measured on benchmark photos."""
+    from bench.precision import trained_model
+    trained, source = trained_model(base, store)
+    registry = Registry(LocalStore(base / "store"))
+    version = f"bench-224-{trained['version']}"
+    if version in {m["version"] for m in registry.versions()}:
+        return registry, registry.manifest(version)
+    spec = spec_for(224, 256)
+    state = load_model(trained, source.weights(trained), torch.device("cpu")).state_dict()
+    model = build_alexnet(len(trained["classes"])).eval()
+    model.load_state_dict(state)
+    sample = np.stack([preprocess(p.read_bytes(), spec) for p in photos])
+    print(f"measuring reduced precisions against fp32 on {len(sample)} benchmark photos ...",
+          flush=True)
+    fields, files = record(model, spec, sample, generated_sample(spec, CALIBRATION_IMAGES, seed=1),
+                           f"{len(sample)} benchmark photos")
+    return registry, register_state(registry, state, trained["classes"], version=version,
+                                    files=files, preprocess=spec, **fields)
+
+
+def run(n: int, size: tuple[int, int], base: Path, precision: str, store: str | None,
+        peer: bool) -> dict:
+    """All the measurements on one folder of n photos of this size."""
     root = base / f"photos-{size[0]}x{size[1]}"
     paths = make_photos(root, n, size, unique=min(64, n, 48_000_000 // (size[0] * size[1])))
-    spec = spec_for(224, 256)
-    torch.manual_seed(0)
-    store_dir = base / "store"
-    registry = Registry(LocalStore(store_dir))
-    if not registry.alias("production"):
-        manifest = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"],
-                                  preprocess=spec)
-        registry.promote(manifest["version"], "production", by="bench")
-    manifest = registry.resolve("production")
+    agreement_photos = make_photos(base / "agreement-640x480", 128, (640, 480), unique=128, seed=2)
+    registry, manifest = bench_model(base, store, agreement_photos)
+    spec = manifest["preprocess"]
     device = torch.device("cpu")
-    model = load_model(manifest, registry.weights(manifest), device)
-    prec = resolve_precision(precision, device)
-    loaded = LoadedModel(manifest["version"], manifest["classes"], manifest["preprocess"], model,
-                         device, prec)
-    plain = build_alexnet(2).eval()
-    plain.load_state_dict(model.state_dict())
-    figures = {"n": n, "size": f"{size[0]}x{size[1]}", "precision": prec,
+    loaded = ModelCache(registry, device, "fp32", setting=precision,
+                        batch_size=default_batch_size(device)).get(manifest["version"])
+    plain = build_alexnet(len(manifest["classes"])).eval()
+    plain.load_state_dict(load_model(manifest, registry.weights(manifest), device).state_dict())
+    figures = {"n": n, "size": f"{size[0]}x{size[1]}", "precision": loaded.precision,
+               "precision_reason": loaded.reason, "model": manifest["version"],
+               "agreement": manifest["precision"]["variants"],
                "mean_file_kb": round(sum(p.stat().st_size for p in paths[:64]) / 64 / 1024)}
     figures["a_one_at_a_time"] = bench_a(paths[: max(40, n // 5)], plain, spec)
     figures["b_dataloader"] = bench_b(paths, plain, spec)
     figures["c_engine"] = bench_c(root, loaded)
-    figures["d_system"] = bench_d(root, n, base, {"store": str(store_dir),
-                                                  "precision": precision})["images_per_s"]
+    d = bench_d(root, n, base, {"store": str(base / "store"), "precision": precision,
+                                "default_model": manifest["version"]})
+    figures["d_system"], figures["d_precision"] = d["images_per_s"], d["precision"]
     figures["e"] = bench_e(paths, loaded)
-    e = figures["e"]["ceiling"]
-    figures["ratios"] = {"d_over_b": round(figures["d_system"] / figures["b_dataloader"], 2),
-                         "d_over_a": round(figures["d_system"] / figures["a_one_at_a_time"], 2),
+    figures["f_ray_data"] = bench_f(root, plain.state_dict(), spec, n) if peer else "not run (--no-peer)"
+    e, d = figures["e"]["ceiling"], figures["d_system"]
+    figures["ratios"] = {"d_over_b": round(d / figures["b_dataloader"], 2),
+                         "d_over_a": round(d / figures["a_one_at_a_time"], 2),
                          "c_over_ceiling": round(figures["c_engine"] / e, 2)}
+    if isinstance(figures["f_ray_data"], float):
+        figures["ratios"]["d_over_f"] = round(d / figures["f_ray_data"], 2)
     return figures
+
+
+def bench_f(root: Path, state: dict, spec: dict, n: int) -> float | str:
+    """(f) Ray Data, or why it could not run."""
+    try:
+        from bench.ray_peer import bench_f as ray_f
+        return ray_f(root, state, spec, n)
+    except ImportError as e:
+        return f"not run: {e} (pip install .[bench])"
 
 
 def memory(base: Path, precision: str) -> dict:
@@ -245,13 +281,17 @@ def table(figures: dict) -> str:
             ("(d) whole system (API -> Redis -> worker -> store)", figures["d_system"]),
             ("(e) decode alone", e["decode"]), ("(e) forward alone", e["forward"]),
             ("(e) ceiling for the same cores", e["ceiling"])]
+    if isinstance(figures.get("f_ray_data"), float):
+        rows.append(("(f) Ray Data batch inference", figures["f_ray_data"]))
     lines = [f"{figures['size']} JPEGs (~{figures['mean_file_kb']} KB), n={figures['n']}, "
-             f"precision {figures['precision']}", "",
+             f"precision {figures['precision_reason']} (the job: {figures['d_precision']})", "",
              "| pipeline | images/s | x (b) |", "|---|---|---|"]
     lines += [f"| {name} | {v} | {v / figures['b_dataloader']:.2f} |" for name, v in rows]
     r = figures["ratios"]
     lines += ["", f"(d)/(b) = {r['d_over_b']}, (d)/(a) = {r['d_over_a']}, "
-                  f"(c)/ceiling = {r['c_over_ceiling']}"]
+                  f"(c)/ceiling = {r['c_over_ceiling']}, (d)/(f) = {r.get('d_over_f')}"]
+    if not isinstance(figures.get("f_ray_data"), float):
+        lines.append(f"(f) {figures.get('f_ray_data')}")
     return "\n".join(lines)
 
 
@@ -262,16 +302,27 @@ def main() -> None:
                    "4000x3000)")
     p.add_argument("--precision", default="auto", help="engine precision (default auto)")
     p.add_argument("--memory", action="store_true", help="also RSS at 1k vs 10k images")
-    p.add_argument("--dir", help="working folder (default: a temp folder)")
+    p.add_argument("--dir", help="working folder (default: a temp folder); a model trained there "
+                   "is kept for the next run")
+    p.add_argument("--store", help="a store whose production version is the model (default: "
+                   "one trained on synthetic faces)")
+    p.add_argument("--no-peer", action="store_true", help="skip (f), Ray Data")
+    p.add_argument("--faces", action="store_true", help="also images/s with faces on and off "
+                   "at 640x480 and 1600x1200, and detection alone (bench.faces)")
     args = p.parse_args()
     OUT.mkdir(exist_ok=True)
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="facesense-bench-"))
     result = {"machine": machine(), "runs": []}
     for size in args.sizes.split(","):
         w, h = map(int, size.split("x"))
-        figures = run(args.n, (w, h), base, args.precision)
+        figures = run(args.n, (w, h), base, args.precision, args.store, not args.no_peer)
         result["runs"].append(figures)
         print(table(figures), "\n", flush=True)
+    if args.faces:
+        from bench.faces import scoring_rates
+        from runtime.faces import FaceDetector, FaceOptions
+        result["faces"] = scoring_rates(min(args.n, 64), FaceDetector("cpu"), FaceOptions())
+        print(json.dumps(result["faces"], indent=2))
     if args.memory:
         result["memory"] = memory(base, args.precision)
         print(json.dumps(result["memory"], indent=2))

@@ -14,20 +14,54 @@ from facesense.settings import Settings
 
 def cmd_models_import(args, settings: Settings) -> int:
     """Register weights into the configured store (needs torch: run where workers run)."""
-    from facesense.registry import Registry
+    from facesense.registry import DEFAULT_PREPROCESS, Registry
     from facesense.storage import store_from_settings
-    from runtime.network import read_state_file, register_state
+    from runtime.network import build_alexnet, check_state, read_state_file, register_state
+    from runtime.precision import CALIBRATION_IMAGES, generated_sample, record
 
     registry = Registry(store_from_settings(settings))
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     state = read_state_file(args.weights)
-    manifest = register_state(registry, state, classes, version=args.version,
-                              source=f"imported from {Path(args.weights).name}")
+    check_state(state, len(classes))
+    model = build_alexnet(len(classes))
+    model.load_state_dict(state)
+    spec = DEFAULT_PREPROCESS
+    if args.sample:
+        images, sample = folder_sample(Path(args.sample), spec, args.sample_images), args.sample
+    else:
+        images = generated_sample(spec, args.sample_images)
+        sample = f"{len(images)} generated photos"
+    print(f"measuring reduced precisions against fp32 on {len(images)} images ...",
+          file=sys.stderr)
+    fields, files = record(model, spec, images, generated_sample(spec, CALIBRATION_IMAGES, seed=1),
+                           sample)
+    manifest = register_state(registry, state, classes, version=args.version, files=files,
+                              source=f"imported from {Path(args.weights).name}", **fields)
     print(manifest["version"])
     if args.promote:
         registry.promote(manifest["version"], args.promote, by="facesense models import")
         print(f"{args.promote} -> {manifest['version']}", file=sys.stderr)
     return 0
+
+
+def folder_sample(root: Path, spec: dict, n: int):
+    """Up to n images of a folder (recursively, sorted), preprocessed as spec says."""
+    import numpy as np
+
+    from runtime.preprocess import FORMATS, ImageRejected, preprocess
+
+    suffixes = {f".{ext.lower()}" for ext in FORMATS} | {".jpg", ".tif"}
+    images = []
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes):
+        try:
+            images.append(preprocess(path.read_bytes(), spec))
+        except ImageRejected:
+            continue
+        if len(images) == n:
+            break
+    if not images:
+        raise FacesenseError(f"--sample {root}: no readable images")
+    return np.stack(images)
 
 
 def cmd_classify(args, settings: Settings) -> int:
@@ -46,8 +80,8 @@ def cmd_classify(args, settings: Settings) -> int:
     from worker.models import FaceCache, ModelCache
 
     device = resolve_device(settings.device)
-    loaded = ModelCache(registry, device, resolve_precision(settings.precision, device)).get(
-        manifest["version"])
+    loaded = ModelCache(registry, device, resolve_precision(settings.precision, device),
+                        setting=settings.precision, batch_size=1).get(manifest["version"])
     faces = bool(manifest.get("faces")) if args.faces is None else args.faces
     cut = FaceCache(device, FaceOptions.from_settings(settings)).cutter(loaded) if faces else None
     rows = list(score([args.image], loaded, lambda _key, _limit: data, batch_size=1, threads=1,

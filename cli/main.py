@@ -139,6 +139,10 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("--version", help="version name (default: generated)")
     imp.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
                      help="also point ALIAS (default production) at it")
+    imp.add_argument("--sample", metavar="DIR", help="images to measure reduced precisions' "
+                     "agreement with fp32 on (default: generated photos)")
+    imp.add_argument("--sample-images", type=int, default=128, metavar="N",
+                     help="images of the sample used, at most (default 128)")
     imp.set_defaults(func=cmd_models_import)
     prom = msub.add_parser("promote", help="point an alias at a version")
     prom.add_argument("version")

@@ -108,6 +108,13 @@ class Registry:
                              "(corrupt or tampered file)")
         return data
 
+    def file(self, version: str, name: str) -> bytes | None:
+        """One of a version's extra files (e.g. history.json), or None."""
+        try:
+            return self.store.get(version_key(check_name(version), check_name(name, "file")))
+        except ObjectNotFound:
+            return None
+
     def alias(self, alias: str) -> dict | None:
         """An alias record {alias, version, history}, or None."""
         try:

@@ -35,9 +35,7 @@ class Settings:
     decode_threads: int = _setting(0, "Fetch + decode threads per worker; 0: cores + 2")
     device: str = _setting("auto", "auto, cpu, cuda or cuda:N")
     decoder: str = _setting("auto", "JPEG decoding: auto (GPU nvJPEG when on CUDA and measured faster), cpu or gpu")
-    precision: str = _setting("auto", "auto, fp32, bf16 or fp16; auto: bf16 (else fp16) autocast "
-                              "on CUDA; on CPU bf16 where the CPU has native bf16 (AVX-512 BF16 "
-                              "or AMX) and a start-up measurement finds it faster, else fp32")
+    precision: str = _setting("auto", "auto, fp32, bf16 (autocast), bf16-full (bf16 weights), fp16 or int8 (CPU); auto scores each model version at the fastest precision its manifest says agrees with fp32 and a start-up measurement finds 1.2x faster than fp32, else fp32 (bf16 only on CUDA or CPUs with AVX-512 BF16 / AMX); training runs bf16-full as bf16 and int8 as fp32")
     face_margin: float = _setting(0.2, "Margin added around each detected face on every side, as a share of its longer side, before the square crop is scored (a version trained on faces keeps its own)")
     face_min_size: int = _setting(32, "Smallest face scored, in the photo's pixels (its box's shorter side); in a photo longer than FACESENSE_FACE_DETECT_SIDE the smallest face found is also at least 20 px on the detection copy (50 px in a 1600-px photo): raise that side to find smaller faces in big photos")
     face_threshold: float = _setting(0.7, "Least detection score a face needs (MTCNN's own last-stage bar is 0.7; a lower value lowers that bar too)")

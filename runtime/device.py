@@ -14,8 +14,10 @@ from facesense.errors import FacesenseError
 
 log = logging.getLogger(__name__)
 
-# The one precision table: each name's autocast dtype (None: plain fp32).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The one precision table: each name's autocast dtype (None: plain fp32). bf16-full (bf16 weights)
+# and int8 (quantised) are serving variants (runtime.precision); training runs them as bf16, fp32.
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
+              "bf16-full": torch.bfloat16, "int8": None}
 BF16_MARGIN = 1.2  # auto picks bf16 on CPU only if at least this much faster than fp32
 
 
@@ -37,7 +39,8 @@ def resolve_precision(setting: str, device: torch.device, cpu_bf16: bool | None 
     """'auto': bf16 (or fp16) on CUDA; bf16 on CPUs with native bf16 if measured faster; else fp32."""
     if setting != "auto":
         if setting not in PRECISIONS:
-            raise FacesenseError(f"unknown precision {setting!r}: use auto, fp32, bf16 or fp16")
+            raise FacesenseError(f"unknown precision {setting!r}: use auto, "
+                                 f"{', '.join(PRECISIONS)}")
         return setting
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

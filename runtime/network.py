@@ -87,8 +87,9 @@ def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn
 
 
 def register_state(registry: Registry, state: dict, classes: list[str],
-                   version: str | None = None, **manifest) -> dict:
+                   version: str | None = None, files: dict[str, bytes] | None = None,
+                   **manifest) -> dict:
     """Register a state dict as a new immutable version; returns its manifest."""
     check_state(state, len(classes))
     return registry.register(to_bytes(state), {"classes": list(classes), "arch": "alexnet",
-                                               **manifest}, version=version)
+                                               **manifest}, version=version, files=files)

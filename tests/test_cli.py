@@ -56,12 +56,15 @@ def stack(tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
     env.update(FACESENSE_DATA_DIR=str(data), FACESENSE_ALLOWED_ROOTS=str(data),
-               FACESENSE_API_PORT=str(port), FACESENSE_SHARD_SIZE="16")
+               FACESENSE_API_PORT=str(port), FACESENSE_SHARD_SIZE="16",
+               # `classify` and the worker each choose a precision by timing: keep both on fp32
+               # so their rows compare exactly (the choice itself: tests/test_precision.py)
+               FACESENSE_PRECISION="fp32")
     torch.manual_seed(1)
     weights = data / "alexnet.pt"
     torch.save(build_alexnet(2).state_dict(), weights)
     imported = facesense("models", "import", str(weights), "--classes", "happy,sad",
-                         "--promote", env=env)
+                         "--promote", "--sample-images", "8", env=env)
     version = imported.stdout.strip()
     log = data / "up.log"  # a file, not a pipe: a pipe nobody reads fills up and blocks the stack
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "1"],
@@ -76,6 +79,12 @@ def stack(tmp_path_factory):
 def test_models_import_registers_and_promotes(stack):
     out = facesense("models", env=stack["env"]).stdout
     assert stack["version"] in out and "production" in out
+    # And the import measured each reduced precision against fp32 on generated photos
+    from facesense.registry import Registry
+    from facesense.storage import LocalStore
+    record = Registry(LocalStore(stack["data"] / "store")).manifest(stack["version"])["precision"]
+    assert record["images"] == 8 and record["sample"] == "8 generated photos"
+    assert set(record["variants"]) == {"bf16", "bf16-full", "fp16", "int8"}
 
 
 def test_submit_wait_and_results_through_the_cli(stack):

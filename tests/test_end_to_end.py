@@ -69,6 +69,9 @@ def test_local_folder_job_scores_every_image_once(client, worker, folder, model_
     assert job["model_version"] == model_version["version"]
     record = wait_for_job(client, job["id"])
     rows = check_results(client, record, counts)
+    # A random-init version measured nothing against fp32: the worker keeps fp32 and says why
+    assert (record["precision"], record["precision_reason"]) == (
+        "fp32", "fp32: the version records no agreement with fp32")
 
     csv_resp = client.get(f"/v1/jobs/{job['id']}/results?format=csv")
     assert csv_resp.status_code == 200 and csv_resp.mimetype == "text/csv"

@@ -65,7 +65,7 @@ def train_version(source: Store, source_url: str, params: TrainParams, *, settin
         raise Stopped
     manifest = register(registry, result, manifest_for(
         result, data, params, spec, parent=parent, job_id=job_id, source=source_url,
-        faces=face and face.entry))
+        faces=face and face.entry), data)
     promotion = promote(registry, manifest, data, promote_policy, by=promoted_by, source=source,
                         device=device, precision=precision, alias=alias)
     return Trained(manifest, data, result, promotion)

@@ -19,12 +19,15 @@ from facesense.registry import Registry
 from facesense.storage import Store
 from facesense.storage.layout import HISTORY
 from facesense.trainparams import TrainParams
+from runtime import precision
 from runtime.network import HEAD, build_alexnet, load_model, to_bytes
+from runtime.precision import CALIBRATION_IMAGES
 from trainer.data import Dataset
 from trainer.engine import evaluate, train_one_epoch
 
 log = logging.getLogger(__name__)
 PRETRAINED_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet weights
+AGREEMENT_IMAGES = 400  # validation images the precision agreement is measured on, at most
 
 
 class Checkpoints:
@@ -193,7 +196,25 @@ def manifest_for(result: FitResult, data: Dataset, params: TrainParams, spec: di
             **({"faces": faces} if faces else {}), "parent": parent, "job_id": job_id}
 
 
-def register(registry: Registry, result: FitResult, manifest: dict) -> dict:
-    """Store the best weights, manifest and history.json as a new immutable version."""
+def register(registry: Registry, result: FitResult, manifest: dict,
+             data: Dataset | None = None) -> dict:
+    """Store the best weights, manifest and history.json as a new immutable version; with data,
+    also how each reduced precision agrees with fp32 on its validation images."""
     files = {HISTORY: json.dumps(result.history, indent=2).encode()}
+    if data is not None and len(data.val_x):
+        fields, extra = agreement(result.state, manifest, data)
+        manifest, files = {**manifest, **fields}, {**files, **extra}
     return registry.register(to_bytes(result.state), manifest, files=files)
+
+
+def agreement(state: dict, manifest: dict, data: Dataset) -> tuple[dict, dict[str, bytes]]:
+    """Reduced precisions against fp32 on the validation images (int8 calibrated on training
+    images' centre crops, so it is not judged on the images it was calibrated with)."""
+    model = build_alexnet(len(manifest["classes"]))
+    model.load_state_dict(state)
+    spec = manifest["preprocess"]
+    side, crop = data.train_x.shape[1], spec["input_size"]
+    top = (side - crop) // 2
+    calibration = data.train_x[:CALIBRATION_IMAGES].numpy()[:, top:top + crop, top:top + crop]
+    images = data.val_x[:AGREEMENT_IMAGES].numpy()
+    return precision.record(model, spec, images, calibration, "validation images")

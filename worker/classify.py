@@ -77,12 +77,14 @@ def run_shard(ctx: Context, job_id: str, index: int) -> bool:
 
 def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bool:
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
-    if record["status"] == JobStatus.QUEUED:  # the first shard starts the job
-        ctx.jobs.set_status(job_id, JobStatus.RUNNING, precision=ctx.models.precision,
-                            device=str(ctx.models.device), decoder=ctx.decoder)
     # Counted before scoring: a delivery whose worker dies mid-shard is never taken back.
     attempts = ctx.shards.count_attempt(job_id, index)
     try:
+        if record["status"] == JobStatus.QUEUED:  # the first shard starts the job
+            loaded = ctx.models.get(record["model_version"])  # loaded now: its precision is known
+            ctx.jobs.set_status(job_id, JobStatus.RUNNING, precision=loaded.precision,
+                                precision_reason=loaded.reason,
+                                device=str(ctx.models.device), decoder=ctx.decoder)
         if attempts > ctx.settings.shard_max_attempts:
             rows = _score_one_at_a_time(ctx, job_id, index, record, keys)
         else:

@@ -6,6 +6,7 @@ import threading
 from collections import OrderedDict
 from functools import partial
 
+import numpy as np
 import torch
 
 from facesense.errors import ConfigError
@@ -15,7 +16,8 @@ from runtime.device import default_batch_size, default_threads, resolve_device, 
 from runtime.faces import CutFaces, FaceDetector, FaceOptions, cut_faces
 from runtime.gpu_decode import DECODERS, resolve_decoder
 from runtime.network import load_model
-from runtime.serving import LoadedModel
+from runtime.precision import CALIBRATION, read_calibration
+from runtime.serving import LoadedModel, serve
 from worker import metrics
 from worker.context import Context
 
@@ -23,8 +25,12 @@ from worker.context import Context
 class ModelCache:
     """Loaded model versions by name; a version is immutable, so a cached copy never goes stale."""
 
-    def __init__(self, registry: Registry, device: torch.device, precision: str, size: int = 2):
+    def __init__(self, registry: Registry, device: torch.device, precision: str, size: int = 2,
+                 *, setting: str = "auto", batch_size: int = 0):
         self.registry, self.device, self.precision, self.size = registry, device, precision, size
+        # precision: this worker's training precision; each version's serving precision is
+        # chosen from the setting, its manifest and a measurement when it loads (runtime.serving).
+        self.setting, self.batch_size = setting, batch_size or default_batch_size(device)
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -37,12 +43,17 @@ class ModelCache:
             manifest = self.registry.manifest(version)
             with metrics.MODEL_LOAD.time():
                 model = load_model(manifest, self.registry.weights(manifest), self.device)
-            loaded = LoadedModel(version, manifest["classes"], manifest["preprocess"], model,
-                                 self.device, self.precision, manifest.get("faces"))
+                loaded = serve(manifest, model, self.device, self.setting,
+                               batch_size=self.batch_size, calibration=partial(self._calibration,
+                                                                               version))
             self._models[version] = loaded
             while len(self._models) > self.size:
                 self._models.popitem(last=False)
             return loaded
+
+    def _calibration(self, version: str) -> np.ndarray | None:
+        data = self.registry.file(version, CALIBRATION)
+        return None if data is None else read_calibration(data)
 
 
 class FaceCache:
@@ -64,7 +75,10 @@ class FaceCache:
 
 def check_device(settings: Settings) -> None:
     """Fail fast on a device, precision or decoder a scoring worker can't run with."""
-    resolve_precision(settings.precision, resolve_device(settings.device))
+    device = resolve_device(settings.device)
+    resolve_precision(settings.precision, device)
+    if settings.precision == "int8" and device.type != "cpu":
+        raise ConfigError("FACESENSE_PRECISION=int8 runs on the CPU only")
     if settings.decoder not in DECODERS:
         raise ConfigError(f"FACESENSE_DECODER={settings.decoder!r}: use auto, cpu or gpu")
 
@@ -73,9 +87,10 @@ def add_models(ctx: Context) -> Context:
     """Give a context the device, precision, batch size, decoder and a model cache."""
     settings = ctx.settings
     device = resolve_device(settings.device)
-    ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device))
     ctx.faces = FaceCache(device, FaceOptions.from_settings(settings))
     ctx.batch_size = settings.batch_size or default_batch_size(device)
+    ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device),
+                            setting=settings.precision, batch_size=ctx.batch_size)
     ctx.threads = settings.decode_threads or default_threads()
     ctx.decoder = resolve_decoder(settings.decoder, device)
     return ctx
