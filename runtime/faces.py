@@ -18,6 +18,7 @@ from PIL import Image
 
 from facesense.errors import FacesenseError
 from facesense.imaging import face_square
+from facesense.settings import Settings
 
 DETECTOR = "mtcnn"  # recorded in a version's manifest: the detector its faces were cut with
 MTCNN_STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for its three stages
@@ -28,14 +29,15 @@ MTCNN_MIN_SIDE = 20  # smallest face MTCNN is asked to look for on a copy (its d
 class FaceOptions:
     """How faces are found and cut: the settings, or what a version's manifest recorded."""
 
-    margin: float = 0.2  # added around the box on each side, as a share of its longer side
-    min_size: int = 32  # smallest face kept, in the original photo's pixels
-    threshold: float = 0.7  # least detection score kept (MTCNN's own last-stage bar)
-    max_faces: int = 20  # most faces kept per photo (the largest): a crowd stays bounded
-    detect_side: int = 640  # detection runs on a copy whose longer side is at most this
+    # Defaults: the settings' (FACESENSE_FACE_*, whose help says what each does).
+    margin: float = Settings.face_margin
+    min_size: int = Settings.face_min_size
+    threshold: float = Settings.face_threshold
+    max_faces: int = Settings.face_max_per_image
+    detect_side: int = Settings.face_detect_side
 
     @classmethod
-    def from_settings(cls, settings) -> FaceOptions:
+    def from_settings(cls, settings: Settings) -> FaceOptions:
         """The options FACESENSE_FACE_* set."""
         return cls(settings.face_margin, settings.face_min_size, settings.face_threshold,
                    settings.face_max_per_image, settings.face_detect_side)
