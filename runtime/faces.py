@@ -89,14 +89,14 @@ class FaceDetector:
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, copy in enumerate(copies):
             by_size.setdefault(copy.size, []).append(i)
+        # A threshold under the last stage's own bar lowers that bar too.
+        stages = [*MTCNN_STAGE_THRESHOLDS[:2], min(MTCNN_STAGE_THRESHOLDS[2], options.threshold)]
         for indexes in by_size.values():
-            batch = torch.from_numpy(np.stack([np.asarray(copies[i]) for i in indexes]))
             # No smaller than the least face kept: fewer pyramid levels, same faces kept.
             least = max(MTCNN_MIN_SIDE, int(options.min_size * min(scales[i] for i in indexes)))
             if least > min(copies[indexes[0]].size):
                 continue  # no face that big fits in these photos (MTCNN would have no scale)
-            # A threshold under the last stage's own bar lowers that bar too.
-            stages = [*MTCNN_STAGE_THRESHOLDS[:2], min(MTCNN_STAGE_THRESHOLDS[2], options.threshold)]
+            batch = torch.from_numpy(np.stack([np.asarray(copies[i]) for i in indexes]))
             with self._lock, torch.inference_mode():
                 boxes, _ = detect_face(batch.to(self.device), least, *self.nets, stages, 0.709,
                                        self.device)
