@@ -14,18 +14,54 @@ from facesense.settings import Settings
 
 def cmd_models_import(args, settings: Settings) -> int:
     """Register weights into the configured store (needs torch: run where workers run)."""
-    from facesense.registry import DEFAULT_PREPROCESS, Registry
-    from facesense.storage import store_from_settings
+    from facesense.registry import DEFAULT_PREPROCESS
     from runtime.network import build_alexnet, check_state, read_state_file, register_state
-    from runtime.precision import CALIBRATION_IMAGES, generated_sample, record
 
-    registry = Registry(store_from_settings(settings))
+    registry = _registry(settings)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     state = read_state_file(args.weights)
     check_state(state, len(classes))
     model = build_alexnet(len(classes))
     model.load_state_dict(state)
-    spec = DEFAULT_PREPROCESS
+    fields, files = _agreement(model, DEFAULT_PREPROCESS, args)
+    manifest = register_state(registry, state, classes, version=args.version, files=files,
+                              source=f"imported from {Path(args.weights).name}", **fields)
+    return _registered(registry, manifest, args.promote, "facesense models import")
+
+
+def cmd_models_measure(args, settings: Settings) -> int:
+    """Register a version's weights again as a new version, with their agreement with fp32
+    measured: versions are immutable, and one registered without it is served in fp32."""
+    import torch
+
+    from runtime.network import load_model
+
+    registry = _registry(settings)
+    old = registry.resolve(args.version)
+    weights = registry.weights(old)  # the same bytes: only the manifest's record is new
+    model = load_model(old, weights, torch.device("cpu")).float()
+    fields, files = _agreement(model, old["preprocess"], args)
+    history = registry.file(old["version"], "history.json")
+    kept = {k: v for k, v in old.items() if k not in {
+        "version", "weights_sha256", "weights_bytes", "created_at", "precision"}}
+    manifest = registry.register(
+        weights, {**kept, **fields, "measured_from": old["version"]},
+        version=args.new_version, files={**files, **({"history.json": history} if history else {})})
+    return _registered(registry, manifest, args.promote, "facesense models measure")
+
+
+def _registry(settings: Settings):
+    from facesense.registry import Registry
+    from facesense.storage import store_from_settings
+
+    return Registry(store_from_settings(settings))
+
+
+def _agreement(model, spec: dict, args) -> tuple[dict, dict[str, bytes]]:
+    """The manifest's precision record and the calibration file, measured on --sample's
+    images, else on generated photos."""
+    from runtime.precision import CALIBRATION_IMAGES, generated_sample, record
+
     if args.sample:
         images, sample = folder_sample(Path(args.sample), spec, args.sample_images), args.sample
     else:
@@ -33,14 +69,15 @@ def cmd_models_import(args, settings: Settings) -> int:
         sample = f"{len(images)} generated photos"
     print(f"measuring reduced precisions against fp32 on {len(images)} images ...",
           file=sys.stderr)
-    fields, files = record(model, spec, images, generated_sample(spec, CALIBRATION_IMAGES, seed=1),
-                           sample)
-    manifest = register_state(registry, state, classes, version=args.version, files=files,
-                              source=f"imported from {Path(args.weights).name}", **fields)
+    return record(model, spec, images, generated_sample(spec, CALIBRATION_IMAGES, seed=1), sample)
+
+
+def _registered(registry, manifest: dict, alias: str | None, by: str) -> int:
+    """Print the new version (and move ALIAS to it when asked)."""
     print(manifest["version"])
-    if args.promote:
-        registry.promote(manifest["version"], args.promote, by="facesense models import")
-        print(f"{args.promote} -> {manifest['version']}", file=sys.stderr)
+    if alias:
+        registry.promote(manifest["version"], alias, by=by)
+        print(f"{alias} -> {manifest['version']}", file=sys.stderr)
     return 0
 
 

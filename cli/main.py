@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli.local import cmd_classify, cmd_keys_hash, cmd_keys_new, cmd_models_import
+from cli.local import cmd_classify, cmd_keys_hash, cmd_keys_new, cmd_models_import, cmd_models_measure
 from cli.tables import job_text
 from facesense.client import ApiError, Client
 from facesense.errors import FacesenseError
@@ -137,13 +137,19 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("weights", help="a state dict (.pt/.pth, loaded weights-only) or .safetensors")
     imp.add_argument("--classes", required=True, help="class names in output order, e.g. happy,sad")
     imp.add_argument("--version", help="version name (default: generated)")
-    imp.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
-                     help="also point ALIAS (default production) at it")
-    imp.add_argument("--sample", metavar="DIR", help="images to measure reduced precisions' "
-                     "agreement with fp32 on (default: generated photos)")
-    imp.add_argument("--sample-images", type=int, default=128, metavar="N",
-                     help="images of the sample used, at most (default 128)")
     imp.set_defaults(func=cmd_models_import)
+    meas = msub.add_parser("measure", help="re-register a version with its agreement with fp32 "
+                           "measured, so workers may serve it at a reduced precision")
+    meas.add_argument("version", help="a version or alias")
+    meas.add_argument("--new-version", help="the new version's name (default: generated)")
+    meas.set_defaults(func=cmd_models_measure)
+    for cmd in (imp, meas):
+        cmd.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
+                         help="also point ALIAS (default production) at it")
+        cmd.add_argument("--sample", metavar="DIR", help="images to measure reduced precisions' "
+                         "agreement with fp32 on (default: generated photos)")
+        cmd.add_argument("--sample-images", type=int, default=128, metavar="N",
+                         help="images of the sample used, at most (default 128)")
     prom = msub.add_parser("promote", help="point an alias at a version")
     prom.add_argument("version")
     prom.add_argument("--alias", default="production")
