@@ -10,9 +10,10 @@ and measures, in one run, images/s for:
   (e) the ceiling: decode alone and forward alone (pre-decoded tensors), combined for the same cores
   (f) the peer: Ray Data batch inference as Ray's documentation shows it (bench/ray_peer.py)
 
-The model is a trained one (bench.precision's, trained once into --dir, or --store's production
-version), registered at 224 px with its agreement with fp32 measured on the benchmark photos, so
-(c), (d) and (e) run at the precision a worker chooses for it here (FACESENSE_PRECISION's auto).
+The model is a trained one: bench.precision's, trained once at 224 px into --dir and registered
+as a worker registers a version (agreement with fp32 measured on its validation images), or
+--store's production version, re-registered at 224 px with its agreement measured on benchmark
+photos. (c), (d) and (e) run at the precision a worker chooses for it here (auto).
 
 It prints a table with ratios and writes the figures as JSON (bench/out/). With --memory it also
 measures a worker's peak RSS for a 1,000- and a 10,000-image job and Redis memory per job.
@@ -180,10 +181,14 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def bench_model(base: Path, store: str | None, photos: list[Path]) -> tuple[Registry, dict]:
-    """The trained version at 224 px, its agreement with fp32 measured on benchmark photos."""
+    """The trained version, served at 224 px: as registered when it was trained at that size
+    (agreement measured on its validation images, as a worker's version is), else re-registered
+    at 224 px with its agreement measured on the benchmark photos."""
     from bench.precision import trained_model
     trained, source = trained_model(base, store)
     registry = Registry(LocalStore(base / "store"))
+    if store is None and trained["preprocess"]["input_size"] == 224 and trained.get("precision"):
+        return registry, trained
     version = f"bench-224-{trained['version']}"
     if version in {m["version"] for m in registry.versions()}:
         return registry, registry.manifest(version)
