@@ -3,8 +3,9 @@
 `python -m bench.precision [--n 256] [--store DIR]` measures, for each variant this device can
 run (runtime.precision's: fp32, bf16 autocast, bf16 weights, fp16 on CUDA, int8 on CPU, plus
 fp32 through oneDNN fusion, torch.jit.freeze + optimize_for_inference, as a candidate the engine
-does not offer), the model-only forward rate at the engine's batch size (and at --big-batch on
-CUDA), and against fp32 on the same images: the share of equal labels and the largest probability
+does not offer; on CPU also torch.compile, with and without freezing, beside eager fp32), the
+model-only forward rate at the engine's batch size (and at --big-batch on CUDA), and against
+fp32 on the same images: the share of equal labels and the largest probability
 difference. A precision may be chosen only where it is 1.2x faster and agrees on >= 99.5 % of
 labels with every probability within 0.01 (see `eligible`; the engine's rule, runtime.precision).
 
@@ -122,6 +123,9 @@ def measure(n: int, base: Path, store: str | None, big_batch: int) -> dict:
     judge(results["precisions"])
     if device.type == "cuda" and big_batch:
         results[f"bf16_model_only_batch_{big_batch}"] = model_only_rate(model, device, big_batch)
+    if device.type == "cpu":
+        results["fp32_torch_compile"] = compiled_rate(model, batch)
+        print(f"  torch.compile: {results['fp32_torch_compile']}", flush=True)
     return results
 
 
@@ -139,6 +143,35 @@ def rounded(figures: dict) -> dict:
     places = {"images_per_s": 1, "x_fp32": 2, "label_agreement": 4, "max_prob_diff": 4,
               "mean_prob_diff": 5}
     return {k: round(v, places[k]) if k in places else v for k, v in figures.items()}
+
+
+def compiled_rate(model: torch.nn.Module, batch: int) -> dict:
+    """fp32 through torch.compile (Inductor), with and without freezing, against eager, at
+    224 px: the start-up (compiling, once per process and input shape) and images/s."""
+    import torch._inductor.config as inductor
+
+    x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
+
+    def rate(module) -> float:
+        with torch.inference_mode():
+            module(x)
+            start = time.perf_counter()
+            for _ in range(3):
+                module(x)
+        return round(3 * batch / (time.perf_counter() - start), 1)
+
+    out = {}
+    for name, freezing in (("compile", False), ("compile_freezing", True)):
+        torch._dynamo.reset()
+        inductor.freezing = freezing  # constant-folds weights, pre-packs them for oneDNN
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(x)
+        out[f"{name}_startup_s"] = round(time.perf_counter() - start, 1)
+        out[f"{name}_images_per_s"], out[f"eager_beside_{name}"] = rate(compiled), rate(model)
+    inductor.freezing = False
+    return out
 
 
 def model_only_rate(model: torch.nn.Module, device: torch.device, batch: int) -> float:
