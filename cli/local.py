@@ -32,12 +32,12 @@ def cmd_models_import(args, settings: Settings) -> int:
 def cmd_models_measure(args, settings: Settings) -> int:
     """Register a version's weights again as a new version, with their agreement with fp32
     measured: versions are immutable, and one registered without it is served in fp32."""
+    registry = _registry(settings)
+    old = registry.resolve(args.version)  # before torch's import: a wrong name fails at once
     import torch
 
     from runtime.network import load_model
 
-    registry = _registry(settings)
-    old = registry.resolve(args.version)
     weights = registry.weights(old)  # the same bytes: only the manifest's record is new
     model = load_model(old, weights, torch.device("cpu")).float()
     fields, files = _agreement(model, old["preprocess"], args)
