@@ -181,9 +181,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def bench_model(base: Path, store: str | None, photos: list[Path]) -> tuple[Registry, dict]:
-    """The trained version, served at 224 px: as registered when it was trained at that size
-    (agreement measured on its validation images, as a worker's version is), else re-registered
-    at 224 px with its agreement measured on the benchmark photos."""
+    """The trained version at 224 px, as registered, else re-registered with benchmark photos."""
+    # Trained at 224 px, its record is on its validation images, as a worker's version is.
     from bench.precision import trained_model
     trained, source = trained_model(base, store)
     registry = Registry(LocalStore(base / "store"))

@@ -1,5 +1,5 @@
-"""CLI commands that run on this machine, without the API: import weights, score one image
-locally, make API keys."""
+"""CLI commands that run on this machine, without the API: import weights, measure a version's
+agreement with fp32, score one image locally, make API keys."""
 
 from __future__ import annotations
 
@@ -30,23 +30,29 @@ def cmd_models_import(args, settings: Settings) -> int:
 
 
 def cmd_models_measure(args, settings: Settings) -> int:
-    """Register a version's weights again as a new version, with their agreement with fp32
-    measured: versions are immutable, and one registered without it is served in fp32."""
+    """Re-register a version's weights as a new version with its agreement with fp32 measured."""
+    # Versions are immutable, and one registered without the record is served in fp32.
+    from facesense.registry import check_name
+    from facesense.storage.layout import HISTORY, version_key
+
     registry = _registry(settings)
     old = registry.resolve(args.version)  # before torch's import: a wrong name fails at once
+    if args.new_version and registry.store.exists(version_key(check_name(args.new_version))):
+        raise FacesenseError(f"model version {args.new_version!r} already exists; versions are "
+                             "immutable")
     import torch
 
     from runtime.network import load_model
 
     weights = registry.weights(old)  # the same bytes: only the manifest's record is new
-    model = load_model(old, weights, torch.device("cpu")).float()
+    model = load_model(old, weights, torch.device("cpu"))
     fields, files = _agreement(model, old["preprocess"], args)
-    history = registry.file(old["version"], "history.json")
-    kept = {k: v for k, v in old.items() if k not in {
-        "version", "weights_sha256", "weights_bytes", "created_at", "precision"}}
+    history = registry.file(old["version"], HISTORY)
+    kept = {k: v for k, v in old.items() if k not in {  # job_id: no job made this version
+        "version", "weights_sha256", "weights_bytes", "created_at", "precision", "job_id"}}
     manifest = registry.register(
         weights, {**kept, **fields, "measured_from": old["version"]},
-        version=args.new_version, files={**files, **({"history.json": history} if history else {})})
+        version=args.new_version, files={**files, **({HISTORY: history} if history else {})})
     return _registered(registry, manifest, args.promote, "facesense models measure")
 
 
@@ -58,8 +64,7 @@ def _registry(settings: Settings):
 
 
 def _agreement(model, spec: dict, args) -> tuple[dict, dict[str, bytes]]:
-    """The manifest's precision record and the calibration file, measured on --sample's
-    images, else on generated photos."""
+    """The precision record and calibration file, on --sample's images or generated photos."""
     from runtime.precision import CALIBRATION_IMAGES, generated_sample, record
 
     if args.sample:

@@ -83,7 +83,9 @@ def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn
     check_state(state, len(manifest["classes"]))
     with torch.device("meta"):  # no random initialisation (~0.5 s): the state replaces it all
         model = build_alexnet(len(manifest["classes"]))
-    model.load_state_dict(state, assign=True)
+    # fp32 copies: an imported state may be fp16, and tensors must not share the bytes' buffer
+    model.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in state.items()},
+                          assign=True)
     return model.eval().to(device, memory_format=torch.channels_last)
 
 

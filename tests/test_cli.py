@@ -87,32 +87,6 @@ def test_models_import_registers_and_promotes(stack):
     assert set(record["variants"]) == {"bf16", "bf16-full", "fp16", "int8"}
 
 
-def test_models_measure_re_registers_a_version_with_its_agreement(stack):
-    from facesense.registry import Registry
-    from facesense.storage import LocalStore
-    from runtime.network import build_alexnet, register_state
-    from runtime.precision import CALIBRATION
-    from runtime.preprocess import spec_for
-
-    registry = Registry(LocalStore(stack["data"] / "store"))
-    # as a version registered before agreement was measured: no precision record
-    old = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"],
-                         preprocess=spec_for(96), metrics={"val_accuracy": 0.9})
-    out = facesense("models", "measure", old["version"], "--sample-images", "6",
-                    "--promote", "legacy", env=stack["env"])
-    new = registry.manifest(out.stdout.strip())
-    assert new["version"] != old["version"] and new["measured_from"] == old["version"]
-    assert new["weights_sha256"] == old["weights_sha256"]  # the same weights, now measured
-    assert (new["preprocess"], new["metrics"]) == (old["preprocess"], old["metrics"])
-    assert new["precision"]["images"] == 6 and new["precision"]["sample"] == "6 generated photos"
-    assert set(new["precision"]["variants"]) == {"bf16", "bf16-full", "fp16", "int8"}
-    assert registry.file(new["version"], CALIBRATION)  # what int8 is quantised with
-    assert registry.alias("legacy")["version"] == new["version"]
-    assert registry.alias("production")["version"] == stack["version"]  # only the alias asked
-    missing = facesense("models", "measure", "v-nope", env=stack["env"], check=False)
-    assert missing.returncode != 0 and "no model version or alias 'v-nope'" in missing.stderr
-
-
 def test_submit_wait_and_results_through_the_cli(stack):
     folder = stack["data"] / "images"
     counts = make_folder(folder, 40, max_side=600)
