@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,15 +12,7 @@ from facesense.storage import LocalStore
 from runtime.network import build_alexnet, load_model, register_state, to_bytes
 from runtime.precision import CALIBRATION
 from runtime.preprocess import spec_for
-
-
-def facesense(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the CLI in a child process."""
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+from tests.test_cli import facesense  # the CLI in a child process
 
 
 @pytest.fixture
