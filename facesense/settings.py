@@ -70,6 +70,7 @@ class Settings:
     task_max_retries: int = _setting(5, "Retries of a task on transient errors (storage, Redis)")
     shard_max_attempts: int = _setting(3, "Deliveries of one shard before its images are scored one at a time, so that an input that kills its worker fails alone")
     visibility_timeout: int = _setting(3600, "Seconds before an unacked task is redelivered to another worker")
+    checkpoint_interval_s: int = _setting(300, "Least seconds between a training run's checkpoints (model, optimiser and best weights, ~900 MB for AlexNet), written at an epoch's end; a killed run resumes from the last, losing at most this plus an epoch; 0: every epoch")
     lease_ttl_s: int = _setting(60, "Seconds a lease (a training run, a shard, a plan) outlives its worker's last heartbeat; the watchdog requeues work whose lease lapsed")
     queue_depth: int = _setting(64, "Most shard tokens kept waiting in the inference queue (the scheduler picks which job's shard a token runs when a worker takes it); make it at least your largest worker count, since autoscalers read this queue")
     key_max_running_jobs: int = _setting(0, "Most jobs of one API key scoring at once (a job counts from its first shard until it ends); later ones wait, held; 0: no limit")

@@ -61,6 +61,16 @@ def test_a_resumed_run_equals_an_uninterrupted_one(data, tmp_path):
     assert all(torch.equal(whole.state[k], resumed.state[k]) for k in whole.state)
 
 
+def test_no_checkpoint_is_written_before_its_interval_has_passed(data, tmp_path):
+    store = LocalStore(tmp_path)
+    written = []
+    result = fit(data, params(epochs=2, patience=0), SPEC, device=CPU, precision="fp32",
+                 checkpoints=Checkpoints(store, "ckpt.pt", interval_s=3600),
+                 on_epoch=lambda row: written.append(sorted(store.list(""))))
+    assert written == [[], []]  # epochs of seconds: nothing written within the hour
+    assert [r["epoch"] for r in result.history] == [1, 2] and result.state
+
+
 def test_pretrained_weights_missing_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(ModelError, match="not in the torch cache"):

@@ -162,6 +162,7 @@ def test_cancel_stops_training_and_publishes_nothing(client, training_worker, fa
 def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
                                                               training_worker):
     stop([training_worker])  # this test (the module's last) brings its own worker, to kill it
+    trainer_settings = trainer_settings.replace(checkpoint_interval_s=0)  # every epoch's
     victim = start_trainer(trainer_settings)
     job_id = train_until_first_epoch(client, faces, epochs=2)
     os.kill(victim.pid, signal.SIGKILL)

@@ -34,9 +34,16 @@ class Checkpoints:
     """The last epoch's state (model, optimiser, schedule, history) under one key in the store,
     and the best epoch's weights under another (written only when they improve)."""
 
-    def __init__(self, store: Store, key: str):
-        self.store, self.key = store, key
+    def __init__(self, store: Store, key: str, interval_s: float = 0):
+        self.store, self.key, self.interval_s = store, key, interval_s
         self.best_key = key.rsplit(".", 1)[0] + "-best.safetensors"
+        self.saved_at = time.monotonic()  # the run's start, until a checkpoint is written
+
+    def due(self) -> bool:
+        """Whether an epoch's end should write a checkpoint: interval_s have passed since the
+        last (each is ~900 MB with AdamW's state: short epochs must not spend most of their
+        time writing them; a killed run loses at most interval_s plus an epoch)."""
+        return time.monotonic() - self.saved_at >= self.interval_s
 
     def save_best(self, state: dict) -> None:
         """Write the best weights so far."""
@@ -75,6 +82,7 @@ class Checkpoints:
             torch.save(state, f)
             f.seek(0)
             self.store.put_stream(self.key, f)
+        self.saved_at = time.monotonic()
 
 
 @dataclass
@@ -142,7 +150,7 @@ def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device,
     model = model.to(device, memory_format=torch.channels_last)
     steps = params.epochs * math.ceil(len(data.train_y) / params.batch_size)
     optimizer, scheduler = make_optimizer(model, params, steps)
-    history, best, start = [], None, 1
+    history, best, start, best_saved = [], None, 1, True
     saved = checkpoints.load() if checkpoints else None
     if saved:
         model.load_state_dict(saved["model"])
@@ -170,9 +178,11 @@ def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device,
         if best is None or val["loss"] < best["metrics"]["loss"] - 1e-4:  # lower val loss wins
             best = {"epoch": epoch, "metrics": val,
                     "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-            if checkpoints:
+            best_saved = False
+        if checkpoints and checkpoints.due():
+            if not best_saved:  # written with the checkpoint whose "best" names it
                 checkpoints.save_best(best["state"])
-        if checkpoints:
+                best_saved = True
             checkpoints.save({"epoch": epoch, "model": model.state_dict(),
                               "optimizer": optimizer.state_dict(),
                               "scheduler": scheduler.state_dict(), "history": history,

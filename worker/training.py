@@ -38,7 +38,7 @@ def _train(ctx: Context, job_id: str, record: dict, lease: Lease) -> dict | None
     params = TrainParams.parse(record["params"])
     ctx.jobs.set_status(job_id, JobStatus.RUNNING, device=str(ctx.models.device),
                         precision=ctx.models.precision)
-    checkpoints = Checkpoints(ctx.store, checkpoint_key(job_id))
+    checkpoints = Checkpoints(ctx.store, checkpoint_key(job_id), ctx.settings.checkpoint_interval_s)
     history: list[dict] = list((checkpoints.load() or {}).get("history", []))
 
     def on_data(data: Dataset) -> None:
