@@ -31,8 +31,8 @@ AGREEMENT_IMAGES = 400  # validation images the precision agreement is measured 
 
 
 class Checkpoints:
-    """The last epoch's state (model, optimiser, schedule, history) under one key in the store,
-    and the best epoch's weights under another (written only when they improve)."""
+    """The last checkpointed epoch's state (model, optimiser, schedule, history) under one key
+    in the store, and the best epoch's weights under another (written with it, if improved)."""
 
     def __init__(self, store: Store, key: str, interval_s: float = 0):
         self.store, self.key, self.interval_s = store, key, interval_s
@@ -40,9 +40,9 @@ class Checkpoints:
         self.saved_at = time.monotonic()  # the run's start, until a checkpoint is written
 
     def due(self) -> bool:
-        """Whether an epoch's end should write a checkpoint: interval_s have passed since the
-        last (each is ~900 MB with AdamW's state: short epochs must not spend most of their
-        time writing them; a killed run loses at most interval_s plus an epoch)."""
+        """Whether interval_s have passed since the last checkpoint (or the run's start)."""
+        # Each is ~900 MB with AdamW's state: short epochs must not spend most of their time
+        # writing them; a killed run loses at most interval_s plus an epoch.
         return time.monotonic() - self.saved_at >= self.interval_s
 
     def save_best(self, state: dict) -> None:
