@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from itertools import combinations
 
+from facesense.outputs.power import sample_size
+
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: a two-sided 95 % interval
 ALPHA = 0.05  # a comparison is significant when its Holm-adjusted p-value is below this
 REL_TOL = 1e-7  # tables as likely as the observed one, up to float error, count as extreme (R's rule)
@@ -94,23 +96,28 @@ def holm(p_values: list[float]) -> list[float]:
 
 def compare(groups: dict[str, dict], classes: list[str], names: list[str]) -> list[dict]:
     """For each label and each pair of the named groups (summary tallies with scored and labels),
-    the shares, their difference, Fisher's p-value, Holm's adjustment across that label's pairs
-    and whether it is significant."""
+    the shares, their difference, Fisher's p-value, Holm's adjustment across that label's pairs,
+    whether it is significant and, if not, the images per group that would detect it."""
     out = []
     for label in classes:
-        rows = []
+        rows, shares = [], []
         for a, b in combinations(names, 2):
             ta, tb = groups[a], groups[b]
             ka, kb = ta["labels"][label]["count"], tb["labels"][label]["count"]
             na, nb = ta["scored"], tb["scored"]
             share_a, share_b = ka / na, kb / nb
+            shares.append((share_a, share_b))
             rows.append({"label": label, "a": a, "b": b, "share_a": round(share_a, 6),
                          "share_b": round(share_b, 6),
                          "difference": round(share_a - share_b, 6),
                          "p_value": fisher_exact(ka, na - ka, kb, nb - kb)})
-        for row, adj in zip(rows, holm([r["p_value"] for r in rows]), strict=True):
+        for row, adj, pair in zip(rows, holm([r["p_value"] for r in rows]), shares, strict=True):
             row["p_adjusted"] = adj
             row["significant"] = adj < ALPHA
+            # Holm's first step tests at ALPHA / pairs: a new sample of this size must pass it
+            # even if this pair is the label's only real difference
+            row["sample_size"] = None if row["significant"] else sample_size(
+                *pair, alpha=ALPHA / len(rows))
         out += rows
     return out
 
