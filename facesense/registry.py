@@ -57,6 +57,8 @@ def validate_manifest(manifest: dict) -> dict:
         raise ModelError(f"bad preprocessing sizes: {pre}")
     if len(pre["mean"]) != 3 or len(pre["std"]) != 3 or min(pre["std"]) <= 0:
         raise ModelError("mean and std need 3 values each, std positive")
+    if not isinstance(pre.get("grayscale", False), bool):
+        raise ModelError("preprocess.grayscale must be true or false")
     return {**manifest, "preprocess": pre}
 
 

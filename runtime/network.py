@@ -1,4 +1,4 @@
-"""AlexNet versions as tensors only: build, serialise (safetensors), load with checks."""
+"""Model versions as tensors only: build by architecture, serialise (safetensors), load with checks."""
 
 from __future__ import annotations
 
@@ -8,17 +8,28 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
-from torchvision.models import alexnet
 
 from facesense.errors import ModelError
 from facesense.registry import Registry
+from runtime.architectures import DEFAULT_ARCH, architecture
 
-HEAD = "classifier.6"  # the last Linear layer: its rows are the classes
+
+def build(arch: str | None, num_classes: int) -> torch.nn.Module:
+    """A freshly initialised network of the table's architecture with num_classes outputs."""
+    return architecture(arch).build(num_classes)
 
 
 def build_alexnet(num_classes: int) -> torch.nn.Module:
     """A freshly initialised torchvision AlexNet with num_classes outputs."""
-    return alexnet(weights=None, num_classes=num_classes)
+    return build("alexnet", num_classes)
+
+
+def new_head(state: dict, arch: str | None, num_classes: int) -> dict:
+    """The state with its class head replaced by a fresh one for num_classes."""
+    head = architecture(arch).head + "."
+    fresh = build(arch, num_classes).state_dict()
+    return {**{k: v for k, v in state.items() if not k.startswith(head)},
+            **{k: v for k, v in fresh.items() if k.startswith(head)}}
 
 
 def to_bytes(model_or_state: torch.nn.Module | dict) -> bytes:
@@ -28,19 +39,21 @@ def to_bytes(model_or_state: torch.nn.Module | dict) -> bytes:
     return save_safetensors({k: v.detach().cpu().contiguous() for k, v in state.items()})
 
 
-def check_state(state: dict, num_classes: int | None = None) -> int:
-    """Check a state dict fits torchvision AlexNet; returns its number of classes."""
-    expected = build_alexnet(2).state_dict()
+def check_state(state: dict, num_classes: int | None = None, arch: str | None = None) -> int:
+    """Check a state dict fits the architecture; returns its number of classes."""
+    spec = architecture(arch)
+    expected = build(spec.name, 2).state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ModelError(f"not an AlexNet state dict: missing {missing[:5]}, "
+        raise ModelError(f"not a {spec.name} state dict: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]}")
-    n = state[f"{HEAD}.weight"].shape[0]
+    head = spec.head
+    n = state[f"{head}.weight"].shape[0]
     if num_classes is not None and n != num_classes:
         raise ModelError(f"the weights have {n} outputs but {num_classes} classes were given")
     for key, ref in expected.items():
-        if not key.startswith(HEAD) and state[key].shape != ref.shape:
+        if not key.startswith(head) and state[key].shape != ref.shape:
             raise ModelError(f"tensor {key} has shape {tuple(state[key].shape)}, "
                              f"expected {tuple(ref.shape)}")
     return n
@@ -75,14 +88,15 @@ def unpickle_reason(e: Exception) -> str:
 
 
 def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn.Module:
-    """An eval-mode, channels-last AlexNet on device from verified safetensors bytes."""
+    """An eval-mode, channels-last network on device from verified safetensors bytes."""
     try:
         state = load_safetensors(weights)
     except Exception as e:
         raise ModelError(f"model {manifest.get('version')}: unreadable weights ({e})") from None
-    check_state(state, len(manifest["classes"]))
+    arch = manifest.get("arch")
+    check_state(state, len(manifest["classes"]), arch)
     with torch.device("meta"):  # no random initialisation (~0.5 s): the state replaces it all
-        model = build_alexnet(len(manifest["classes"]))
+        model = build(arch, len(manifest["classes"]))
     # fp32 copies: an imported state may be fp16, and tensors must not share the bytes' buffer
     model.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in state.items()},
                           assign=True)
@@ -91,8 +105,8 @@ def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn
 
 def register_state(registry: Registry, state: dict, classes: list[str],
                    version: str | None = None, files: dict[str, bytes] | None = None,
-                   **manifest) -> dict:
+                   arch: str = DEFAULT_ARCH, **manifest) -> dict:
     """Register a state dict as a new immutable version; returns its manifest."""
-    check_state(state, len(classes))
-    return registry.register(to_bytes(state), {"classes": list(classes), "arch": "alexnet",
+    check_state(state, len(classes), arch)
+    return registry.register(to_bytes(state), {"classes": list(classes), "arch": arch,
                                                **manifest}, version=version, files=files)

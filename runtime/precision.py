@@ -21,6 +21,7 @@ import torch
 
 from facesense.errors import FacesenseError
 from facesense.synthetic import draw_photo
+from runtime.architectures import ARCHITECTURES
 from runtime.device import PRECISIONS, autocast, cpu_has_bf16
 from runtime.preprocess import normalize, preprocess
 
@@ -31,7 +32,9 @@ MIN_LABEL_AGREEMENT = 0.995  # share of labels equal to fp32's
 MAX_PROB_DIFF = 0.01  # largest |p - p_fp32| over every image and class
 CALIBRATION = "int8-calibration.npy"  # the version's file of int8 calibration images
 CALIBRATION_IMAGES = 16
-INT8_FLOAT = ("classifier.6",)  # the classifier head stays fp32: its logits decide the labels
+# Every architecture's head stays fp32 (its logits decide the labels); a name a network lacks
+# is simply not matched.
+INT8_FLOAT = tuple(name for arch in ARCHITECTURES.values() for name in arch.int8_float)
 MIN_SPEEDUP = 1.2  # a clear margin, so workers on one kind of machine don't split on timing noise
 
 

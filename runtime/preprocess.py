@@ -80,6 +80,8 @@ def fit(img: Image.Image, spec: dict, *, crop: int | None = None) -> np.ndarray:
     left, top = max(0.0, (w - cw) / 2), max(0.0, (h - ch) / 2)  # no float overshoot
     img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + cw, top + ch),
                      reducing_gap=None)
+    if spec.get("grayscale"):  # ITU-R 601 luma, as OpenCV's BGR2GRAY; 3 equal channels
+        img = img.convert("L").convert("RGB")
     return np.asarray(img, dtype=np.uint8)
 
 
