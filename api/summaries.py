@@ -49,10 +49,22 @@ def openapi_paths() -> dict:
                  "failed": {"type": "integer"},
                  "labels": {"type": "object", "additionalProperties": cell}},
                 ("images", "scored", "failed", "labels"))
+    sample_size = obj({
+        "per_group": {"type": ["integer", "null"], "description": "images (faces, with faces on) "
+                      "per group that would find the observed difference significant with this "
+                      "power: Fleiss' continuity-corrected two-proportion n; null: see reason"},
+        "alpha": {"type": "number", "description": "the level it is computed at: 0.05 over the "
+                  "label's number of pairs (Holm's first step)"},
+        "power": number, "reason": {"type": ["string", "null"], "description": "why per_group "
+                                    "is null: no difference observed, or over 100,000"}},
+        ("per_group", "alpha", "power", "reason"))
     comparison = obj({"label": {"type": "string"}, "a": {"type": "string"},
                       "b": {"type": "string"}, "share_a": number, "share_b": number,
                       "difference": number, "p_value": number, "p_adjusted": number,
-                      "significant": {"type": "boolean"}},
+                      "significant": {"type": "boolean"},
+                      "sample_size": {**sample_size, "type": ["object", "null"],
+                                      "description": "null when significant (or in a summary "
+                                      "written before it existed)"}},
                      ("label", "a", "b", "share_a", "share_b", "difference", "p_value",
                       "p_adjusted", "significant"))
     whole = obj({"classes": {"type": "array", "items": {"type": "string"}}, "overall": tally,
@@ -64,7 +76,8 @@ def openapi_paths() -> dict:
     paths = {
         "/v1/jobs/{job_id}/summary": {"get": op(
             "A finished job's whole summary (every group): per group and label count, share, "
-            "Wilson 95 % interval; Fisher comparisons between groups, Holm-adjusted", 200,
+            "Wilson 95 % interval; Fisher comparisons between groups, Holm-adjusted, and the "
+            "images per group a comparison that is not significant would need", 200,
             whole, (404, 409, 503), params=(job_id,))},
         "/v1/jobs/{job_id}/summary.csv": {"get": op(
             "summary.csv: one row per group and label (group, label, count, share, ci95_low, "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from facesense.outputs.stats import ALPHA
+
 MAX_LISTED = 10  # groups named on the "not compared" line; the rest are counted
 
 
@@ -75,12 +77,43 @@ def summary_lines(summary: dict) -> list[str]:
                    "Fisher exact, Holm-adjusted p < 0.05)")
     else:
         out.append("no comparisons: fewer than two groups with scored images")
+    out += needed_lines(summary, comparisons, "faces" if faces else "images")
     left_out = summary.get("comparisons_left_out") or []
     if left_out:
         names = ", ".join(g or "(top level)" for g in left_out[:MAX_LISTED])
         more = f" and {len(left_out) - MAX_LISTED} more" if len(left_out) > MAX_LISTED else ""
         out.append(f"not compared: {names}{more} (beyond the largest groups, or nothing scored)")
     return out
+
+
+def needed_lines(summary: dict, comparisons: list[dict], unit: str) -> list[str]:
+    """The comparisons that are not significant, fewest images needed first: how many per group
+    would detect each observed difference with 80 % power (a summary's sample_size)."""
+    open_ = [c for c in comparisons if c.get("sample_size")]  # absent in older summaries
+    if not open_:
+        return []
+    open_.sort(key=lambda c: (c["sample_size"]["per_group"] is None,
+                              c["sample_size"]["per_group"] or 0))
+    groups = summary["groups"]
+
+    def now(c: dict) -> str:  # this job's group sizes, for scale
+        return " / ".join(str(groups[g]["scored"]) if g in groups else "-" for g in (c["a"], c["b"]))
+
+    def needed(size: dict) -> str:
+        return f"{size['per_group']:,}" if size["per_group"] is not None else size["reason"]
+
+    rows = [["label", "group", "vs", "share", "vs share", "difference", f"{unit} now",
+             "per group needed"],
+            *[[c["label"], c["a"] or "(top level)", c["b"] or "(top level)",
+               f"{c['share_a'] * 100:.1f}%", f"{c['share_b'] * 100:.1f}%",
+               f"{c['difference'] * 100:+.1f} pts", now(c), needed(c["sample_size"])]
+              for c in open_[:MAX_LISTED]]]
+    more, alpha = len(open_) - MAX_LISTED, open_[0]["sample_size"]["alpha"]
+    pairs = round(ALPHA / alpha) if alpha else 0  # Holm's first step: ALPHA over the pairs
+    return ["", f"{unit} per group to detect the differences not yet significant (80 % power "
+            f"at alpha {alpha:.3g}" + (f", {ALPHA} over {pairs} pairs" if pairs > 1 else "") + "):",
+            *["  " + line for line in table(rows, right=range(3, 7))],
+            *([f"  and {more} more comparisons"] if more > 0 else [])]
 
 
 def train_lines(record: dict) -> list[str]:

@@ -132,3 +132,39 @@ def test_two_equal_shares_say_why_there_is_no_figure_and_bounded_keeps_the_figur
     small = bounded(data, 2)  # the record keeps two groups and summary.json's figures
     assert [c["sample_size"] for c in small["comparisons"]] == \
         [c["sample_size"] for c in data["comparisons"] if {c["a"], c["b"]} == {"a", "b"}]
+
+
+def test_the_cli_lists_the_images_needed_fewest_first():
+    from cli.tables import summary_lines
+
+    data = summary_of({"ad1": (12, 8), "ad2": (9, 11), "ad3": (40, 0), "ad4": (11, 9)})
+    lines = summary_lines(data)
+    head = next(i for i, line in enumerate(lines) if line.startswith("images per group to detect"))
+    assert "80 % power at alpha 0.00833, 0.05 over 6 pairs" in lines[head]
+    shown = [line.split() for line in lines[head + 2:] if line.strip()]
+    open_ = sorted((c for c in data["comparisons"] if not c["significant"]),
+                   key=lambda c: c["sample_size"]["per_group"])
+    assert [(r[0], r[1], r[2], r[-1]) for r in shown] == [
+        (c["label"], c["a"], c["b"], f"{c['sample_size']['per_group']:,}") for c in open_]
+    assert shown[0][-4:-1] == ["20", "/", "20"]  # each group's images now, beside what is needed
+    # a summary written before the figure existed prints no such table
+    for c in data["comparisons"]:
+        c.pop("sample_size")
+    assert not any(line.startswith("images per group") for line in summary_lines(data))
+
+
+def test_the_documented_summary_schema_accepts_the_figure(monkeypatch):
+    import jsonschema
+
+    import api.openapi
+    from api.summaries import openapi_paths
+
+    monkeypatch.setattr(api.openapi, "auth_enabled", lambda: False)  # no app needed for this
+    schema = openapi_paths()["/v1/jobs/{job_id}/summary"]["get"]["responses"]["200"][
+        "content"]["application/json"]["schema"]
+    data = json.loads(json.dumps(summary_of({"a": (5, 5), "b": (9, 1), "c": (0, 10)})))
+    assert {c["sample_size"] is None for c in data["comparisons"]} == {True, False}
+    jsonschema.validate(data, schema)
+    data["comparisons"][0]["sample_size"] = {"per_group": "many"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(data, schema)
