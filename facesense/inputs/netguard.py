@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import quote, urljoin, urlsplit
 
 from facesense.errors import ConfigError, SourceError
@@ -172,8 +173,10 @@ def _cut(sock: socket.socket) -> None:
 
 
 def _exchange(target: Target, method: str, body: bytes | None, headers: dict, limits: Limits,
-              deadline: float, read_body: bool = True) -> tuple[int, str | None, bytes]:
-    """One request to a vetted target: (status, Location header, 2xx body up to max_bytes)."""
+              deadline: float, read_body: bool = True,
+              sink: BinaryIO | None = None) -> tuple[int, str | None, bytes]:
+    """One request to a vetted target: (status, Location header, 2xx body up to max_bytes);
+    with a sink, the body is written there instead (b"" returned)."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise FetchError("timed out")
@@ -195,11 +198,15 @@ def _exchange(target: Target, method: str, body: bytes | None, headers: dict, li
         length = resp.getheader("Content-Length")
         if length and length.isdigit() and int(length) > limits.max_bytes:
             raise FetchError(f"too large: over {limits.max_bytes} bytes")
-        data = bytearray()
+        data, size = bytearray(), 0
         while chunk := resp.read1(1 << 16):
-            data += chunk
-            if len(data) > limits.max_bytes:
+            size += len(chunk)
+            if size > limits.max_bytes:
                 raise FetchError(f"too large: over {limits.max_bytes} bytes")
+            if sink is None:
+                data += chunk
+            else:  # a large file goes to disk as it arrives, never whole into memory
+                sink.write(chunk)
         if time.monotonic() >= deadline:
             raise FetchError("timed out")  # cut short by the timer: the body may be incomplete
         return resp.status, None, bytes(data)
@@ -219,19 +226,32 @@ def _exchange(target: Target, method: str, body: bytes | None, headers: dict, li
         conn.close()
 
 
-def fetch(url: str, limits: Limits) -> bytes:
-    """GET a URL's body, following up to MAX_REDIRECTS redirects, each hop vetted again."""
+def _follow(url: str, limits: Limits, method: str,
+            sink: BinaryIO | None = None) -> tuple[int, bytes]:
+    """One GET or HEAD, following up to MAX_REDIRECTS redirects, each hop vetted again."""
     deadline = time.monotonic() + limits.timeout
     for _ in range(MAX_REDIRECTS + 1):
         target = vet(url, limits.allow)
-        status, location, data = _exchange(target, "GET", None, {}, limits, deadline)
+        status, location, data = _exchange(target, method, None, {}, limits, deadline,
+                                           read_body=method == "GET", sink=sink)
         if status in REDIRECTS and location:
             url = urljoin(target.url, location.strip())
             continue
-        if not 200 <= status < 300:
-            raise FetchError(f"http {status}")
-        return data
+        return status, data
     raise FetchError(f"too many redirects (over {MAX_REDIRECTS})")
+
+
+def fetch(url: str, limits: Limits, sink: BinaryIO | None = None) -> bytes:
+    """GET a URL's body (written to sink instead, if given), redirects followed and vetted."""
+    status, data = _follow(url, limits, "GET", sink)
+    if not 200 <= status < 300:
+        raise FetchError(f"http {status}")
+    return data
+
+
+def head(url: str, limits: Limits) -> int:
+    """The status a HEAD request ends with, redirects followed and vetted as fetch does."""
+    return _follow(url, limits, "HEAD")[0]
 
 
 def post(url: str, body: bytes, headers: dict, limits: Limits) -> int:
