@@ -23,6 +23,7 @@ from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
 from facesense.outputs.results import failed_images, read_page, rows_in
 from facesense.outputs.webhooks import check_callback_url
+from facesense.pretrained import check_available
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
 from facesense.state.records import public_record
 from facesense.state.scheduler import PRIORITIES
@@ -203,6 +204,8 @@ def submit_train(body: dict) -> dict:
         raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
     if promote != "never":  # moving the alias changes every other caller's default model
         require_admin(f"promote={promote!r}")
+    if params.pretrained and not params.base:  # a 409 naming the fix now, not a failed job later
+        check_available(s.store, s.settings)
     record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote,
                            owner=caller().name, **extra)
     return send(record, TRAIN)

@@ -62,6 +62,8 @@ class Settings:
     url_connect_timeout_s: int = _setting(5, "Seconds to connect to an image or callback URL's server")
     url_timeout_s: int = _setting(30, "Seconds one URL fetch may take in all (connect, redirects, body); longer: error row")
     url_allow_networks: str = _setting("", "Comma-separated CIDRs image and callback URLs may reach despite the address rules (loopback, private, link-local...); empty: none")
+    pretrained_url: str = _setting("https://download.pytorch.org/models/alexnet-owt-7be5be79.pth", "Where `pretrained: true` training downloads ImageNet AlexNet weights on first use: a URL whose path ends in .pth names the file; any other URL is a mirror folder holding alexnet-owt-7be5be79.pth; empty: never download (only the store copy is used). The file name must carry the first 8 or more hex digits of the file's SHA-256 (torchvision's convention), checked before use; the checked file is kept once in the store at pretrained/<file name> for every worker")
+    pretrained_timeout_s: int = _setting(900, "Seconds the first download of pretrained weights (233 MiB for AlexNet) may take in all")
     manifest_max_rows: int = _setting(100_000, "Most images one manifest may list; more: 413 naming the first line past the cap")
     manifest_max_bytes: int = _setting(64 << 20, "Largest manifest file (CSV or JSON Lines) read or uploaded, in bytes; larger: 413")
     webhook_secret: str = _setting("", "HMAC-SHA256 key signing webhook deliveries; empty: jobs can't carry a callback_url")

@@ -37,7 +37,10 @@ class TrainParams:
                        "(0: never stop early)", lo=0, hi=1000)
     base: str | None = _p(None, "A model version to fine-tune from; the head is replaced when "
                           "classes differ")
-    pretrained: bool = _p(False, "Start from ImageNet AlexNet weights in the local torch cache")
+    pretrained: bool = _p(False, "Start from torchvision's ImageNet AlexNet weights (ignored "
+                          "with base): downloaded on first use from FACESENSE_PRETRAINED_URL, "
+                          "hash-checked and kept once in the store; refused at submission when "
+                          "neither the store copy nor the URL is there")
     faces: bool = _p(False, "Train on each image's largest face (found and cut as scoring does); "
                      "images without a face are skipped and counted; the version then scores "
                      "faces by default")

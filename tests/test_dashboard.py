@@ -366,6 +366,45 @@ def finished_job(settings, rows: list[dict], source: str = "tests", **fields) ->
     return record["id"]
 
 
+def test_a_comparison_not_yet_significant_shows_the_images_per_group_it_needs(page, server,
+                                                                               settings):
+    # Given four groups: 12 of 20 happy, 9 of 20, 36 of 40, 18 of 40; ad_b and ad_d share 45 %
+    rows = []
+    for group, happy, sad in (("ad_a", 12, 8), ("ad_b", 9, 11), ("ad_c", 36, 4), ("ad_d", 18, 22)):
+        rows += [{"image": f"{group}/{i}.jpg", "group": group,
+                  "label": "happy" if i < happy else "sad", "confidence": 0.9,
+                  "probs": {"happy": 0.9, "sad": 0.1} if i < happy else {"happy": 0.1, "sad": 0.9},
+                  "error": None} for i in range(happy + sad)]
+    job_id = finished_job(settings, rows)
+    summary = requests.get(f"{server}/v1/jobs/{job_id}", timeout=10).json()["summary"]
+
+    # When its page opens
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("#comparisons tbody tr")
+
+    # Then every pair not significant shows the summary's figure, and a significant one nothing
+    shown = page.eval_on_selector_all(
+        "#comparisons tbody tr", "els => els.map(e => [e.dataset.label, e.dataset.a, e.dataset.b,"
+        " e.dataset.needed, e.querySelector('td.needed').textContent])")
+    expected = []
+    for c in summary["comparisons"]:
+        size = c["sample_size"]
+        assert (size is None) is c["significant"]
+        text = "" if size is None else (size["reason"] if size["per_group"] is None
+                                        else f"{size['per_group']:,}")
+        expected.append([c["label"], c["a"], c["b"],
+                         "" if size is None else str(size["per_group"]).replace("None", "null"),
+                         text])
+    assert shown == expected
+    numbers = [s for s in shown if s[3] not in ("", "null")]
+    assert numbers and all(int(s[3]) > 20 for s in numbers)  # more than these groups have
+    assert [s[4] for s in shown if s[1:3] == ["ad_b", "ad_d"]] == \
+        ["no difference observed: no number of images can detect it"] * 2  # 45 % and 45 %
+    assert "Images per group to detect" in page.text_content("#comparisons thead")
+    note = page.text_content("#needed-note")
+    assert "80% of the time" in note and "alpha 0.00833" in note  # 0.05 over 6 pairs
+
+
 def fake_rows(n: int) -> list[dict]:
     rng, rows = random.Random(3), []
     for i in range(n):
@@ -419,7 +458,7 @@ def test_the_scoring_page_shows_intervals_and_marks_significant_differences(page
         "#comparisons tbody tr",
         "els => els.map(e => [e.dataset.label, e.dataset.a, e.dataset.b,"
         " e.dataset.significant === 'true', e.classList.contains('significant'),"
-        " e.lastElementChild.textContent])")
+        " e.children[8].textContent])")
     assert [s[:4] for s in shown] == [[c["label"], c["a"], c["b"], c["significant"]]
                                       for c in summary["comparisons"]]
     assert all(s[3] == s[4] and (s[5] == "✱ yes") == s[3] for s in shown)

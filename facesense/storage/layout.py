@@ -13,6 +13,8 @@ jobs/<id>/checkpoint.pt            a training job's last-epoch checkpoint
 models/<version>/manifest.json     a model version (immutable), beside weights.safetensors
 models/<version>/<file>            files registered with it (history.json)
 models/aliases/<alias>.json        an alias: the version it names and every move
+pretrained/<file>                  downloaded pretrained weights (e.g. alexnet-owt-7be5be79.pth),
+                                   hash-checked, one copy shared by every worker
 """
 
 from __future__ import annotations
@@ -80,3 +82,8 @@ def version_key(version: str, name: str = MANIFEST) -> str:
 def alias_key(alias: str) -> str:
     """An alias record."""
     return f"{ALIASES}/{alias}.json"
+
+
+def pretrained_key(file_name: str) -> str:
+    """Where downloaded pretrained weights live, under the file name their hash is checked by."""
+    return f"pretrained/{file_name}"
