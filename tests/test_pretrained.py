@@ -39,8 +39,8 @@ TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
 
 class WeightsServer:
-    """Files by path on 127.0.0.1 (GET and HEAD), counting GETs; hold_gets makes that many GETs
-    wait for one another, so that two downloads are certainly in flight at once."""
+    """Files by path on 127.0.0.1 (GET and HEAD), counting GETs; with a barrier, GETs wait for
+    one another, so that two downloads are certainly in flight at once."""
 
     def __init__(self):
         self.files: dict[str, bytes] = {}
@@ -86,9 +86,6 @@ class WeightsServer:
     def folder(self) -> str:
         """The URL of the folder every file is served from."""
         return f"http://127.0.0.1:{self.httpd.server_port}/models/"
-
-    def hold_gets(self, count: int) -> None:
-        self.barrier = threading.Barrier(count)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +211,7 @@ def test_two_workers_on_one_bucket_end_with_one_shared_copy(server, settings, un
     data = weights(7)
     url = server.serve(data)
     shared = settings.replace(store=f"{settings.store_url}-pretrained-{unique}", pretrained_url=url)
-    server.hold_gets(2)  # both downloads in flight at once: a real race for the store key
+    server.barrier = threading.Barrier(2)  # both downloads in flight: a race for the store key
     before = len(server.gets)
     try:
         digests = run_workers(shared, 2)
