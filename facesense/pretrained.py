@@ -136,7 +136,8 @@ def check_available(store: Store, settings: Settings) -> str:
     else:
         wait = settings.url_connect_timeout_s
         limits = Limits(max_bytes=0, connect_timeout=wait, timeout=wait, allow=ANYWHERE)
-        reason = _within(wait + 1, lambda: _head_problem(url, limits)) or ""
+        reason = _within(wait + 1, lambda: _head_problem(url, limits),
+                         late=f"{url} did not answer within {wait + 1} s") or ""
         if not reason:
             return "url"
     raise PretrainedUnavailable(
@@ -153,9 +154,9 @@ def _head_problem(url: str, limits: Limits) -> str | None:
     return None if 200 <= status < 300 else f"{url} answers http {status}"
 
 
-def _within(seconds: float, probe) -> str | None:
-    """probe()'s answer, or a time-out reason: a name lookup has no timeout of its own."""
-    answer: list[str | None] = [None]
+def _within(seconds: float, probe, late: str) -> str | None:
+    """probe()'s answer, or late after seconds: a name lookup has no timeout of its own."""
+    answer: list[str | None] = ["the check of the URL failed"]  # kept if probe() raises
 
     def run():
         answer[0] = probe()
@@ -163,7 +164,7 @@ def _within(seconds: float, probe) -> str | None:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     thread.join(seconds)
-    return f"the URL did not answer within {seconds:g} s" if thread.is_alive() else answer[0]
+    return late if thread.is_alive() else answer[0]
 
 
 class _Hashing:

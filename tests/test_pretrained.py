@@ -6,6 +6,7 @@ their own SHA-256 prefix, as torchvision names its files; the shared copy lives 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -20,11 +21,13 @@ import pytest
 import torch
 import torchvision
 
+from api import create_app
 from facesense.errors import ConfigError, ModelError, TransientError
 from facesense.inputs.netguard import Limits
 from facesense.pretrained import (
     ANYWHERE,
     PretrainedUnavailable,
+    _within,
     check_available,
     download,
     file_name,
@@ -33,7 +36,7 @@ from facesense.pretrained import (
     weights_url,
 )
 from facesense.settings import Settings
-from facesense.storage import LocalStore, open_store, store_from_settings
+from facesense.storage import LocalStore, store_from_settings
 
 TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
@@ -69,8 +72,9 @@ class WeightsServer:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if body:
-                    self.wfile.write(data)
+                if body:  # a client that stops at the size cap hangs up mid-answer
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self.wfile.write(data)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -139,10 +143,7 @@ def test_first_use_downloads_checks_and_keeps_the_file_then_reads_the_store(serv
     # And a second use reads the store copy: no second download
     assert pretrained_state_bytes(store, settings) == data
     assert len(server.gets) - before == 1
-    state = torch.load(io.BytesIO(data), weights_only=True)
-    assert torch.equal(state["features.0.weight"],
-                       torch.load(io.BytesIO(store.get(store_key(settings))),
-                                  weights_only=True)["features.0.weight"])
+    assert "features.0.weight" in torch.load(io.BytesIO(data), weights_only=True)
 
 
 def test_a_whole_alexnet_file_streams_through_and_loads_into_the_network(server, tmp_path):
@@ -250,8 +251,6 @@ def train_request(client, dataset: str, **params):
 
 def test_submission_is_refused_when_neither_store_copy_nor_url_is_there(settings, base_dir,
                                                                        unique):
-    from api import create_app
-
     dataset = base_dir / f"labelled-{unique}"
     dataset.mkdir()
     client = create_app(settings.replace(pretrained_url=dead_url())).test_client()
@@ -269,8 +268,6 @@ def test_submission_is_refused_when_neither_store_copy_nor_url_is_there(settings
 
 def test_submission_is_accepted_when_the_url_answers_or_the_store_has_the_file(
         server, settings, base_dir, unique):
-    from api import create_app
-
     dataset = base_dir / f"labelled-{unique}"
     dataset.mkdir()
     data = weights(8)
@@ -279,8 +276,7 @@ def test_submission_is_accepted_when_the_url_answers_or_the_store_has_the_file(
     assert check_available(store_from_settings(reachable), reachable) == "url"
     assert len(server.gets) == before  # a HEAD: nothing downloaded at submission
     store_only = reachable.replace(pretrained_url=dead_url(file_name(reachable)))
-    open_store(settings.store_url, endpoint_url=settings.s3_endpoint_url).put(
-        store_key(store_only), data)  # copied by hand, as on a machine without network
+    store_from_settings(settings).put(store_key(store_only), data)  # copied by hand, offline
     for s in (reachable, store_only):
         client = create_app(s).test_client()
         resp = train_request(client, str(dataset))
@@ -298,3 +294,4 @@ def test_the_reachability_check_gives_up_after_the_connect_timeout(tmp_path):
             check_available(LocalStore(str(tmp_path)),
                             Settings(pretrained_url=url, url_connect_timeout_s=1))
         assert time.monotonic() - start < 3
+    assert _within(0.1, lambda: time.sleep(2), late="late") == "late"  # a name lookup that hangs
