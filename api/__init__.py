@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.config.update(MAX_CONTENT_LENGTH=settings.max_upload_bytes,
                       MAX_FORM_PARTS=settings.max_form_parts)
+    app.json = errors.StrictJSON(app)
     app.json.sort_keys = False  # records read in their natural order
     store = store_from_settings(settings)
     redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30,

@@ -7,9 +7,11 @@ import logging
 
 import redis
 from flask import Flask, jsonify, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from facesense import errors as fe
+from facesense.state.records import finite
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,15 @@ STATUS = [
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' blob: data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
+
+
+class StrictJSON(DefaultJSONProvider):
+    """Every answer is JSON a browser parses: a non-finite float (in a record stored before
+    they were refused) is null, never a bare NaN."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        """obj as strict JSON text."""
+        return super().dumps(finite(obj), **{**kwargs, "allow_nan": False})
 
 
 def error_response(status: int, code: str, message: str):

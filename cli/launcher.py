@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from facesense import redisconn
 from facesense.errors import ConfigError
 from facesense.settings import URL_PASSWORD, Settings
 
@@ -162,7 +163,7 @@ def run(settings: Settings, workers: int = 1) -> None:
 
     data_dir = Path(settings.data_dir)
     supervisor = Supervisor(settings.up_max_restarts)
-    if not settings.redis_url:
+    if not redisconn.configured(settings):  # sentinels, when set, replace the URL here too
         redis_proc, url = start_redis(data_dir / "redis")
         settings = settings.replace(redis_url=url)
         log.info("private Redis at %s (data in %s)", masked(url), data_dir / "redis")

@@ -17,6 +17,7 @@ from cli.local import (
     cmd_models_starter,
 )
 from cli.tables import job_text
+from facesense import redisconn
 from facesense.client import ApiError, Client
 from facesense.errors import FacesenseError
 from facesense.keys import check_exposure
@@ -228,8 +229,9 @@ def cmd_worker(args, settings: Settings) -> int:
     """Replace this process with a Celery worker (solo pool: one process per GPU)."""
     from cli.launcher import worker_command
 
-    if not settings.redis_url:
-        raise FacesenseError("set FACESENSE_REDIS_URL: a worker needs the shared Redis")
+    if not redisconn.configured(settings):
+        raise FacesenseError("set FACESENSE_REDIS_URL (or FACESENSE_REDIS_SENTINELS): "
+                             "a worker needs the shared Redis")
     cmd = worker_command(args.queues)
     os.execv(cmd[0], cmd)
     return 0  # not reached

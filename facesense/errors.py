@@ -71,3 +71,9 @@ class TransientError(FacesenseError):
     """A dependency (storage, Redis) failed in a way that may pass: retry with backoff."""
 
     code = "unavailable"
+
+
+class TrainingDiverged(FacesenseError):
+    """A training run's loss stopped being a finite number: more epochs would not help."""
+
+    code = "diverged"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from facesense.redisconn import broker
 from facesense.settings import Settings
 
 INFERENCE_QUEUE = "inference"  # shard tokens: the data path, served by scoring workers
@@ -20,7 +21,8 @@ TRAIN = "facesense.train"
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the configured Redis: late acks, prefetch 1, requeue on worker loss."""
-    app = Celery("facesense", broker=settings.redis_url, set_as_current=False)
+    url, transport = broker(settings)  # a Redis URL, or sentinel:// URLs and their master_name
+    app = Celery("facesense", broker=url, set_as_current=False)
     app.conf.update(
         task_queues=[Queue(INFERENCE_QUEUE), Queue(TRAINING_QUEUE), Queue(CONTROL_QUEUE)],
         task_default_queue=CONTROL_QUEUE,
@@ -35,7 +37,7 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # reconnect for as long as Redis is away
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout, **transport},
         worker_hijack_root_logger=False,
         worker_send_task_events=True,  # for Flower
         task_send_sent_event=True,

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-import redis
 from PIL import Image
 
 from cli.launcher import start_workers, stop
+from facesense import redisconn
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.queue import INFERENCE_QUEUE
 from facesense.registry import Registry
@@ -73,7 +73,7 @@ class Stack:
 
         self.root, self.settings, self.redis_proc = root, settings, redis_proc
         self.api = create_app(settings).test_client()
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = redisconn.connect(settings)  # a URL's server, or the sentinels' primary
         self.workers: list[subprocess.Popen] = []
 
     def start_workers(self, n: int, pool: str = "solo", env: dict | None = None, stderr=None):

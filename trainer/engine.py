@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from facesense.errors import TrainingDiverged
 from runtime.device import autocast
 from runtime.preprocess import normalize
 
@@ -47,11 +49,18 @@ def jitter(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def train_one_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, *, spec: dict,
                     batch_size: int, augment_images: bool, gen: torch.Generator,
                     device: torch.device, precision: str,
-                    should_stop: Callable[[], bool] = lambda: False) -> dict:
-    """One pass over (x, y) in a seeded random order; returns loss, accuracy and images/s."""
+                    should_stop: Callable[[], bool] = lambda: False,
+                    epoch: int | None = None) -> dict:
+    """One pass over (x, y) in a seeded random order; returns loss, accuracy and images/s.
+
+    A loss that is not finite ends the run (TrainingDiverged, naming the epoch): the weights
+    are then NaN, and every later step, evaluation or int8 calibration would only fail less
+    clearly."""
     model.train()
     size = spec["input_size"]
     order = torch.randperm(len(y), generator=gen)
+    if epoch is None:  # the schedule steps once a batch from the first epoch on, resumed or not
+        epoch = scheduler.last_epoch // max(1, math.ceil(len(y) / batch_size)) + 1
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for i in range(0, len(order), batch_size):
@@ -66,17 +75,27 @@ def train_one_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tenso
         with autocast(device, precision):
             logits = model(inputs)
             loss = F.cross_entropy(logits.float(), targets)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(diverged(value, epoch, optimizer))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        loss_sum += loss.item() * len(idx)
+        loss_sum += value * len(idx)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(idx)
     elapsed = time.perf_counter() - start
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "images_per_s": round(seen / elapsed, 1) if elapsed else None}
+
+
+def diverged(loss: float, epoch: int, optimizer) -> str:
+    """Why a run stopped, in words a user can act on."""
+    lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+    return (f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {epoch}; "
+            f"lower lr (it was {lr:g}) and train again")
 
 
 @torch.inference_mode()

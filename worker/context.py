@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis as redis_lib
-
+from facesense import redisconn
 from facesense.errors import ConfigError
 from facesense.inputs.netguard import allowed_networks
 from facesense.inputs.sources import open_source
@@ -68,8 +67,11 @@ class Context:
 
 def check_settings(settings: Settings) -> None:
     """Fail fast on settings no worker can run with (Redis, store URL, networks)."""
-    if not settings.redis_url:
-        raise ConfigError("FACESENSE_REDIS_URL is not set: a worker needs the shared Redis")
+    if not redisconn.configured(settings):
+        raise ConfigError("FACESENSE_REDIS_URL (or FACESENSE_REDIS_SENTINELS) is not set: "
+                          "a worker needs the shared Redis")
+    if settings.redis_sentinels:
+        redisconn.sentinel_addresses(settings)  # a malformed entry fails here, not at first use
     store_from_settings(settings)
     allowed_networks(settings.url_allow_networks)
 
@@ -78,7 +80,7 @@ def build_context(settings: Settings, enqueue: Callable[[str, list], None],
                   scoring: bool = True) -> Context:
     """Wire a Context from settings; scoring=False leaves torch and the models out."""
     store = store_from_settings(settings)
-    redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
+    redis = redisconn.connect(settings, health_check_interval=30)
     jobs = JobRecords(redis, store, settings.job_ttl_s,  # every final status queues its webhook
                       on_finished=lambda job_id: enqueue(WEBHOOK, [job_id]))
     ctx = Context(settings=settings, store=store, jobs=jobs,

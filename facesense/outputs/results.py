@@ -13,6 +13,7 @@ from facesense.inputs.manifest_source import with_meta
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.outputs.pages import PageIndex, read_rows
 from facesense.outputs.stats import ci95, compare
+from facesense.state.records import dumps
 from facesense.storage import Store
 from facesense.storage.layout import (
     RESULTS_CSV,
@@ -57,9 +58,10 @@ FACE_COLUMNS = ["face", "x0", "y0", "x1", "y1", "face_score"]  # a faces job's, 
 
 
 def csv_header(classes: list[str], meta: list[str] = (), faces: bool = False) -> list[str]:
-    """results.csv columns: one probability column per class, then a manifest's columns."""
-    return ["image", "group", *(FACE_COLUMNS if faces else []), "label", "confidence",
-            *[f"p_{c}" for c in classes], "error", *meta]
+    """results.csv columns: one probability column per class, then a manifest's columns (its
+    names are the analyst's: guarded as any text cell)."""
+    return [text_cell(c) for c in ("image", "group", *(FACE_COLUMNS if faces else []), "label",
+                                   "confidence", *[f"p_{c}" for c in classes], "error", *meta)]
 
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell starting so
@@ -188,7 +190,7 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
         pages = PageIndex()
         for index, row in enumerate(rows):
             pages.add(index, jf.tell(), row)
-            jf.write(json.dumps(row, separators=(",", ":")).encode() + b"\n")
+            jf.write(dumps(row, separators=(",", ":")).encode() + b"\n")  # a NaN model's: null
             writer.writerow(csv_row(row, classes, faces))
             summary.add(row)
         jf.seek(0)
@@ -199,7 +201,7 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
         store.put(job_key(job_id, RESULTS_INDEX), pages.to_bytes())
     data = summary.to_dict(compare_max_groups)
     # summary.json last: its presence means the results beside it are complete.
-    store.put(job_key(job_id, SUMMARY), json.dumps(data, indent=2).encode())
+    store.put(job_key(job_id, SUMMARY), dumps(data, indent=2).encode())
     return data
 
 
@@ -222,7 +224,7 @@ def summary_csv(summary: dict) -> str:
     empty interval where nothing in the group was scored)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(SUMMARY_CSV_HEADER)
+    writer.writerow(map(text_cell, SUMMARY_CSV_HEADER))  # fixed names, guarded all the same
     for group, tally in summary["groups"].items():
         for label in summary["classes"]:
             cell = tally["labels"][label]

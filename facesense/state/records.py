@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 
 import redis as redis_lib
@@ -38,6 +39,23 @@ return 1
 """
 
 
+def finite(value):
+    """value with every non-finite float (NaN, Infinity) replaced by None, at any depth: no
+    browser's JSON.parse takes them (a diverged run's metrics), so no record holds one."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def dumps(value, **kwargs) -> str:
+    """Strict JSON text: non-finite floats become null, never a bare NaN."""
+    return json.dumps(finite(value), allow_nan=False, **kwargs)
+
+
 class JobRecords:
     """Create, read and update job records; Redis is the live copy, the store keeps finals."""
 
@@ -54,7 +72,7 @@ class JobRecords:
                   "created_at": now(), "started_at": None, "finished_at": None, "error": None,
                   **dict.fromkeys(COUNTERS, 0), **fields}
         pipe = self.redis.pipeline()
-        pipe.hset(redis_keys.job(job_id), mapping={k: json.dumps(v) for k, v in record.items()})
+        pipe.hset(redis_keys.job(job_id), mapping={k: dumps(v) for k, v in record.items()})
         pipe.expire(redis_keys.job(job_id), self.ttl_s)
         pipe.sadd(redis_keys.ACTIVE, job_id)
         indexes = [redis_keys.RECENT]
@@ -85,7 +103,7 @@ class JobRecords:
 
     def update(self, job_id: str, **fields) -> None:
         """Set some fields of a live record."""
-        self.redis.hset(redis_keys.job(job_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+        self.redis.hset(redis_keys.job(job_id), mapping={k: dumps(v) for k, v in fields.items()})
 
     def get_field(self, job_id: str, name: str):
         """One field of a live record (None if absent): cheap enough to check every batch."""
@@ -102,7 +120,7 @@ class JobRecords:
             fields["finished_at"] = now()
         elif status is JobStatus.RUNNING:
             fields["started_at"] = now()
-        pairs = [x for k, v in fields.items() for x in (k, json.dumps(v))]
+        pairs = [x for k, v in fields.items() for x in (k, dumps(v))]
         moved = bool(self._set_status(
             keys=[redis_keys.job(job_id), redis_keys.ACTIVE, redis_keys.FINISHED_COUNTS],
             args=[job_id, status.value, int(status.finished), len(FINISHED), *FINISHED, *pairs]))
@@ -149,7 +167,7 @@ class JobRecords:
     def archive(self, job_id: str) -> dict:
         """Write the final record to object storage, so history outlives Redis."""
         record = self.get(job_id)
-        self.store.put(layout.job_record(job_id), json.dumps(record, indent=2).encode())
+        self.store.put(layout.job_record(job_id), dumps(record, indent=2).encode())
         return record
 
 
