@@ -6,10 +6,10 @@ its start-up stay small.
 
 from __future__ import annotations
 
-import redis as redis_lib
 from flask import Flask
 
 from api.services import EXTENSION, Services
+from facesense import redisconn
 from facesense.keys import Keyring, check_exposure
 from facesense.outputs.webhooks import DELIVER as WEBHOOK
 from facesense.queue import make_celery
@@ -34,8 +34,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json = errors.StrictJSON(app)
     app.json.sort_keys = False  # records read in their natural order
     store = store_from_settings(settings)
-    redis = redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30,
-                                     socket_connect_timeout=5, retry_on_timeout=True)
+    redis = redisconn.connect(settings, health_check_interval=30, socket_connect_timeout=5,
+                              retry_on_timeout=True)
     celery = make_celery(settings)
     records = JobRecords(redis, store, settings.job_ttl_s,  # cancel ends jobs here: webhooks too
                          on_finished=lambda job_id: celery.send_task(WEBHOOK, args=[job_id]))
