@@ -98,8 +98,9 @@ def precisions_for(device: torch.device) -> list[str]:
     return ["fp32", "fp32-jit", "bf16", "bf16-full", "int8"]
 
 
-def measure(n: int, base: Path, store: str | None, big_batch: int) -> dict:
-    """Speed (224 px) and agreement (the model's own preprocessing) for every precision."""
+def measure(n: int, base: Path, store: str | None, big_batch: int, compiled: bool = True) -> dict:
+    """Speed (224 px) and agreement (the model's own preprocessing) for every precision
+    (compiled: on CPU also torch.compile, about a minute; the GPU check's dry run skips it)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     manifest, registry = trained_model(base, store)
     model = load_model(manifest, registry.weights(manifest), device)
@@ -123,7 +124,7 @@ def measure(n: int, base: Path, store: str | None, big_batch: int) -> dict:
     judge(results["precisions"])
     if device.type == "cuda" and big_batch:
         results[f"bf16_model_only_batch_{big_batch}"] = model_only_rate(model, device, big_batch)
-    if device.type == "cpu":
+    if device.type == "cpu" and compiled:
         results["fp32_torch_compile"] = compiled_rate(model, batch)
         print(f"  torch.compile: {results['fp32_torch_compile']}", flush=True)
     return results

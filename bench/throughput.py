@@ -163,7 +163,8 @@ def bench_d(root: Path, n: int, base: Path, settings_kw: dict, sample_memory: bo
         out = {"images_per_s": rate(n, wall), "wall_s": round(wall, 2),
                "redis_bytes_for_job": per_job,
                "redis_used_memory_delta": r.info("memory")["used_memory"] - before,
-               "precision": rec.get("precision")}
+               "precision": rec.get("precision"), "device": rec.get("device"),
+               "decoder": rec.get("decoder")}
         if sample_memory:
             out["worker_peak_rss_mb"] = peak_rss_mb(workers[0].pid)
         return out
