@@ -21,6 +21,11 @@ def cmd_models_import(args, settings: Settings) -> int:
     registry = _registry(settings)
     arch = architecture(args.arch)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if any(c.startswith("!") for c in classes):  # the results' filters !errors, !no_face
+        raise FacesenseError("a class name may not start with '!'")
+    _check_sample(args)
+    if args.version:
+        _free_name(registry, args.version)
     spec = import_preprocess(args, arch.preprocess)
     validate_manifest({"classes": classes, "preprocess": spec})  # bad sizes fail before torch
     state = read_state_file(args.weights)
@@ -71,6 +76,7 @@ def cmd_models_starter(args, settings: Settings) -> int:
     from runtime.network import register_state, to_bytes
     from runtime.starter import starter_manifest, starter_state
 
+    _check_sample(args)
     registry = _registry(settings)
     wanted = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     state, classes = starter_state(wanted)
@@ -109,14 +115,13 @@ def registry_sha(data: bytes) -> str:
 def cmd_models_measure(args, settings: Settings) -> int:
     """Re-register a version's weights as a new version with its agreement with fp32 measured."""
     # Versions are immutable, and one registered without the record is served in fp32.
-    from facesense.registry import check_name
-    from facesense.storage.layout import HISTORY, version_key
+    from facesense.storage.layout import HISTORY
 
     registry = _registry(settings)
+    _check_sample(args)
     old = registry.resolve(args.version)  # before torch's import: a wrong name fails at once
-    if args.new_version and registry.store.exists(version_key(check_name(args.new_version))):
-        raise FacesenseError(f"model version {args.new_version!r} already exists; versions are "
-                             "immutable")
+    if args.new_version:
+        _free_name(registry, args.new_version)
     import torch
 
     from runtime.network import load_model
@@ -131,6 +136,27 @@ def cmd_models_measure(args, settings: Settings) -> int:
         weights, {**kept, **fields, "measured_from": old["version"]},
         version=args.new_version, files={**files, **({HISTORY: history} if history else {})})
     return _registered(registry, manifest, args.promote, "facesense models measure")
+
+
+def _check_sample(args) -> None:
+    """Refuse a sample size that measures nothing, before anything is loaded."""
+    if args.sample_images < 1:
+        raise FacesenseError(f"--sample-images must be at least 1 (got {args.sample_images})")
+
+
+def _free_name(registry, name: str) -> None:
+    """Refuse a new version's name that is taken (a version or an alias) or reserved, before
+    any measuring: registering would refuse it only after minutes of work."""
+    from facesense.registry import check_name
+    from facesense.storage.layout import alias_key, version_key
+
+    check_name(name)
+    if name == "aliases":  # models/aliases/ holds the alias records
+        raise FacesenseError("'aliases' is reserved and can't name a model version")
+    if registry.store.exists(version_key(name)):
+        raise FacesenseError(f"model version {name!r} already exists; versions are immutable")
+    if registry.store.exists(alias_key(name)):
+        raise FacesenseError(f"{name!r} is an alias name; a version can't take it")
 
 
 def _registry(settings: Settings):

@@ -35,9 +35,9 @@ class ApiThread:
     pid = None
 
     def __init__(self, host: str, port: int, app):
-        from werkzeug.serving import make_server
+        from api.server import make_server  # its own errors (414...) are JSON too
 
-        self.server = make_server(host, port, app, threaded=True)
+        self.server = make_server(host, port, app)
         self.thread = threading.Thread(target=self._serve, name="facesense-api", daemon=True)
         self.thread.start()
 

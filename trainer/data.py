@@ -93,6 +93,10 @@ def check_classes(train: dict[str, list[str]], val: dict[str, list[str]] | None,
     if len(classes) < 2:
         raise DatasetError(f"found {len(classes)} class folder(s) ({', '.join(classes) or 'none'});"
                            " training needs at least 2: root/<class>/<image>")
+    reserved = [c for c in classes if c.startswith("!")]
+    if reserved:  # the gallery's views of failed and faceless rows are named so
+        raise DatasetError(f"class folder(s) {', '.join(reserved)}: a class name may not start "
+                           "with '!' (the results' filters !errors and !no_face are named so)")
     empty = [c for c in classes if not train.get(c)]
     if empty:
         raise DatasetError(f"class folder(s) with no images: {', '.join(empty)}")
