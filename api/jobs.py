@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import BinaryIO
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
 
@@ -16,7 +17,7 @@ from api.schemas import (
     json_body,
 )
 from api.services import services
-from facesense.errors import BadRequest, Conflict, PayloadTooLarge, TransientError
+from facesense.errors import BadRequest, Conflict, TransientError
 from facesense.inputs.manifests import read_manifest, save_manifest
 from facesense.inputs.sources import normalize_source, upload_source
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
@@ -67,8 +68,10 @@ def submit_classify(body: dict) -> dict:
         raise BadRequest("group_by names a column of a manifest: give 'manifest' too")
     if "manifest" in body:
         model = resolve_model(body.get("model"))
-        data, base = read_manifest(body["manifest"], s.settings)
-        return queue_manifest(data, body["manifest"], base, body.get("group_by"), model, extra)
+        stream, base = read_manifest(body["manifest"], s.settings)
+        with stream:  # read line by line as it is checked: never whole in memory
+            return queue_manifest(stream, body["manifest"], base, body.get("group_by"), model,
+                                  extra)
     if "urls" in body:
         model = resolve_model(body.get("model"))  # fail before storing anything
         job_id = new_job_id()
@@ -78,7 +81,7 @@ def submit_classify(body: dict) -> dict:
     return queue_classify(new_job_id(), source, resolve_model(body.get("model")), **extra)
 
 
-def queue_manifest(data: bytes, name: str, base: str, group_by: str | None,
+def queue_manifest(data: BinaryIO, name: str, base: str, group_by: str | None,
                    model: tuple[str, dict], extra: dict) -> dict:
     """A scoring job over a manifest: checked line by line, its checked copy stored under the
     job (nothing is left behind if it is refused or can't be queued), then queued."""
@@ -149,14 +152,9 @@ def submit_manifest_upload(form: dict, extra: dict) -> dict:
     if len(parts) != 1:
         raise BadRequest("a manifest upload holds one file, the 'manifest' field, and no images")
     upload = parts[0][1]
-    limit = services().settings.manifest_max_bytes
-    data = upload.stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"the manifest is larger than {limit} bytes "
-                              "(FACESENSE_MANIFEST_MAX_BYTES)")
-    model = resolve_model(form.get("model"))
-    return queue_manifest(data, upload.filename or "manifest", "", form.get("group_by"), model,
-                          extra)
+    model = resolve_model(form.get("model"))  # its size is checked as it is read
+    return queue_manifest(upload.stream, upload.filename or "manifest", "", form.get("group_by"),
+                          model, extra)
 
 
 def resolve_model(name: str | None) -> tuple[str, dict]:

@@ -30,7 +30,7 @@ class Settings:
     redis_password: str = _setting("", "Password of the Redis primary and replicas found through the sentinels (a FACESENSE_REDIS_URL carries its own); the sentinels themselves take none")
     store: str = _setting("", "Object storage URL: a folder, file://..., or s3://bucket/prefix; empty: <data_dir>/store")
     data_dir: str = _setting("./var", "Folder for the embedded Redis, local store and caches")
-    allowed_roots: tuple[str, ...] = _setting((), "Local folders a job may read, ':'-separated; empty: the working directory")
+    allowed_roots: tuple[str, ...] = _setting((), "Local folders a job may read (source, dataset, manifest, manifest line), ':'-separated; empty: none (only S3, uploads and URLs); the data dir and a local store are never read, whatever the roots")
     s3_endpoint_url: str = _setting("", "S3 endpoint for MinIO / SeaweedFS; empty: AWS (or AWS_ENDPOINT_URL)")
     s3_region: str = _setting("", "S3 region; empty: the AWS default chain")
     shard_size: int = _setting(256, "Images per shard task: the unit of work shared among workers")
@@ -127,9 +127,9 @@ class Settings:
 
     @property
     def roots(self) -> tuple[Path, ...]:
-        """Allowed local roots, resolved (symlinks followed)."""
-        roots = self.allowed_roots or (os.getcwd(),)
-        return tuple(Path(r).resolve() for r in roots)
+        """Allowed local roots, resolved (symlinks followed); none when unset: the working
+        directory holds the data dir and often secrets, so reading it must be asked for."""
+        return tuple(Path(r).resolve() for r in self.allowed_roots)
 
     @property
     def client_api_url(self) -> str:

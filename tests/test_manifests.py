@@ -149,27 +149,26 @@ def test_bad_manifests_are_refused_naming_the_line(client, folder, base_dir, set
     assert (folder / a).exists() and (folder / b).exists()
     outside = Path(base_dir).parent / "elsewhere.jpg"
     cases = [
-        ("photo,variant\nx.jpg,A\n", 400,
-         "line 1: no 'image' column (columns: 'photo', 'variant')"),
+        ("photo,variant\nx.jpg,A\n", 400, "line 1: no 'image' column"),
         (f"image,variant\n{a},A\n{outside},B\n", 422,
-         f"line 3: image '{outside}' is outside the allowed roots"),
+         "line 3: the image is outside the allowed roots"),
         (f"image,variant\n{a},A\n{b},B\n./{a},A\n", 400,
-         f"line 4: duplicate row: image './{a}' is already listed on line 2"),
+         "line 4: duplicate row: its image is already listed on line 2"),
         (f"image,variant\n{a},A\nvariant_a/nope.jpg,A\n", 422,
-         "line 3: image 'variant_a/nope.jpg' does not exist"),
+         "line 3: the image does not exist"),
         (f"image,variant\n{a},A,extra\n", 400, "line 2: 3 cells, but the header has 2 columns"),
         ("image,variant\n../../../../etc/passwd,A\n", 422,
-         "line 2: image '../../../../etc/passwd' is outside the allowed roots"),
+         "line 2: the image is outside the allowed roots"),
         (f"image,variant\nftp://h/{a},A\n", 400, "line 2: unsupported image"),
     ]
     for text, status, message in cases:
         got = refusal(client, folder, text)
         assert got[0] == status and message in got[1], (text, got)
     assert refusal(client, folder, f"image,variant\n{a},A\n", group_by="cell") == (
-        400, "group_by 'cell' is not a column of the manifest (columns: 'image', 'variant')")
+        400, "group_by 'cell' is not a column of the manifest")
     jsonl = f'{{"image": "{a}", "variant": "A"}}\n{{"image": "{b}", "variant": ["B"]}}\n'
     got = refusal(client, folder, jsonl, name="bad.jsonl")
-    assert got == (400, "line 2: column 'variant' holds a list; values must be text, numbers, "
+    assert got == (400, "line 2: value 2 is a list; values must be text, numbers, "
                         "true/false or null")
     assert refusal(client, folder, "", name="gone.csv", manifest=str(folder / "nope.csv"))[0] == 422
     r = client.post("/v1/jobs", json={"type": "classify", "source": str(folder), "group_by": "x"})
@@ -185,6 +184,6 @@ def test_an_oversized_manifest_is_refused_naming_the_first_line_past_the_cap(set
     r = small.post("/v1/jobs", data={"type": "classify",
                                      "manifest": (io.BytesIO(text.encode()), "m.csv")},
                    content_type="multipart/form-data")
-    assert r.status_code == 400 and "line 2: image" in r.get_json()["error"]["message"]
+    assert r.status_code == 400 and "line 2: the image" in r.get_json()["error"]["message"]
     tiny = create_app(dataclasses.replace(settings, manifest_max_bytes=10)).test_client()
     assert refusal(tiny, folder, text)[0] == 413

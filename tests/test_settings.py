@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -100,9 +99,10 @@ def test_store_url_defaults_to_a_folder_under_the_data_dir():
     assert Settings(data_dir="/srv/fs", store="s3://b/p").store_url == "s3://b/p"
 
 
-def test_roots_default_to_the_working_directory_and_are_resolved(tmp_path, monkeypatch):
+def test_roots_default_to_none_and_are_resolved(tmp_path, monkeypatch):
+    # Unset, no local folder may be read: not the working directory, which holds ./var
     monkeypatch.chdir(tmp_path)
-    assert Settings().roots == (Path(os.getcwd()).resolve(),)
+    assert Settings().roots == ()
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert Settings(allowed_roots=(str(tmp_path / "link"),)).roots == ((tmp_path / "real")

@@ -160,7 +160,7 @@ def test_a_source_that_overlaps_the_store_is_refused(root, settings):
     local = settings.replace(store=str(root / "store"))
     (root / "store" / "jobs").mkdir(parents=True)
     for source in (str(root), str(root / "store"), str(root / "store" / "jobs")):
-        with pytest.raises(SourceError, match="overlaps the store"):
+        with pytest.raises(SourceError, match=r"overlaps the store|a folder the server writes"):
             normalize_source(source, local)
     assert normalize_source(str(root / "ads"), local) == (root / "ads").resolve().as_uri()
     s3 = settings.replace(store="s3://bucket/prod")

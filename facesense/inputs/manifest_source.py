@@ -12,7 +12,7 @@ from pathlib import Path
 from facesense.errors import ObjectNotFound
 from facesense.inputs.manifest_images import URL
 from facesense.inputs.netguard import Limits, fetch
-from facesense.inputs.sources import LocalSource, file_url_path, overlaps_store
+from facesense.inputs.sources import LocalSource, file_url_path, overlaps_store, system_folders
 from facesense.settings import Settings
 from facesense.storage import LocalStore, Store, layout, open_store, parse_s3_url
 
@@ -95,7 +95,8 @@ class ManifestSource:
             bucket, name = parse_s3_url(key)
             return self._store(f"s3://{bucket}").open(name, start)
         if key.startswith("/"):
-            return LocalSource(Path("/"), self.settings.roots, self._own).open(key[1:], start)
+            return LocalSource(Path("/"), self.settings.roots, self._own,
+                               system_folders(self.settings)).open(key[1:], start)
         return self._store(self.base).open(key, start)
 
     @property
@@ -109,7 +110,7 @@ class ManifestSource:
         if url not in self._stores:  # a race builds one twice: harmless
             if url.startswith("file://"):
                 self._stores[url] = LocalSource(Path(file_url_path(url)), self.settings.roots,
-                                                self._own)
+                                                self._own, system_folders(self.settings))
             else:
                 self._stores[url] = open_store(url, endpoint_url=self.settings.s3_endpoint_url,
                                                region=self.settings.s3_region)

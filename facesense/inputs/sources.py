@@ -13,7 +13,7 @@ from urllib.parse import unquote
 from facesense.errors import BadRequest, ObjectNotFound, SourceError
 from facesense.inputs.urls import URLS_SCHEME, UrlSource, is_url_key, split_url_key
 from facesense.settings import Settings
-from facesense.storage import LocalStore, Store, open_store, parse_s3_url
+from facesense.storage import LocalStore, Store, check_key, open_store, parse_s3_url
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -51,14 +51,40 @@ def inside_roots(real: Path, roots: tuple[Path, ...]) -> bool:
     return any(real == root or real.is_relative_to(root) for root in roots)
 
 
+def system_folders(settings: Settings) -> tuple[Path, ...]:
+    """The folders the system writes (the data dir: the embedded Redis and its password, the
+    training caches; a local store): never an input, whatever the roots say."""
+    store = settings.store_url
+    folders = [Path(settings.data_dir).expanduser().resolve()]
+    if not store.startswith("s3://"):
+        folders.append(Path(file_url_path(store) if store.startswith("file://") else store)
+                       .expanduser().resolve())
+    return tuple(folders)
+
+
+def outside_roots(what: str, settings: Settings) -> SourceError:
+    """The refusal of a path outside the allowed roots (saying so when there are none)."""
+    why = ("FACESENSE_ALLOWED_ROOTS is empty: the server reads no local folder"
+           if not settings.roots else "FACESENSE_ALLOWED_ROOTS")
+    return SourceError(f"{what} is outside the allowed roots ({why})")
+
+
+def private_path(real: Path, settings: Settings, what: str) -> None:
+    """Refuse a real path inside a folder the system writes (422, the same for every path
+    there, existing or not)."""
+    if inside_roots(real, system_folders(settings)):
+        raise SourceError(f"{what} lies in a folder the server writes (its data dir or store), "
+                          "which is never an input")
+
+
 def resolve_local(path: str, settings: Settings) -> Path:
-    """The real path of a local folder, refused unless it lies inside an allowed root.
+    """The real path of a local folder, refused unless it lies inside an allowed root and
+    outside the folders the system writes.
 
     The roots are checked first, on the path as far as it exists: nothing else is said about a
     path outside them (whether it exists is not for a caller to learn).
     """
-    outside = SourceError(f"local folder {path!r} is outside the allowed roots "
-                          "(FACESENSE_ALLOWED_ROOTS)")
+    outside = outside_roots(f"local folder {path!r}", settings)
     try:
         if not inside_roots(Path(path).expanduser().resolve(strict=False), settings.roots):
             raise outside
@@ -67,6 +93,7 @@ def resolve_local(path: str, settings: Settings) -> Path:
         raise SourceError(f"local folder {path!r} does not exist") from None
     if not inside_roots(real, settings.roots):
         raise outside
+    private_path(real, settings, f"local folder {path!r}")
     if not real.is_dir():
         raise SourceError(f"{path!r} is not a folder")
     return real
@@ -80,15 +107,17 @@ def file_url_path(url: str) -> str:
 class LocalSource(LocalStore):
     """A local source folder whose files are listed and read only if their real path (a file
     may be a symlink) lies inside the allowed roots and outside the main store (another job's
-    uploads, results and thumbnails); others are not inputs at all."""
+    uploads, results and thumbnails) and the other folders the system writes (private); others
+    are not inputs at all."""
 
-    def __init__(self, root: Path, roots: tuple[Path, ...], store: Path | None = None):
+    def __init__(self, root: Path, roots: tuple[Path, ...], store: Path | None = None,
+                 private: tuple[Path, ...] = ()):
         super().__init__(root)
         self.roots, self.store = roots, store
+        self.private = private + ((store,) if store is not None else ())
 
     def _allowed(self, real: Path) -> bool:
-        return inside_roots(real, self.roots) and not (
-            self.store is not None and inside_roots(real, (self.store,)))
+        return inside_roots(real, self.roots) and not inside_roots(real, self.private)
 
     def _real(self, key: str) -> Path | None:
         """The file's real path if it may be read, else None."""
@@ -128,7 +157,7 @@ class LocalSource(LocalStore):
 
     def child(self, prefix: str) -> LocalSource:
         """A sub-folder, under the same roots and store."""
-        return LocalSource(self._path(prefix), self.roots, self.store)
+        return LocalSource(self._path(prefix), self.roots, self.store, self.private)
 
 
 # O_PATH walks folders the server may cross but not list (0711 homes); O_NONBLOCK: a FIFO
@@ -166,6 +195,10 @@ def normalize_source(source: str, settings: Settings) -> str:
     source = source.strip()
     if source.startswith("s3://"):
         open_store(source)  # validates the URL's shape
+        prefix = parse_s3_url(source)[1]
+        if prefix and not valid_key(prefix):  # a server may normalise '..' where S3 would not
+            raise BadRequest(f"source {source!r}: {prefix!r} is not a valid S3 prefix (no empty, "
+                             "'.' or '..' parts, no backslash)")
         canonical = source.rstrip("/")
     elif "://" in source and not source.startswith("file://"):
         raise SourceError(f"unsupported source {source!r}: use s3://bucket/prefix or a local folder")
@@ -175,6 +208,15 @@ def normalize_source(source: str, settings: Settings) -> str:
     if overlaps_store(canonical, settings.store_url):
         raise SourceError(f"source {source!r} overlaps the store that holds every job's files")
     return canonical
+
+
+def valid_key(key: str) -> bool:
+    """True for a storage key (or prefix) without empty, '.' or '..' parts or a backslash."""
+    try:
+        check_key(key)
+    except ValueError:
+        return False
+    return True
 
 
 def overlaps_store(source: str, store: str) -> bool:
@@ -213,5 +255,6 @@ def open_source(url: str, settings: Settings, store: Store) -> Store:
         return store.child(url[len(UPLOAD_SCHEME):])
     if url.startswith("file://"):  # a local main store is never read through a link into it
         own = store.root if isinstance(store, LocalStore) else None
-        return LocalSource(resolve_local(file_url_path(url), settings), settings.roots, own)
+        return LocalSource(resolve_local(file_url_path(url), settings), settings.roots, own,
+                           system_folders(settings))
     return open_store(url, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region)
