@@ -57,7 +57,7 @@ def test_make_test_deselects_the_cuda_tests():
 def test_dry_run_sizes_are_tiny_and_gpu_sizes_fill_20_seconds():
     dry, real = parse_args(["--dry-run"]), parse_args(["--n", "5000"])
     assert (dry.n, dry.epochs, dry.batch) == (16, 0, 8)
-    assert (real.n, real.epochs, real.batch, real.precision_n) == (5000, 8, 0, 256)
+    assert (real.n, real.epochs, real.batch, real.precision_n) == (5000, 8, 0, 128)
     with pytest.raises(SystemExit):
         parse_args(["--skip", "tests,nonsense"])
 
