@@ -33,10 +33,11 @@ def get_model(version: str):
 
 @bp.post("/<version>/promote")
 def promote(version: str):
-    """Point an alias (default production) at this version; the move is kept in history."""
+    """Point an alias (default production) at this version; the move is kept in history.
+    A version that does not beat chance needs "force": true (409 without it)."""
     require_admin("promoting a model")
-    body = check_fields(json_body(request), {"alias": str}, ())
+    body = check_fields(json_body(request), {"alias": str, "force": bool}, ())
     alias = check_name(body.get("alias", "production"), "alias")
     who = caller().name
     by = f"key {who}" if who else f"request from {request.remote_addr}"
-    return jsonify(registry().promote(version, alias, by=by))
+    return jsonify(registry().promote(version, alias, by=by, force=body.get("force", False)))

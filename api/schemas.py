@@ -11,7 +11,8 @@ from facesense.errors import BadRequest, PayloadTooLarge
 
 CLASSIFY_FIELDS = {"type": str, "source": str, "urls": list, "manifest": str, "group_by": str,
                    "model": str, "callback_url": str, "priority": str, "faces": bool}
-TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "callback_url": str}
+TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "alias": str,
+                "callback_url": str}
 UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str, "priority": str, "group_by": str,
                  "faces": str}
 

@@ -154,10 +154,10 @@ class Client:
                               files=[("manifest", (path.name, fh))]).json()
 
     def train(self, dataset: str, params: dict | None = None, promote: str = "never",
-              callback_url: str | None = None) -> dict:
+              callback_url: str | None = None, alias: str | None = None) -> dict:
         """Queue a training job on a labelled folder the server reads."""
         body = {"type": "train", "dataset": dataset, "params": params or {}, "promote": promote,
-                **_optional(callback_url=callback_url)}
+                **_optional(callback_url=callback_url, alias=alias)}
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def retry(self, job_id: str, model: str | None = None, priority: str | None = None) -> dict:
@@ -243,9 +243,11 @@ class Client:
         """One version's manifest, with the aliases pointing at it."""
         return self._call("GET", f"/v1/models/{version}").json()
 
-    def promote(self, version: str, alias: str = "production") -> dict:
-        """Move an alias to a version (an admin key, when keys are configured)."""
-        return self._call("POST", f"/v1/models/{version}/promote", json={"alias": alias}).json()
+    def promote(self, version: str, alias: str = "production", force: bool = False) -> dict:
+        """Move an alias to a version (an admin key, when keys are configured); force puts a
+        version that does not beat chance behind it."""
+        body = {"alias": alias, **({"force": True} if force else {})}
+        return self._call("POST", f"/v1/models/{version}/promote", json=body).json()
 
     def health(self) -> dict:
         """The /healthz answer (ApiError 503 names what is down)."""

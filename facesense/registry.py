@@ -78,6 +78,8 @@ class Registry:
             raise BadRequest("'aliases' is reserved and can't name a model version")
         if self.store.exists(version_key(version)):
             raise Conflict(f"model version {version!r} already exists; versions are immutable")
+        if self.store.exists(alias_key(version)):  # jobs naming it would get the alias's model
+            raise Conflict(f"{version!r} is an alias name; a version can't take it")
         manifest = validate_manifest({**manifest, "version": version,
                                       "weights_sha256": sha256(weights),
                                       "weights_bytes": len(weights),
@@ -141,12 +143,29 @@ class Registry:
                     if name == "production" else "")
             raise ModelNotFound(f"no model version or alias {name!r}{hint}") from None
 
-    def promote(self, version: str, alias: str = "production", by: str = "") -> dict:
-        """Point an alias at a version, recording the move in the alias's history."""
-        self.manifest(version)  # must exist
+    def promote(self, version: str, alias: str = "production", by: str = "",
+                force: bool = False) -> dict:
+        """Point an alias at a version, recording the move in the alias's history.
+
+        A version whose manifest says it does not beat chance moves an alias only with force,
+        and the history says it was forced.
+        """
+        manifest = self.manifest(version)  # must exist
+        check_name(alias, "alias")
+        if self.store.exists(version_key(alias)):  # else naming that version finds the alias
+            raise Conflict(f"alias {alias!r} would hide the model version of that name; "
+                           "choose another alias name")
+        chance = manifest.get("chance") or {}
+        forced = bool(chance) and not chance.get("beats_chance")
+        if forced and not force:
+            raise Conflict(f"model {version} does not beat chance on its validation images "
+                           f"(accuracy {chance['correct']}/{chance['images']}, majority class "
+                           f"{chance['baseline']:.0%}, p = {chance['p_value']:.3g}); promote it "
+                           "with force to put it behind an alias anyway")
         record = self.alias(alias) or {"alias": alias, "version": None, "history": []}
         record["history"].append({"at": time.time(), "from": record["version"], "to": version,
-                                  "by": by})
+                                  "by": by, **({"forced": True, "beats_chance": False}
+                                               if forced else {})})
         record["version"] = version
         self.store.put(alias_key(alias), json.dumps(record, indent=2).encode())
         return record

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from facesense.errors import BadRequest
 from facesense.registry import resize_for
 
-PROMOTE_POLICIES = ("never", "if_better", "always")
+# always and if_better promote only a version that beats chance; force promotes any, and says so.
+PROMOTE_POLICIES = ("never", "if_better", "always", "force")
 
 
 def _p(default, help: str, **limits):
@@ -35,15 +36,23 @@ class TrainParams:
                    hi=2**31 - 1)
     patience: int = _p(5, "Stop after this many epochs without a better validation loss "
                        "(0: never stop early)", lo=0, hi=1000)
-    base: str | None = _p(None, "A model version to fine-tune from; the head is replaced when "
-                          "classes differ")
+    base: str | None = _p(None, "A model version or alias to fine-tune from (the starter model "
+                          "included): its architecture and preprocessing are kept (image_size is "
+                          "then ignored) and its head is replaced when classes differ")
     pretrained: bool = _p(False, "Start from torchvision's ImageNet AlexNet weights (ignored "
                           "with base): downloaded on first use from FACESENSE_PRETRAINED_URL, "
                           "hash-checked and kept once in the store; refused at submission when "
                           "neither the store copy nor the URL is there")
-    faces: bool = _p(False, "Train on each image's largest face (found and cut as scoring does); "
-                     "images without a face are skipped and counted; the version then scores "
-                     "faces by default")
+    faces: bool | None = _p(None, "Train on each image's largest face (found and cut as scoring "
+                            "does); images without a face are skipped and counted; the version "
+                            "then scores faces by default. null: as the base version was "
+                            "trained (off without a base)")
+    backbone_lr: float = _p(0.1, "When fine-tuning (base or pretrained): the backbone's learning "
+                            "rate as a share of lr, while the new head learns at lr; 0 freezes "
+                            "the backbone", lo=0.0, hi=1.0)
+    min_steps: int = _p(300, "Fewest optimisation steps: a small set gets more epochs (at most "
+                        "1000; the job says so) so it does not stop in the first plateau; 0: "
+                        "epochs as given", lo=0, hi=100_000)
 
     @classmethod
     def parse(cls, raw: dict | None) -> TrainParams:
@@ -79,6 +88,7 @@ def _check(f: dataclasses.Field, value) -> str | None:
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
+        "bool | None": value is None or isinstance(value, bool),
         "str": isinstance(value, str),
         "str | None": value is None or isinstance(value, str),
     }[kind]

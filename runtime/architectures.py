@@ -27,6 +27,12 @@ class Architecture:
     head: str  # module whose parameters' rows are the classes (replaced when fine-tuning)
     preprocess: dict  # the inputs a version of it expects unless its manifest says otherwise
     int8_float: tuple[str, ...]  # modules kept in fp32 under int8: their logits decide labels
+    channels_last: bool = True  # weights in channels-last memory (oneDNN's fast path for convs)
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        """How the network's weights are laid out in memory."""
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 def same_max_pool(x: torch.Tensor, kernel: int, stride: int) -> torch.Tensor:
@@ -99,7 +105,9 @@ class MiniXception(nn.Module):
 ARCHITECTURES = {a.name: a for a in (
     Architecture("alexnet", lambda n: alexnet(weights=None, num_classes=n), "classifier.6",
                  DEFAULT_PREPROCESS, ("classifier.6",)),
-    Architecture("mini_xception", MiniXception, "head", GREY_64, ("head",)),
+    # Channels-last depthwise convolutions crash in backward on the CPU (a segfault in torch
+    # 2.14's kernels, seen on AVX-512 EPYCs); the network is small enough not to miss it.
+    Architecture("mini_xception", MiniXception, "head", GREY_64, ("head",), channels_last=False),
 )}
 DEFAULT_ARCH = "alexnet"  # what training builds unless it fine-tunes another version
 

@@ -88,7 +88,7 @@ def unpickle_reason(e: Exception) -> str:
 
 
 def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn.Module:
-    """An eval-mode, channels-last network on device from verified safetensors bytes."""
+    """An eval-mode network on device (in its arch's memory format) from verified safetensors."""
     try:
         state = load_safetensors(weights)
     except Exception as e:
@@ -100,7 +100,7 @@ def load_model(manifest: dict, weights: bytes, device: torch.device) -> torch.nn
     # fp32 copies: an imported state may be fp16, and tensors must not share the bytes' buffer
     model.load_state_dict({k: v.to(torch.float32, copy=True) for k, v in state.items()},
                           assign=True)
-    return model.eval().to(device, memory_format=torch.channels_last)
+    return model.eval().to(device, memory_format=architecture(arch).memory_format)
 
 
 def register_state(registry: Registry, state: dict, classes: list[str],

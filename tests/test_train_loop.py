@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from safetensors.torch import load
 
-from facesense.errors import ModelError
 from facesense.registry import Registry
 from facesense.storage import LocalStore
 from facesense.synthetic import make_dataset
 from facesense.trainparams import TrainParams
-from runtime.network import HEAD, build_alexnet, register_state
+from runtime.network import build_alexnet, register_state
 from runtime.preprocess import spec_for
 from trainer.data import load_data
-from trainer.train import Checkpoints, fit, initial_state
+from trainer.train import Checkpoints, fit, initial_state, planned_epochs, warmup_epochs
 
+HEAD = "classifier.6"  # AlexNet's class head
 SPEC = spec_for(64)
 CPU = torch.device("cpu")
 
@@ -29,7 +31,8 @@ def data(tmp_path_factory):
 
 
 def params(**kw) -> TrainParams:
-    return TrainParams.parse({"epochs": 1, "batch_size": 4, "image_size": 64, **kw})
+    return TrainParams.parse({"epochs": 1, "batch_size": 4, "image_size": 64, "min_steps": 0,
+                              **kw})
 
 
 def test_training_is_reproducible_on_cpu(data):
@@ -71,20 +74,56 @@ def test_no_checkpoint_is_written_before_its_interval_has_passed(data, tmp_path)
     assert [r["epoch"] for r in result.history] == [1, 2] and result.state
 
 
-def test_pretrained_weights_missing_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(ModelError, match="not in the torch cache"):
-        initial_state(params(pretrained=True), ["happy", "sad"], None)
+def test_pretrained_weights_start_the_backbone_with_a_new_head():
+    torch.manual_seed(5)
+    imagenet = build_alexnet(1000).state_dict()
+    buf = io.BytesIO()
+    torch.save(imagenet, buf)
+    start = initial_state(params(pretrained=True), ["happy", "sad"], None, None,
+                          pretrained=buf.getvalue)
+    assert start.arch == "alexnet" and start.fine_tuning and start.parent is None
+    assert torch.equal(start.state["features.0.weight"], imagenet["features.0.weight"])
+    assert start.state[f"{HEAD}.weight"].shape[0] == 2
 
 
 def test_fine_tuning_from_a_base_replaces_the_head_when_classes_differ(tmp_path):
     registry = Registry(LocalStore(tmp_path))
     torch.manual_seed(3)
     base = register_state(registry, build_alexnet(3).state_dict(), ["a", "b", "c"])
-    state, parent = initial_state(params(base=base["version"]), ["happy", "sad"], registry)
-    assert parent == base["version"]
-    assert state[f"{HEAD}.weight"].shape[0] == 2
+    start = initial_state(params(base=base["version"]), ["happy", "sad"], base, registry)
+    assert start.parent == base["version"]
+    assert start.state[f"{HEAD}.weight"].shape[0] == 2
     base_state = load(registry.weights(base))
-    assert torch.equal(state["features.0.weight"], base_state["features.0.weight"])
-    same, _ = initial_state(params(base=base["version"]), ["a", "b", "c"], registry)
-    assert torch.equal(same[f"{HEAD}.weight"], base_state[f"{HEAD}.weight"])
+    assert torch.equal(start.state["features.0.weight"], base_state["features.0.weight"])
+    same = initial_state(params(base=base["version"]), ["a", "b", "c"], base, registry)
+    assert torch.equal(same.state[f"{HEAD}.weight"], base_state[f"{HEAD}.weight"])
+
+
+def test_fine_tuning_trains_the_backbone_slower_than_the_head(data, tmp_path):
+    registry = Registry(LocalStore(tmp_path))
+    torch.manual_seed(4)
+    base = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"])
+    start = initial_state(params(base=base["version"]), ["happy", "sad"], base, registry)
+    frozen = fit(data, params(backbone_lr=0.0, epochs=2), SPEC, device=CPU, precision="fp32",
+                 start=start)
+    assert torch.equal(frozen.state["features.0.weight"], start.state["features.0.weight"])
+    assert not torch.equal(frozen.state[f"{HEAD}.weight"], start.state[f"{HEAD}.weight"])
+    slow = fit(data, params(backbone_lr=0.1, epochs=2), SPEC, device=CPU, precision="fp32",
+               start=start)
+    assert not torch.equal(slow.state["features.0.weight"], start.state["features.0.weight"])
+
+
+def test_a_small_set_gets_enough_steps_and_the_plan_says_why():
+    epochs, why = planned_epochs(params(epochs=5, batch_size=32, min_steps=300), 48)
+    assert epochs == 150 and "from 5 to 150" in why and "48 training images" in why
+    assert planned_epochs(params(epochs=5, batch_size=32, min_steps=0), 48) == (5, None)
+    assert planned_epochs(params(epochs=5, batch_size=4, min_steps=100), 400) == (5, None)
+    assert planned_epochs(params(epochs=1, batch_size=1, min_steps=100_000), 2)[0] == 1000
+
+
+def test_early_stopping_waits_for_warm_up(data):
+    # At lr 1e-7 nothing improves after epoch 1: patience 1 alone would stop after epoch 2.
+    # 30 epochs warm up for 3, and patience counts from the end of warm-up.
+    result = fit(data, params(epochs=30, patience=1, lr=1e-7), SPEC, device=CPU,
+                 precision="fp32")
+    assert len(result.history) == warmup_epochs(30) + 1 and result.best_epoch <= 3

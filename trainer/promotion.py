@@ -10,6 +10,7 @@ from facesense.storage import Store
 from runtime.faces import FaceDetector, FaceOptions, largest_face
 from runtime.network import load_model
 from runtime.preprocess import decode, fit, preprocess
+from trainer.chance import plain_reason
 from trainer.data import Dataset
 from trainer.engine import metrics_from, predict
 
@@ -22,6 +23,14 @@ def promote(registry: Registry, manifest: dict, data: Dataset, policy: str, *, b
            "candidate_accuracy": manifest["metrics"]["accuracy"]}
     if policy == "never":
         return out
+    chance = manifest.get("chance") or {}
+    if policy == "force":  # the one way a version no better than chance gets an alias
+        registry.promote(manifest["version"], alias, by=by, force=True)
+        forced = chance and not chance["beats_chance"]
+        return {**out, "promoted": True, **({"forced": True, "reason": "forced: "
+                                             + plain_reason(chance)} if forced else {})}
+    if chance and not chance["beats_chance"]:
+        return {**out, "reason": plain_reason(chance)}
     holder = registry.alias(alias)
     if policy == "if_better" and holder:
         incumbent = registry.manifest(holder["version"])

@@ -1,88 +1,33 @@
-"""The train loop: fit with per-epoch checkpoints and early stopping, then register a version."""
+"""The train loop: where it starts, fit with checkpoints and early stopping, then register."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from facesense.errors import ModelError, ObjectNotFound
+from facesense.errors import ModelError
 from facesense.registry import Registry
-from facesense.storage import Store
 from facesense.storage.layout import HISTORY
 from facesense.trainparams import TrainParams
 from runtime import precision
-from runtime.network import HEAD, build_alexnet, load_model, to_bytes
+from runtime.architectures import DEFAULT_ARCH, architecture
+from runtime.network import build, load_model, new_head, to_bytes
 from runtime.precision import CALIBRATION_IMAGES
+from trainer.chance import chance_test
+from trainer.checkpoints import Checkpoints
 from trainer.data import Dataset
 from trainer.engine import evaluate, train_one_epoch
 
 log = logging.getLogger(__name__)
-PRETRAINED_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's ImageNet AlexNet weights
+MAX_EPOCHS = 1000  # min_steps raises a small set's epochs no further than this
 AGREEMENT_IMAGES = 400  # validation images the precision agreement is measured on, at most
-
-
-class Checkpoints:
-    """The last checkpointed epoch's state (model, optimiser, schedule, history) under one key
-    in the store, and the best epoch's weights under another (written with it, if improved)."""
-
-    def __init__(self, store: Store, key: str, interval_s: float = 0):
-        self.store, self.key, self.interval_s = store, key, interval_s
-        self.best_key = key.rsplit(".", 1)[0] + "-best.safetensors"
-        self.saved_at = time.monotonic()  # the run's start, until a checkpoint is written
-
-    def due(self) -> bool:
-        """Whether interval_s have passed since the last checkpoint (or the run's start)."""
-        # Each is ~900 MB with AdamW's state: short epochs must not spend most of their time
-        # writing them; a killed run loses at most interval_s plus an epoch.
-        return time.monotonic() - self.saved_at >= self.interval_s
-
-    def save_best(self, state: dict) -> None:
-        """Write the best weights so far."""
-        self.store.put(self.best_key, to_bytes(state))
-
-    def load_best(self) -> dict:
-        """The best weights so far."""
-        from safetensors.torch import load
-
-        return load(self.store.get(self.best_key))
-
-    def load(self) -> dict | None:
-        """The saved state, or None; loaded weights-only, so a checkpoint can't run code."""
-        with tempfile.TemporaryFile() as f:
-            try:
-                with self.store.open(self.key) as stream:
-                    shutil.copyfileobj(stream, f, 1 << 20)
-            except ObjectNotFound:
-                return None
-            f.seek(0)
-            try:
-                return torch.load(f, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise ModelError(f"checkpoint {self.key} is not a plain tensor checkpoint "
-                                 f"({e})") from None
-
-    def delete(self) -> None:
-        """Remove both files (after the version is registered)."""
-        self.store.delete(self.key)
-        self.store.delete(self.best_key)
-
-    def save(self, state: dict) -> None:
-        """Write the state through a temporary file, streamed to the store (multipart on S3;
-        atomic either way): no in-memory copy of a checkpoint that can pass 1 GB."""
-        with tempfile.TemporaryFile() as f:
-            torch.save(state, f)
-            f.seek(0)
-            self.store.put_stream(self.key, f)
-        self.saved_at = time.monotonic()
 
 
 @dataclass
@@ -95,72 +40,128 @@ class FitResult:
     history: list[dict]
 
 
-def initial_state(params: TrainParams, classes: list[str], registry: Registry | None) -> tuple[
-        dict | None, str | None]:
-    """Starting weights (None: fresh init) and the parent version, from base or pretrained."""
-    if params.base:
+@dataclass
+class Start:
+    """Where a run starts: the network, its weights (None: fresh), the parent version."""
+
+    arch: str
+    state: dict | None = None
+    parent: str | None = None
+
+    @property
+    def fine_tuning(self) -> bool:
+        """Whether the backbone comes from trained weights (it then learns more slowly)."""
+        return self.state is not None
+
+
+def initial_state(params: TrainParams, classes: list[str], base: dict | None,
+                  registry: Registry | None,
+                  pretrained: Callable[[], bytes] | None = None) -> Start:
+    """The starting point: the base version's weights (head replaced when classes differ),
+    ImageNet AlexNet's (pretrained() gives the verified .pth bytes), or a fresh AlexNet."""
+    if base is not None:
         if registry is None:
             raise ModelError("a base version needs a model registry")
-        manifest = registry.resolve(params.base)
-        model = load_model(manifest, registry.weights(manifest), torch.device("cpu"))
-        state = model.state_dict()
-        if manifest["classes"] != classes:  # new head for the new classes
-            fresh = build_alexnet(len(classes)).state_dict()
-            state.update({k: v for k, v in fresh.items() if k.startswith(HEAD)})
-        return state, manifest["version"]
+        arch = base.get("arch") or DEFAULT_ARCH
+        state = load_model(base, registry.weights(base), torch.device("cpu")).state_dict()
+        if base["classes"] != classes:  # new head for the new classes
+            state = new_head(state, arch, len(classes))
+        return Start(arch, state, base["version"])
     if params.pretrained:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / PRETRAINED_FILE
-        if not path.is_file():
-            raise ModelError(f"pretrained ImageNet AlexNet weights are not in the torch cache "
-                             f"({path}); copy {PRETRAINED_FILE} there, or train with "
-                             "pretrained=false")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        fresh = build_alexnet(len(classes)).state_dict()
-        state.update({k: v for k, v in fresh.items() if k.startswith(HEAD)})
-        return state, None
-    return None, None
+        if pretrained is None:
+            raise ModelError("pretrained ImageNet weights need the store and settings to fetch "
+                             "them from")
+        state = torch.load(io.BytesIO(pretrained()), map_location="cpu", weights_only=True)
+        return Start(DEFAULT_ARCH, new_head(state, DEFAULT_ARCH, len(classes)))
+    return Start(DEFAULT_ARCH)
 
 
-def make_optimizer(model: torch.nn.Module, params: TrainParams, steps: int):
-    """The optimiser and a schedule: one epoch of linear warm-up, then cosine decay."""
+def planned_epochs(params: TrainParams, train_images: int) -> tuple[int, str | None]:
+    """The epochs to run, and why when min_steps raised them (a small set's few steps an epoch
+    would otherwise end training in its first plateau)."""
+    per_epoch = math.ceil(train_images / params.batch_size)
+    if params.epochs * per_epoch >= params.min_steps:
+        return params.epochs, None
+    epochs = min(MAX_EPOCHS, math.ceil(params.min_steps / per_epoch))
+    return epochs, (f"epochs raised from {params.epochs} to {epochs}: {train_images} training "
+                    f"images make {per_epoch} step(s) an epoch, and at least {params.min_steps} "
+                    "steps are run (params.min_steps)")
+
+
+def make_optimizer(model: torch.nn.Module, params: TrainParams, steps: int, *, epochs: int,
+                   head: str | None = None):
+    """The optimiser and a schedule: linear warm-up, then cosine decay.
+
+    head: when fine-tuning, the head's module name; the backbone then learns at
+    params.backbone_lr times the head's rate (0: frozen).
+    """
+    groups: list[dict] = [{"params": list(model.parameters())}]
+    if head is not None:
+        own = [p for n, p in model.named_parameters() if n.startswith(head + ".")]
+        rest = [p for n, p in model.named_parameters() if not n.startswith(head + ".")]
+        groups = [{"params": own}, {"params": rest, "lr": params.lr * params.backbone_lr}]
+        if params.backbone_lr == 0:
+            for p in rest:
+                p.requires_grad_(False)
+            groups = groups[:1]
     if params.optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=params.lr, momentum=0.9, nesterov=True,
+        opt = torch.optim.SGD(groups, lr=params.lr, momentum=0.9, nesterov=True,
                               weight_decay=params.weight_decay)
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    per_epoch = max(1, steps // params.epochs)
+        opt = torch.optim.AdamW(groups, lr=params.lr, weight_decay=params.weight_decay)
+    warmup = warmup_steps(steps, epochs)
 
     def factor(step: int) -> float:
-        if step < per_epoch:
-            return (step + 1) / per_epoch
-        return 0.5 * (1 + math.cos(math.pi * (step - per_epoch) / max(1, steps - per_epoch)))
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def warmup_steps(steps: int, epochs: int) -> int:
+    """Warm-up: a tenth of the run, and at least one epoch."""
+    return max(steps // max(epochs, 1), steps // 10, 1)
+
+
+def warmup_epochs(epochs: int) -> int:
+    """The epochs warm-up spans; early stopping waits for them to pass."""
+    return max(1, math.ceil(epochs / 10))
+
+
 def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device, precision: str,
-        init_state: dict | None = None, checkpoints: Checkpoints | None = None,
+        start: Start | None = None, epochs: int | None = None,
+        checkpoints: Checkpoints | None = None,
         on_epoch: Callable[[dict], None] = lambda row: None,
         should_stop: Callable[[], bool] = lambda: False) -> FitResult:
-    """Train AlexNet on data; resumes from the last checkpoint when there is one."""
+    """Train the start's network on data for epochs (default params.epochs); resumes from the
+    last checkpoint when there is one."""
     torch.manual_seed(params.seed)
-    model = build_alexnet(len(data.classes))
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model = model.to(device, memory_format=torch.channels_last)
-    steps = params.epochs * math.ceil(len(data.train_y) / params.batch_size)
-    optimizer, scheduler = make_optimizer(model, params, steps)
-    history, best, start, best_saved = [], None, 1, True
+    start = start or Start(DEFAULT_ARCH)
+    epochs = epochs or params.epochs
+    model = build(start.arch, len(data.classes))
+    if start.state is not None:
+        model.load_state_dict(start.state)
+    model = model.to(device, memory_format=architecture(start.arch).memory_format)
+    steps = epochs * math.ceil(len(data.train_y) / params.batch_size)
+    optimizer, scheduler = make_optimizer(
+        model, params, steps, epochs=epochs,
+        head=architecture(start.arch).head if start.fine_tuning else None)
+    warm = warmup_epochs(epochs)
+    # Patience is progress, not passes: a small set's epochs were multiplied, so is its patience.
+    patience = math.ceil(params.patience * epochs / params.epochs)
+    history, best, first, best_saved = [], None, 1, True
     saved = checkpoints.load() if checkpoints else None
     if saved:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
-        history, best, start = saved["history"], saved["best"], saved["epoch"] + 1
+        history, best, first = saved["history"], saved["best"], saved["epoch"] + 1
         best["state"] = checkpoints.load_best()
         log.info("resuming from the checkpoint of epoch %d", saved["epoch"])
-    for epoch in range(start, params.epochs + 1):
-        if best and params.patience and epoch - best["epoch"] > params.patience:
+    for epoch in range(first, epochs + 1):
+        # Early stopping waits for warm-up: a small set's first epochs are a plateau.
+        if best and patience and epoch > warm and epoch - max(best["epoch"], warm) > patience:
             break
         torch.manual_seed(params.seed * 7919 + epoch)  # dropout: the same on a resumed run
         gen = torch.Generator().manual_seed(params.seed * 1_000_003 + epoch)
@@ -192,18 +193,21 @@ def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device,
 
 
 def manifest_for(result: FitResult, data: Dataset, params: TrainParams, spec: dict, *,
-                 parent: str | None, job_id: str | None, source: str,
-                 faces: dict | None = None) -> dict:
+                 start: Start, job_id: str | None, source: str,
+                 faces: dict | None = None, plan: dict | None = None) -> dict:
     """A self-describing manifest for the trained version (faces: how its faces were cut)."""
-    return {"classes": data.classes, "arch": "alexnet", "preprocess": spec,
+    correct = sum(row[i] for i, row in enumerate(result.metrics["confusion_matrix"]))
+    return {"classes": data.classes, "arch": start.arch, "preprocess": spec,
             "metrics": {**result.metrics, "best_epoch": result.best_epoch,
                         "epochs_run": len(result.history)},
+            "chance": chance_test(correct, [data.counts[c]["val"] for c in data.classes]),
+            **({"training_plan": plan} if plan else {}),
             "params": params.to_dict(), "dataset": {"source": source,
                                                    "fingerprint": data.fingerprint,
                                                    "counts": data.counts,
                                                    "skipped": len(data.skipped),
                                                    **({"no_face": data.no_face} if faces else {})},
-            **({"faces": faces} if faces else {}), "parent": parent, "job_id": job_id}
+            **({"faces": faces} if faces else {}), "parent": start.parent, "job_id": job_id}
 
 
 def register(registry: Registry, result: FitResult, manifest: dict,
@@ -220,7 +224,7 @@ def register(registry: Registry, result: FitResult, manifest: dict,
 def agreement(state: dict, manifest: dict, data: Dataset) -> tuple[dict, dict[str, bytes]]:
     """Reduced precisions against fp32 on the validation images (int8 calibrated on training
     images' centre crops, so it is not judged on the images it was calibrated with)."""
-    model = build_alexnet(len(manifest["classes"]))
+    model = build(manifest["arch"], len(manifest["classes"]))
     model.load_state_dict(state)
     spec = manifest["preprocess"]
     side, crop = data.train_x.shape[1], spec["input_size"]
