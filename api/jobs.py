@@ -186,7 +186,19 @@ def send(record: dict, task: str) -> dict:
     except Exception as e:
         s.jobs.set_status(record["id"], JobStatus.FAILED, error=f"could not queue the job: {e}")
         raise TransientError(f"could not queue the job: {type(e).__name__}") from None
+    confirm(record["id"], "its submission")
     return record
+
+
+def confirm(job_id: str, what: str) -> None:
+    """With sentinels, answer only once a replica holds the job's writes: an answered request
+    is the one thing a failover could lose that no worker can redo (see README, Sentinel)."""
+    s = services()
+    wait_ms = s.settings.redis_wait_ms
+    if s.settings.redis_sentinels and wait_ms and not s.jobs.replicated(job_id, wait_ms):
+        raise TransientError(f"job {job_id}: {what} reached the Redis primary but no replica "
+                             f"within {wait_ms} ms; a failover could lose it: GET the job, and "
+                             "repeat the request if it is missing or unchanged")
 
 
 def submit_train(body: dict) -> dict:
@@ -251,6 +263,7 @@ def cancel(job_id: str):
         except Exception as e:
             current_app.logger.warning("job %s: could not queue its partial results: %s", job_id, e)
             s.jobs.announce_finished(job_id)
+    confirm(job_id, "its cancel")
     return jsonify(public_record(s.jobs.archive(job_id)))
 
 

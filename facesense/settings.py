@@ -27,6 +27,7 @@ class Settings:
     redis_url: str = _setting("", "Redis URL (broker + job records); empty: `facesense up` starts a private one")
     redis_sentinels: str = _setting("", "Redis Sentinel addresses as host:port, ','-separated; when set they replace FACESENSE_REDIS_URL everywhere (broker, job records, scheduler, leases, `facesense up`): clients ask them for the current primary and follow a failover")
     redis_sentinel_master: str = _setting("facesense", "The name the sentinels monitor the Redis primary under")
+    redis_wait_ms: int = _setting(1000, "With sentinels: the API answers a job's submission or cancel only once a replica holds it (Redis WAIT), waiting at most this many ms, else 503 (a failover could lose it: retry); 0: answer at once")
     redis_password: str = _setting("", "Password of the Redis primary and replicas found through the sentinels (a FACESENSE_REDIS_URL carries its own); the sentinels themselves take none")
     store: str = _setting("", "Object storage URL: a folder, file://..., or s3://bucket/prefix; empty: <data_dir>/store")
     data_dir: str = _setting("./var", "Folder for the embedded Redis, local store and caches")

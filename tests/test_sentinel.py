@@ -63,6 +63,12 @@ def test_both_jobs_finish_each_image_once_when_the_primary_dies_with_unreplicate
                    90, "both jobs to count a shard")
         # When the link to the replica is cut and the primary acknowledges more counts...
         group.cut_replication()
+        tiny_folder(tmp_path / "unconfirmed", 5)
+        refused = stack.api.post("/v1/jobs", json={"type": "classify",
+                                                   "source": str(tmp_path / "unconfirmed")})
+        # (a submission no replica confirmed is refused: the one loss no worker could redo)
+        assert refused.status_code == 503, refused.get_json()
+        assert "no replica" in refused.get_json()["error"]["message"]
         records = JobRecords(group.node("replica"), None)  # read directly: it serves stale reads
         replica = lambda job_id: public_record(records.get(job_id))  # noqa: E731
         cut = counted()

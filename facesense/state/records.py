@@ -105,6 +105,15 @@ class JobRecords:
         """Set some fields of a live record."""
         self.redis.hset(redis_keys.job(job_id), mapping={k: dumps(v) for k, v in fields.items()})
 
+    def replicated(self, job_id: str, timeout_ms: int) -> bool:
+        """True once a replica holds every write made so far to this Redis (WAIT 1); False
+        after timeout_ms without one (then a failover could lose them)."""
+        # WAIT covers this connection's writes: touching the record first orders every earlier
+        # write (a task message sent on the broker's connection too) before the one waited for
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.expire(redis_keys.job(job_id), self.ttl_s).wait(1, timeout_ms)
+            return pipe.execute()[-1] >= 1
+
     def get_field(self, job_id: str, name: str):
         """One field of a live record (None if absent): cheap enough to check every batch."""
         raw = self.redis.hget(redis_keys.job(job_id), name)
