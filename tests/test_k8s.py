@@ -17,8 +17,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.main import parser
+from facesense import redisconn
 from facesense.queue import INFERENCE_QUEUE
-from facesense.settings import setting_names
+from facesense.settings import Settings, setting_names
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -76,7 +77,7 @@ def strict(node):
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_object_is_valid_against_the_kubernetes_schemas(overlay):
-    assert {"cpu", "gpu"} <= set(OVERLAYS)
+    assert {"cpu", "gpu", "gpu-sentinel"} <= set(OVERLAYS)
     for obj in render(overlay):
         if obj["apiVersion"].startswith("keda.sh/"):
             assert obj["kind"] == "ScaledObject"
@@ -215,3 +216,17 @@ def test_the_keda_trigger_names_a_metric_the_running_api_exports(stack):
     exported = {f.name for f in text_string_to_metric_families(page.get_data(as_text=True))}
     # Then it exports each of them
     assert wanted <= exported
+
+
+def test_the_sentinel_layout_replaces_the_url_with_three_sentinels():
+    objects = render("gpu-sentinel")
+    assert "FACESENSE_REDIS_URL" not in str(objects) and not [
+        o for o in objects if o["metadata"]["name"] == "redis"]
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap"
+                 and o["metadata"]["name"].startswith("facesense-settings")]
+    settings = Settings(redis_sentinels=config["data"]["FACESENSE_REDIS_SENTINELS"])
+    node = find(objects, "StatefulSet", "redis-node")
+    assert node["spec"]["replicas"] == 3  # a primary, two replicas; sentinels' quorum 2 of 3
+    assert redisconn.sentinel_addresses(settings) == [
+        (f"redis-node-{i}.redis-node", 26379) for i in range(3)]
+    assert {c["name"] for c in node["spec"]["template"]["spec"]["containers"]} == {"redis", "sentinel"}
