@@ -12,10 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from facesense import redisconn
 from facesense.errors import ConfigError
-from facesense.settings import Settings
+from facesense.settings import Settings, setting_names
 from facesense.state.records import JobRecords, public_record
 from tests.sentinels import start_sentinels
 from tests.stack import FAST, Stack, assert_each_image_once, register_small_model, tiny_folder, wait_until
@@ -35,6 +36,21 @@ def test_sentinels_replace_the_url_for_the_broker_and_every_client():
     assert "pw" not in repr(s)  # the password is masked where settings are logged
     with pytest.raises(ConfigError, match="not host:port"):
         redisconn.sentinel_addresses(s.replace(redis_sentinels="s1:26379,s2"))
+
+
+def test_the_compose_sentinel_layout_names_its_own_sentinels_and_real_settings():
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    layout = yaml.safe_load((ROOT / "docker-compose.sentinel.yml").read_text())["services"]
+    for name in ("api", "worker", "trainer"):  # every client of Redis follows the sentinels
+        env = layout[name]["environment"]
+        assert set(env) <= set(setting_names()) and name in base
+        hosts = [host for host, _ in redisconn.sentinel_addresses(Settings(
+            redis_sentinels=env["FACESENSE_REDIS_SENTINELS"]))]
+        assert len(hosts) == 3 and set(hosts) <= set(layout)
+        for host in hosts:  # each monitors the base's redis service, quorum 2 of 3
+            assert f"sentinel monitor {env['FACESENSE_REDIS_SENTINEL_MASTER']} redis 6379 2" in \
+                layout[host]["command"][0]
+    assert "redis" in base and "redis" in layout["redis-replica"]["command"]
 
 
 @pytest.mark.slow
