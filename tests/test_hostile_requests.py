@@ -124,6 +124,24 @@ def hostile_requests(root: str) -> list[tuple[str, str, str, dict]]:
         *[(f"page {q}", "GET", f"/v1/jobs?{q}", {})
           for q in ("limit=-1", "limit=" + "9" * 40, "offset=abc", "offset=-5", "status=nope",
                     "limit=1e9", "cursor=%00")],
+        # issue 25: the data dir, malformed S3 keys, non-finite and hostile manifests
+        *[(f"manifest {where}", "POST", "/v1/jobs",
+           {"json": {"type": "classify", "manifest": where}})
+          for where in (f"{root}/var/redis/password", f"{root}/var/redis/redis.conf",
+                        "s3://facesense-test/../x.csv", "s3://facesense-test/a//b.csv",
+                        "s3://facesense-test/./m.csv", "s3://facesense-test/a\\m.csv")],
+        ("source: the data dir", "POST", "/v1/jobs",
+         {"json": {"type": "classify", "source": f"{root}/var/cache/datasets"}}),
+        ("dataset: the data dir", "POST", "/v1/jobs",
+         {"json": {"type": "train", "dataset": f"{root}/var/cache/datasets"}}),
+        *[(f"uploaded manifest: {name}", "POST", "/v1/jobs",
+           {"data": {"type": "classify", "manifest": (io.BytesIO(body), name)},
+            "content_type": "multipart/form-data"})
+          for name, body in (("nan.jsonl", b'{"image": "s3://b/a.jpg", "x": NaN}\n'),
+                             ("big.jsonl", b'{"image": "s3://b/a.jpg", "x": 1e400}\n'),
+                             ("long.csv", b"image\n" + b"x" * (2 << 20) + b"\n"),
+                             ("empty.jsonl", b"{}\n" * 100_000),
+                             ("slash.csv", b"image\n/a\\b.jpg\n"))],
         # methods and routes
         ("DELETE jobs", "DELETE", "/v1/jobs", {}),
         ("PUT healthz", "PUT", "/healthz", {}),
