@@ -119,6 +119,9 @@ def needed_lines(summary: dict, comparisons: list[dict], unit: str) -> list[str]
 def train_lines(record: dict) -> list[str]:
     """One line per epoch, then the version, its metrics and its confusion matrix."""
     out = []
+    note = (record.get("training_plan") or {}).get("note")
+    if note:  # a small set's epochs were raised: say so before the epochs it explains
+        out += ["", note]
     history = record.get("history") or []
     if history:
         rows = [["epoch", "train loss", "train acc", "val loss", "val acc", "seconds"]]
@@ -135,10 +138,20 @@ def train_lines(record: dict) -> list[str]:
         out.append(f"validation: accuracy {_num(metrics.get('accuracy'), '.3f')}, loss "
                    f"{_num(metrics.get('loss'), '.4f')}, best epoch {metrics.get('best_epoch', '-')}"
                    f" of {metrics.get('epochs_run', '-')}")
+        out += _chance(record.get("chance"))
         out += _per_class(metrics.get("per_class") or {})
         classes = record.get("classes") or list(metrics.get("per_class") or {})
         out += _confusion(metrics.get("confusion_matrix"), classes)
     return out
+
+
+def _chance(c: dict | None) -> list[str]:
+    """Whether the version beats always guessing the commonest class, in plain words."""
+    if not c:
+        return []
+    verdict = "beats" if c["beats_chance"] else "does NOT beat"
+    return [f"chance: {c['correct']} of {c['images']} right {verdict} always guessing the "
+            f"commonest class ({c['baseline']:.0%}), p = {c['p_value']:.3g}"]
 
 
 def _promotion(p: dict) -> str:

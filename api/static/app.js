@@ -332,6 +332,13 @@ function renderJobHeader(el, job) {
       `${q.shards_waiting} shards waiting; ${q.shards_ahead} shards of ${q.jobs_ahead} jobs ahead`)]);
   }
   if (job.retry_of) rows.push(["Retry of", h("a", {href: `#/jobs/${job.retry_of}`}, job.retry_of)]);
+  if (job.training_plan && job.training_plan.note) rows.push(["Plan", job.training_plan.note]);
+  if (job.chance) {
+    const c = job.chance;
+    rows.push(["Chance", `${c.correct} of ${c.images} validation images right ` +
+      `${c.beats_chance ? "beats" : "does not beat"} always guessing the commonest class ` +
+      `(${Math.round(c.baseline * 100)} %), p = ${c.p_value}`]);
+  }
   if (job.promotion) {
     const pr = job.promotion;
     rows.push(["Promotion", `${pr.policy}: ${pr.promoted ? `promoted to ${pr.alias}` : "not promoted"}`
