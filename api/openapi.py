@@ -40,7 +40,7 @@ def obj(props: dict, required: tuple = (), closed: bool = False) -> dict:
 def param_schema(f: dataclasses.Field) -> dict:
     """One training param's JSON schema, from its type and limits."""
     kind = {"int": "integer", "float": "number", "bool": "boolean", "str": "string",
-            "str | None": ["string", "null"]}[f.type]
+            "str | None": ["string", "null"], "bool | None": ["boolean", "null"]}[f.type]
     out: dict = {"type": kind, "description": f.metadata["help"]}
     if "lo" in f.metadata:
         out.update(minimum=f.metadata["lo"], maximum=f.metadata["hi"])
@@ -50,7 +50,8 @@ def param_schema(f: dataclasses.Field) -> dict:
 
 
 PRIORITY = {"type": "string", "enum": list(PRIORITIES), "default": "normal",
-            "description": "high goes before queued normal shards; low runs when nothing else waits"}
+            "description": "high goes before queued normal shards (a right: an admin key, or a "
+            "key granted 'high'; else 403); low runs when nothing else waits"}
 
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": "string"}, "message": {"type": "string"}},
@@ -73,6 +74,12 @@ SCHEMAS = {
         "priority": PRIORITY,
         "faces": {"type": "boolean", "description": "faces are found and each scored (rows per "
                   "face); else whole images are scored"},
+        "scope": obj({"roots": {"type": "array", "items": {"type": "string"}},
+                      "s3": {"type": "array", "items": {"type": "string"}}})
+        | {"description": "the folders and S3 prefixes its API key may read, if the key is "
+           "scoped; its files are read under them"},
+        "held": {**NULLABLE_STR, "description": "a training job waiting for its key's "
+                 "running-jobs quota"},
         "quota": obj({"jobs": {"type": "integer"}, "shards": {"type": "integer"}})
         | {"description": "the API key's quotas when the job was queued (0: none)"},
         "queue": obj({
@@ -80,6 +87,8 @@ SCHEMAS = {
             "jobs_ahead": {"type": "integer"},
             "shards_ahead": {"type": "integer", "description": "shards that start before this "
                              "job's next one"},
+            "training_ahead": {"type": "integer", "description": "training runs holding workers "
+                               "that also serve the inference queue"},
             "held": {**NULLABLE_STR, "description": "the quota holding the job back, if one does"}})
         | {"description": "while its shards wait (GET of one job only)"},
         "planned": {"type": "integer", "description": "shards planned so far (the source is "
@@ -112,7 +121,9 @@ SCHEMAS = {
                                                      "folder in ImageFolder layout"},
         "params": obj({f.name: param_schema(f) for f in dataclasses.fields(TrainParams)},
                       closed=True),
-        "promote": {"type": "string", "enum": list(PROMOTE_POLICIES)},
+        "promote": {"type": "string", "enum": list(PROMOTE_POLICIES), "description":
+                    "never; if_better, always: only a version that beats chance; force: any"},
+        "alias": {"type": "string", "description": "the alias promotion moves (production)"},
         "callback_url": {"type": "string", "description": "URL told when the job finishes"}},
         ("type", "dataset"), closed=True),
     "Upload": obj({"type": {"type": "string", "enum": ["classify"]}, "model": {"type": "string"},
@@ -221,7 +232,8 @@ def document() -> dict:
                 "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}}))},
         "/v1/jobs/{job_id}/retry": {"post": op(
             "Score a finished job's failed images again, as a new job", 202, ref("Job"),
-            (400, 404, 409, 422, 503), params=(job_id,), body={"required": False, "content":
+            (400, 404, 409, 422, 503) + ((403,) if auth_enabled() else ()), params=(job_id,),
+            body={"required": False, "content":
                 json_content(obj({"model": {"type": "string"}, "priority": PRIORITY},
                                  closed=True))})},
         "/v1/jobs/{job_id}/cancel": {"post": op("Cancel a queued or running job", 200,
@@ -238,9 +250,9 @@ def document() -> dict:
         "/v1/models/{version}/promote": {"post": op(
             "Point an alias (default production) at this version" +
             (" (admin keys only)" if auth_enabled() else ""), 200, ref("Alias"),
-            (400, 404, 503) + ((403,) if auth_enabled() else ()), params=(version,),
+            (400, 404, 409, 503) + ((403,) if auth_enabled() else ()), params=(version,),
             body={"required": True, "content": json_content(
-                obj({"alias": {"type": "string"}}, closed=True))})},
+                obj({"alias": {"type": "string"}, "force": {"type": "boolean"}}, closed=True))})},
         "/healthz": {"get": op("Redis and storage answer (503 names what failed)", 200,
                                ref("Health"), open_=True)},
         "/openapi.json": {"get": op("This document", 200, {"type": "object"}, open_=True)},

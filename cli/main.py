@@ -98,7 +98,11 @@ def parser() -> argparse.ArgumentParser:
                                        "(root/<class>/<image>, or root/train + root/val)")
     train.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                        help="a training param, e.g. --param epochs=8 (repeatable; JSON values)")
-    train.add_argument("--promote", choices=("never", "if_better", "always"), default="never")
+    train.add_argument("--promote", choices=("never", "if_better", "always", "force"),
+                       default="never", help="move the alias to the new version: never "
+                       "(default); if_better or always, only if it beats chance; force, even if "
+                       "not (the alias history says so)")
+    train.add_argument("--alias", help="the alias --promote moves (default production)")
     train.add_argument("--wait", action="store_true",
                        help="follow progress, then print each epoch, the metrics and the "
                             "confusion matrix")
@@ -177,7 +181,10 @@ def parser() -> argparse.ArgumentParser:
                          help="images of the sample used, at most (default 128)")
     prom = msub.add_parser("promote", help="point an alias at a version")
     prom.add_argument("version")
-    prom.add_argument("--alias", default="production")
+    prom.add_argument("--alias", default="production", help="the alias to move (default "
+                      "production)")
+    prom.add_argument("--force", action="store_true", help="promote even a version that does "
+                      "not beat chance on its validation images (the alias history says so)")
     prom.set_defaults(func=cmd_models_promote)
     classify = sub.add_parser("classify", help="score one image locally (path or http(s) URL)")
     classify.add_argument("image", help="an image file or an http(s) URL")
@@ -291,7 +298,7 @@ def cmd_train(args, settings: Settings) -> int:
     if "://" not in dataset and Path(dataset).exists():
         dataset = str(Path(dataset).resolve())
     api = client(args, settings)
-    return queued(api, api.train(dataset, params, args.promote), args)
+    return queued(api, api.train(dataset, params, args.promote, alias=args.alias), args)
 
 
 def cmd_retry(args, settings: Settings) -> int:
@@ -406,8 +413,9 @@ def cmd_models(args, settings: Settings) -> int:
 
 def cmd_models_promote(args, settings: Settings) -> int:
     """Move an alias through the API."""
-    record = client(args, settings).promote(args.version, args.alias)
-    print(f"{record['alias']} -> {record['version']}")
+    record = client(args, settings).promote(args.version, args.alias, force=args.force)
+    forced = " (forced: it does not beat chance)" if record["history"][-1].get("forced") else ""
+    print(f"{record['alias']} -> {record['version']}{forced}")
     return 0
 
 
