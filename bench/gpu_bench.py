@@ -29,6 +29,7 @@ NO_CUDA = "not run: CUDA not available"
 
 
 def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA is asynchronous; the CPU is not)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
 
@@ -45,8 +46,7 @@ def photo_folder(base: Path, n: int) -> Path:
 
 
 def model(base: Path, device: torch.device, per_class: int, epochs: int) -> tuple[Registry, dict]:
-    """The production version of base/store, made once: trained on synthetic faces (epochs > 0)
-    or a seeded random AlexNet (epochs 0: the dry run's, speed only), promoted."""
+    """The production version of base/store, made (trained, or random with epochs 0) once."""
     registry = Registry(LocalStore(base / "store"))
     if registry.alias("production"):
         return registry, registry.resolve("production")
@@ -57,8 +57,7 @@ def model(base: Path, device: torch.device, per_class: int, epochs: int) -> tupl
 
 def trained(base: Path, registry: Registry, device: torch.device, per_class: int,
             epochs: int) -> dict:
-    """AlexNet at 224 px through the one training pipeline, on this device, as a job trains it
-    (registered with its agreement with fp32 on its validation images)."""
+    """AlexNet at 224 px on synthetic faces through the training pipeline, as a job trains it."""
     from facesense.settings import Settings
     from facesense.synthetic import make_dataset
     from facesense.trainparams import TrainParams
@@ -74,8 +73,7 @@ def trained(base: Path, registry: Registry, device: torch.device, per_class: int
 
 
 def untrained(registry: Registry) -> dict:
-    """A seeded random 2-class AlexNet at 224 px, its agreement measured on generated photos
-    for the GPU's variants only (int8, a CPU variant, costs the dry run seconds per process)."""
+    """A seeded random 2-class AlexNet at 224 px, registered with its agreement (speed only)."""
     from runtime.network import build_alexnet, register_state
     from runtime.precision import CALIBRATION, calibration_file, generated_sample, measure
 
@@ -84,7 +82,7 @@ def untrained(registry: Registry) -> dict:
     calibration = generated_sample(spec, 4, seed=1)
     record = measure(net, spec, generated_sample(spec, 8, seed=2), calibration,
                      "8 generated photos (an untrained model: speed only)",
-                     precisions=("bf16", "bf16-full", "fp16"))
+                     precisions=("bf16", "bf16-full", "fp16"))  # int8 (CPU only) costs seconds
     return register_state(registry, net.state_dict(), ["happy", "sad"], precision=record,
                           files={CALIBRATION: calibration_file(calibration)}, preprocess=spec,
                           source="gpu-check: random init")
@@ -124,8 +122,7 @@ def model_only(loaded: LoadedModel, batch: int, repeats: int = 20) -> dict:
 
 
 def decode(paths: list[Path], device: torch.device, threads: int, batch: int) -> dict:
-    """The engine's CPU decode on every core against nvJPEG in the engine's batches, the pixel
-    differences between them, and what `auto` chooses from its own start-up calibration."""
+    """CPU decode on every core against nvJPEG, their pixel differences, and `auto`'s choice."""
     spec, datas = spec_for(224, 256), [p.read_bytes() for p in paths]
     start = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
@@ -153,9 +150,7 @@ def decode(paths: list[Path], device: torch.device, threads: int, batch: int) ->
 
 
 def forward_rates(loaded: LoadedModel, paths: list[Path], batch: int, seconds: float) -> dict:
-    """The engine's forward pass alone at its batch size for at least `seconds`: from host
-    memory (the CPU decode path) and from device memory (the nvJPEG path), uint8 in,
-    probabilities out."""
+    """The engine's forward pass alone, from host memory (CPU decode) and device (nvJPEG)."""
     arrays = [preprocess(p.read_bytes(), loaded.spec) for p in paths[:batch]]
     host = np.stack(arrays)
     out = {"batch": batch, "precision": loaded.precision, "reason": loaded.reason}

@@ -101,6 +101,7 @@ def measure(args, figures: dict, out: Path) -> bool:
     batch = args.batch or default_batch_size(device)
 
     def model_and_loaded():
+        """The model stage: the version, how it is served, and why."""
         failed = {}
         try:
             registry, manifest = gb.model(base, device, args.per_class, args.epochs)
@@ -159,6 +160,7 @@ def measure(args, figures: dict, out: Path) -> bool:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, with each size defaulted for a GPU run or a dry run."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dry-run", action="store_true", help="hide any GPU; every stage on the CPU, "
                    "tiny sizes")
@@ -181,6 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the check; 0 if every test passed or was skipped and no stage raised."""
     args = parse_args(argv)
     if args.dry_run:  # before torch touches CUDA; the tests' and the worker's processes inherit it
         os.environ["CUDA_VISIBLE_DEVICES"] = ""

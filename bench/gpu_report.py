@@ -15,6 +15,7 @@ def dig(value, *path):
 
 
 def number(value, *path) -> float | None:
+    """dig's result where it is a figure (a number, not a bool), else None."""
     found = dig(value, *path)
     return found if isinstance(found, (int, float)) and not isinstance(found, bool) else None
 

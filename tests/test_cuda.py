@@ -36,6 +36,7 @@ ENGINE_MEAN = 2.0
 
 
 def jpeg(img, quality: int = 90) -> bytes:
+    """An image's JPEG bytes (4:2:0, as cameras and Pillow write them)."""
     buf = io.BytesIO()
     img.convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
@@ -53,6 +54,7 @@ def photos() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
+    """A seeded random AlexNet on the GPU in fp32, as the engine holds a version."""
     torch.manual_seed(0)
     model = build_alexnet(2).eval().to(CUDA, memory_format=torch.channels_last)
     return LoadedModel("cuda-test", ["happy", "sad"], SPEC, model, CUDA, "fp32")

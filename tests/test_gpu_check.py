@@ -73,6 +73,7 @@ def test_ceilings_overlap_cpu_decoding_with_the_gpu_and_add_what_shares_a_device
 
 
 def figures(cuda: bool, **stages) -> dict:
+    """A check's figures with these stages, from a GPU run or a dry run."""
     return {"cuda": cuda, "dry_run": not cuda, "stages": stages}
 
 
