@@ -12,18 +12,23 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 from werkzeug.serving import make_server as werkzeug_server
 
 
+def error_body(status: int, message: str | None = None) -> bytes:
+    """A server's own error as the app's JSON error body (code: the status's phrase)."""
+    try:
+        phrase, description = HTTPStatus(status).phrase, HTTPStatus(status).description
+    except ValueError:
+        phrase, description = "Error", ""
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    return json.dumps({"error": {"code": code, "message": message or description or phrase}}).encode()
+
+
 class JsonErrors(WSGIRequestHandler):
     """Werkzeug's request handler, whose own error pages are JSON bodies instead of HTML."""
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None):
         """Answer {"error": {"code", "message"}} and close the connection (as http.server does)."""
-        try:
-            short, long = HTTPStatus(code).phrase, HTTPStatus(code).description
-        except ValueError:
-            short, long = "Error", ""
         self.log_error("code %d, message %s", code, message)
-        body = json.dumps({"error": {"code": short.lower().replace(" ", "_").replace("-", "_"),
-                                     "message": message or explain or long or short}}).encode()
+        body = error_body(code, message or explain)
         self.send_response(code, message)
         self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json")

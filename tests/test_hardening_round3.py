@@ -9,8 +9,12 @@ import dataclasses
 import http.client
 import io
 import json
+import os
 import random
 import secrets
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +211,40 @@ def test_the_servers_own_errors_are_json(settings, model_version):
         assert json.loads(resp.read())["error"]["code"] == "request_uri_too_long"
     finally:
         api.stop()
+
+
+def test_gunicorns_own_errors_are_json(settings, model_version, tmp_path):
+    from cli.launcher import free_port
+
+    # Given the API under gunicorn with the image's settings file
+    port = free_port()
+    log = (tmp_path / "gunicorn.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "python:api.gunicorn_conf", "--bind",
+         f"127.0.0.1:{port}", "--workers", "1", "api:create_app()"],
+        env={**os.environ, **settings.env()}, cwd=Path(__file__).resolve().parent.parent,
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until it answers (or has died)
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "gunicorn.log").read_text()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                conn.request("GET", "/healthz")
+                assert conn.getresponse().status == 200
+                break
+            except ConnectionRefusedError:
+                time.sleep(0.1)
+        # When a request line is longer than gunicorn takes
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/v1/jobs/" + "x" * 100_000)
+        resp = conn.getresponse()
+        # Then gunicorn's own answer is a JSON error too
+        assert resp.status == 414 and resp.getheader("Content-Type") == "application/json"
+        error = json.loads(resp.read())["error"]
+        assert error["code"] == "request_uri_too_long" and "too large" in error["message"], error
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
