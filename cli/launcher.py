@@ -163,6 +163,9 @@ def run(settings: Settings, workers: int = 1) -> None:
 
     data_dir = Path(settings.data_dir)
     supervisor = Supervisor(settings.up_max_restarts)
+    if not settings.allowed_roots:  # said once at start-up: the quick start's folders need it
+        log.warning("FACESENSE_ALLOWED_ROOTS is empty: jobs may read no local folder by path "
+                    "(S3, uploads and URLs only); set it, e.g. to %s", Path.cwd())
     if not redisconn.configured(settings):  # sentinels, when set, replace the URL here too
         redis_proc, url = start_redis(data_dir / "redis")
         settings = settings.replace(redis_url=url)
