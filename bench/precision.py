@@ -62,7 +62,7 @@ def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
     from facesense.synthetic import make_dataset
     from facesense.trainparams import TrainParams
     from trainer.data import load_data
-    from trainer.train import fit, manifest_for, register
+    from trainer.train import Start, fit, manifest_for, register
     faces = base / "faces"
     if not faces.is_dir():
         make_dataset(faces, per_class=250)
@@ -74,7 +74,7 @@ def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
     result = fit(data, params, spec, device=torch.device("cpu"), precision="fp32",
                  on_epoch=lambda row: print(f"  epoch {row['epoch']}: validation accuracy "
                                             f"{row['val_accuracy']:.3f}", flush=True))
-    manifest = register(registry, result, manifest_for(result, data, params, spec, parent=None,
+    manifest = register(registry, result, manifest_for(result, data, params, spec, start=Start("alexnet"),
                                                        job_id=None, source=str(faces)), data)
     registry.promote(manifest["version"], "production", by="bench")
     return manifest, registry

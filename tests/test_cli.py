@@ -176,7 +176,7 @@ def test_train_wait_prints_each_epoch_the_metrics_and_the_confusion_matrix(stack
     faces = stack["data"] / "faces"
     make_dataset(faces, per_class=8)
     params = ["--param", "epochs=2", "--param", "image_size=64", "--param", "batch_size=8",
-              "--param", "patience=0"]
+              "--param", "patience=0", "--param", "min_steps=0", "--param", "val_split=0.34"]
     trained = facesense("train", str(faces), *params, "--wait", env=stack["env"])
     job_id, out = trained.stdout.splitlines()[0], trained.stdout
     record = json.loads(facesense("status", job_id, "--json", env=stack["env"]).stdout)
@@ -192,6 +192,33 @@ def test_train_wait_prints_each_epoch_the_metrics_and_the_confusion_matrix(stack
     for cls, row in zip(record["classes"], matrix, strict=True):
         assert any(line.split() == [cls, *map(str, row)] for line in out.splitlines())
     assert "not promoted" in out  # --promote never: production stays where the tests put it
+
+
+def test_scoring_goes_on_while_a_long_training_runs(stack):
+    # Given a training run of 1000 epochs under way on the embedded stack's default workers
+    from facesense.synthetic import make_dataset
+
+    faces = stack["data"] / "faces-long"
+    make_dataset(faces, per_class=8)
+    params = ["--param", "epochs=1000", "--param", "image_size=64", "--param", "batch_size=8",
+              "--param", "patience=0", "--param", "val_split=0.34"]
+    training = facesense("train", str(faces), *params, env=stack["env"]).stdout.strip()
+    deadline = time.monotonic() + 120
+    while (json.loads(facesense("status", training, "--json", env=stack["env"]).stdout)
+           .get("epoch") or 0) < 1:
+        assert time.monotonic() < deadline, "the training run did not get under way"
+        time.sleep(0.5)
+    # When a small scoring job is submitted, then it finishes while the training still runs
+    folder = stack["data"] / "beside-training"
+    make_folder(folder, 8, max_side=200, corrupt=False)
+    start = time.monotonic()
+    scored = facesense("submit", str(folder), "--wait", "--json", env=stack["env"])
+    took = time.monotonic() - start
+    record = json.loads(facesense("status", training, "--json", env=stack["env"]).stdout)
+    facesense("cancel", training, env=stack["env"])
+    assert json.loads(scored.stdout)["summary"]["overall"]["images"] == 8
+    assert record["status"] == "running", record
+    print(f"8 images scored in {took:.1f}s while training ran (epoch {record['epoch']})")
 
 
 def test_exit_codes_say_how_a_job_ended(stack):
@@ -283,8 +310,9 @@ def test_standalone_trainer_registers_and_promotes(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
     env["FACESENSE_DATA_DIR"] = str(tmp_path / "var")
     proc = subprocess.run([sys.executable, "-m", "trainer", str(tmp_path / "faces"), "--epochs",
-                           "2", "--val-split", "0.25", "--image-size", "64", "--batch-size", "8",
-                           "--store", str(tmp_path / "store"), "--promote"],
+                           "2", "--val-split", "0.34", "--image-size", "64", "--batch-size", "8",
+                           "--min-steps", "0", "--store", str(tmp_path / "store"), "--promote",
+                           "--force"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
@@ -295,7 +323,9 @@ def test_standalone_trainer_registers_and_promotes(tmp_path):
                           "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
     alias = json.loads((tmp_path / "store" / "models" / "aliases" / "production.json").read_text())
-    assert alias["version"] == result["version"]
+    assert alias["version"] == result["version"] and result["promotion"]["promoted"]
+    # --force: a 2-epoch model may not beat chance; if not, the history says it was forced
+    assert alias["history"][-1].get("forced", False) is not result["chance"]["beats_chance"]
     bad = subprocess.run([sys.executable, "-m", "trainer", str(tmp_path / "faces" / "happy"),
                           "--store", str(tmp_path / "store")], env=env, capture_output=True,
                          text=True, timeout=300)
@@ -351,7 +381,8 @@ def test_a_redis_server_killed_with_sigkill_is_restarted_with_its_data(stack):
 
 def test_a_worker_killed_with_sigkill_is_replaced_and_jobs_still_complete(stack):
     proc = stack["proc"]
-    old = next(c for c in children(proc.pid) if c != redis_child(proc.pid))
+    old = next(c for c in children(proc.pid) if b"\0inference\0" in Path(f"/proc/{c}/cmdline")
+               .read_bytes())  # the scoring worker
     new = kill_and_wait_for_replacement(proc.pid, old)
     assert f"worker 0 (pid {old}) died (killed by signal 9)" in stack["log"].read_text()
     folder = stack["data"] / "after-kill"
@@ -387,7 +418,7 @@ def test_a_child_that_keeps_dying_stops_the_whole_stack_with_a_clear_error(tmp_p
 def test_sigterm_stops_redis_worker_and_api(stack):
     proc = stack["proc"]
     kids = children(proc.pid)
-    assert len(kids) == 2  # the private redis-server and one worker
+    assert len(kids) == 3  # the private redis-server, one scoring worker and the training worker
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     with pytest.raises(requests.ConnectionError):

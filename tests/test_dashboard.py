@@ -241,7 +241,7 @@ def trained(settings, base_dir, model_version):
     try:
         ctx = build_context(local, lambda name, args: None)
         params = TrainParams.parse({"epochs": EPOCHS, "batch_size": BATCH, "image_size": SIDE,
-                                    "patience": 0})
+                                    "patience": 0, "min_steps": 0, "val_split": 0.34})
         record = ctx.jobs.create("train", dataset=str(root), params=params.to_dict(),
                                  promote="never")
         run_training(ctx, record["id"])

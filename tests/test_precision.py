@@ -16,7 +16,7 @@ from runtime.precision import CALIBRATION, choose, digest, read_calibration
 from runtime.preprocess import spec_for
 from runtime.serving import LoadedModel, forward, serve
 from trainer.data import load_data
-from trainer.train import fit, manifest_for, register
+from trainer.train import Start, fit, manifest_for, register
 from worker.models import ModelCache
 
 SPEC = spec_for(64)
@@ -33,7 +33,7 @@ def trained(tmp_path_factory):
     params = TrainParams.parse({"epochs": 1, "batch_size": 4, "image_size": 64})
     result = fit(data, params, SPEC, device=CPU, precision="fp32")
     registry = Registry(LocalStore(root / "store"))
-    manifest = register(registry, result, manifest_for(result, data, params, SPEC, parent=None,
+    manifest = register(registry, result, manifest_for(result, data, params, SPEC, start=Start("alexnet"),
                                                        job_id=None, source="faces"), data)
     return registry, manifest, data, load_model(manifest, registry.weights(manifest), CPU)
 

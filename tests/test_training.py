@@ -10,15 +10,18 @@ import pytest
 import redis
 
 from cli.launcher import start_workers, stop
+from facesense.queue import TRAIN, make_celery
 from facesense.state import leases
 from facesense.state.leases import Leases
+from facesense.storage import store_from_settings
+from facesense.storage.layout import checkpoint_key
 from facesense.synthetic import make_dataset
 from tests.conftest import BUCKET, wait_for_job, wait_for_workers
-from tests.imagegen import upload_folder
+from tests.imagegen import make_folder, upload_folder
 
 pytestmark = pytest.mark.slow
 
-SMALL = {"epochs": 3, "batch_size": 8, "image_size": 64, "patience": 0}
+SMALL = {"epochs": 3, "batch_size": 8, "image_size": 64, "patience": 0, "min_steps": 0}
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +114,8 @@ def test_if_better_compares_with_the_alias_holder_on_an_s3_dataset(client, train
     promotion = record["promotion"]
     assert "incumbent_accuracy" in promotion
     assert promotion["promoted"] == (promotion["candidate_accuracy"]
-                                     > promotion["incumbent_accuracy"])
+                                     > promotion["incumbent_accuracy"]
+                                     and record["chance"]["beats_chance"])
 
 
 def test_unknown_and_bad_params_are_named(client, faces):
@@ -144,6 +148,7 @@ def test_a_one_class_dataset_fails_before_training(client, training_worker, base
 def test_cancel_stops_training_and_publishes_nothing(client, training_worker, faces,
                                                      trainer_settings):
     job_id = train_until_first_epoch(client, faces, epochs=40)
+    store = plant_checkpoints(trainer_settings, job_id)  # as a run past its interval leaves
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     # The worker gives its lease up when the training task returns: wait for that event.
@@ -157,6 +162,56 @@ def test_cancel_stops_training_and_publishes_nothing(client, training_worker, fa
     assert job_id not in [v.get("job_id") for v in client.get("/v1/models").get_json()["versions"]]
     again = client.post(f"/v1/jobs/{job_id}/cancel")
     assert again.status_code == 409
+    # the run's checkpoints go with it (~1 GB each for AlexNet: any key could fill the disk)
+    wait_gone(store, checkpoint_key(job_id), checkpoint_key(job_id).replace(".pt", "-best.safetensors"))
+
+
+def plant_checkpoints(settings, job_id: str):
+    """Stand-ins for a run's checkpoint and best weights (a real one takes 300 s to be due);
+    returns the store."""
+    store = store_from_settings(settings)
+    best = checkpoint_key(job_id).replace(".pt", "-best.safetensors")
+    store.put(checkpoint_key(job_id), b"not a checkpoint")
+    store.put(best, b"not weights")
+    return store
+
+
+def wait_gone(store, *keys: str, timeout: float = 60) -> None:
+    """Block until none of the keys exists (the worker deletes them after the task's run)."""
+    deadline = time.monotonic() + timeout
+    while any(store.exists(k) for k in keys):
+        assert time.monotonic() < deadline, f"still stored after {timeout}s: {keys}"
+        time.sleep(0.05)
+
+
+def test_a_failed_run_deletes_its_checkpoints(client, training_worker, faces, trainer_settings):
+    # Given a queued training job whose checkpoint is unreadable (the run fails as it resumes)
+    jobs = client.application.extensions["facesense"].jobs
+    record = jobs.create("train", dataset=faces.as_uri(), params={**SMALL, "epochs": 1},
+                         promote="never", owner=None)
+    store = plant_checkpoints(trainer_settings, record["id"])
+    make_celery(trainer_settings).send_task(TRAIN, args=[record["id"]])
+    # When it fails, then its checkpoints are deleted with it
+    failed = wait_for_job(client, record["id"])
+    assert failed["status"] == "failed" and "checkpoint" in failed["error"]
+    wait_gone(store, checkpoint_key(record["id"]))
+    assert not store.exists(checkpoint_key(record["id"]).replace(".pt", "-best.safetensors"))
+
+
+def test_an_unfinished_job_keeps_its_checkpoints_for_its_retry(trainer_settings, unique):
+    # A run that will be retried (transient error, lost lease, killed worker) resumes from them.
+    from facesense.state.status import JobStatus
+    from worker.context import build_context
+    from worker.training import drop_checkpoints
+
+    ctx = build_context(trainer_settings, lambda *_: None, scoring=False)
+    record = ctx.jobs.create("train", dataset="file:///nowhere", params={}, owner=None)
+    store = plant_checkpoints(trainer_settings, record["id"])
+    ctx.jobs.set_status(record["id"], JobStatus.RUNNING)
+    assert drop_checkpoints(ctx, record["id"]) is False and store.exists(checkpoint_key(record["id"]))
+    ctx.jobs.set_status(record["id"], JobStatus.FAILED, error="gave up after 5 retries")
+    assert drop_checkpoints(ctx, record["id"]) is True
+    assert not store.exists(checkpoint_key(record["id"]))
 
 
 def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
@@ -179,3 +234,53 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_se
     # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
     assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
     assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
+
+
+def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, training_worker,
+                                                                  faces, model_version):
+    # Given a key allowed one running job, whose training run is under way
+    from api import create_app
+    from facesense.keys import hash_key, new_key
+
+    key = new_key()
+    auth = {"Authorization": f"Bearer {key}"}
+    api = create_app(settings.replace(api_keys=f"quota:{hash_key(key)}",
+                                      key_max_running_jobs=1)).test_client()
+
+    def submit(**body) -> str:
+        resp = api.post("/v1/jobs", json=body, headers=auth)
+        assert resp.status_code == 202, resp.get_json()
+        return resp.get_json()["id"]
+
+    def job(job_id: str) -> dict:
+        return api.get(f"/v1/jobs/{job_id}", headers=auth).get_json()
+
+    def until(check, what: str, timeout: float = 120):
+        deadline = time.monotonic() + timeout
+        while not (value := check()):
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+        return value
+
+    # Given the key's scoring job under way, its training run waits for the slot, saying why
+    big = faces.parent / "quota-big"
+    make_folder(big, 1000, groups=("a",), max_side=64, corrupt=False)
+    scoring = submit(type="classify", source=str(big))
+    until(lambda: job(scoring)["status"] == "running", "the scoring job to start")
+    training = submit(type="train", dataset=str(faces), params={**SMALL, "epochs": 40})
+    assert "FACESENSE_KEY_MAX_RUNNING_JOBS" in until(lambda: job(training).get("held"),
+                                                     "the training run to be held")
+    assert job(training)["status"] == "queued"
+    assert api.post(f"/v1/jobs/{scoring}/cancel", headers=auth).status_code == 200
+    # When the slot is free the run starts; then the key's next scoring job waits behind it
+    until(lambda: (job(training).get("epoch") or 0) >= 1, "the training run's first epoch")
+    assert job(training).get("held") is None
+    scoring = submit(type="classify", source=str(faces / "happy"))
+    held = until(lambda: (r := job(scoring)).get("queue", {}).get("held") and r, "a held job")
+    assert "FACESENSE_KEY_MAX_RUNNING_JOBS" in held["queue"]["held"] and "training" in held[
+        "queue"]["held"]
+    assert held["status"] == "queued" and job(training)["status"] == "running"
+    # and starts once the run ends
+    assert api.post(f"/v1/jobs/{training}/cancel", headers=auth).status_code == 200
+    assert until(lambda: (r := job(scoring))["status"] in ("succeeded", "failed") and r,
+                 "the scoring job to end")["status"] == "succeeded"

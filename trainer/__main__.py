@@ -23,10 +23,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="ImageFolder dataset: a local folder or s3://bucket/prefix")
     p.add_argument("--store", help="where to register the version (default: FACESENSE_STORE)")
     p.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
-                   help="point ALIAS (default production) at the new version")
+                   help="point ALIAS (default production) at the new version if it beats chance")
+    p.add_argument("--force", action="store_true", help="with --promote: even if it does not "
+                   "beat chance (the alias history says so)")
     for f in dataclasses.fields(TrainParams):
         flag = "--" + f.name.replace("_", "-")
-        if f.type == "bool":
+        if f.type in ("bool", "bool | None"):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
                            help=f.metadata["help"])
         else:
@@ -63,14 +65,16 @@ def main(argv: list[str] | None = None) -> int:
             registry=Registry(store), device=device,
             precision=resolve_precision(settings.precision, device),
             threads=settings.decode_threads or default_threads(), on_epoch=show,
-            promote_policy="always" if args.promote else "never",
+            promote_policy=("force" if args.force else "always") if args.promote else "never",
             alias=args.promote or "production", promoted_by="python -m trainer")
     except FacesenseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"version": trained.manifest["version"],
                       "accuracy": trained.manifest["metrics"]["accuracy"],
-                      "skipped": len(trained.data.skipped), "promoted": args.promote}, indent=2))
+                      "skipped": len(trained.data.skipped),
+                      "chance": trained.manifest["chance"], "promotion": trained.promotion},
+                     indent=2))
     return 0
 
 

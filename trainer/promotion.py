@@ -29,8 +29,6 @@ def promote(registry: Registry, manifest: dict, data: Dataset, policy: str, *, b
         forced = chance and not chance["beats_chance"]
         return {**out, "promoted": True, **({"forced": True, "reason": "forced: "
                                              + plain_reason(chance)} if forced else {})}
-    if chance and not chance["beats_chance"]:
-        return {**out, "reason": plain_reason(chance)}
     holder = registry.alias(alias)
     if policy == "if_better" and holder:
         incumbent = registry.manifest(holder["version"])
@@ -40,6 +38,8 @@ def promote(registry: Registry, manifest: dict, data: Dataset, policy: str, *, b
         out["incumbent"], out["incumbent_accuracy"] = holder["version"], accuracy
         if manifest["metrics"]["accuracy"] <= accuracy:
             return {**out, "reason": "not better than the alias holder on the validation images"}
+    if chance and not chance["beats_chance"]:
+        return {**out, "reason": plain_reason(chance)}
     registry.promote(manifest["version"], alias, by=by)
     return {**out, "promoted": True}
 
