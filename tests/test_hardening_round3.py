@@ -248,3 +248,21 @@ def test_gunicorns_own_errors_are_json(settings, model_version, tmp_path):
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def test_models_measure_refuses_a_bad_sample_or_name_before_measuring(tmp_path):
+    from facesense.registry import Registry
+    from tests.test_cli import facesense
+
+    # Given a registered version (its weights never loaded: every refusal comes first)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
+    env["FACESENSE_DATA_DIR"] = str(tmp_path)
+    Registry(LocalStore(tmp_path / "store")).register(b"not read", {"classes": ["a", "b"]},
+                                                      version="v1")
+    for args, said in ((["--sample-images", "0"], "--sample-images must be at least 1"),
+                       (["--new-version", "aliases"], "'aliases' is reserved"),
+                       (["--new-version", "v1"], "already exists")):
+        out = facesense("models", "measure", "v1", *args, env=env, check=False)
+        # Then each is a one-line error, before any measuring, and no traceback
+        assert out.returncode != 0 and said in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr and "measuring" not in out.stderr
