@@ -6,8 +6,10 @@ import json
 from typing import BinaryIO
 
 from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from werkzeug.exceptions import Forbidden
 
 from api.auth import caller, require_admin, visible
+from api.manage import list_page
 from api.schemas import (
     CLASSIFY_FIELDS,
     TRAIN_FIELDS,
@@ -18,6 +20,7 @@ from api.schemas import (
 )
 from api.services import services
 from facesense.errors import BadRequest, Conflict, TransientError
+from facesense.inputs import scopes
 from facesense.inputs.manifests import read_manifest, save_manifest
 from facesense.inputs.sources import normalize_source, upload_source
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
@@ -26,6 +29,8 @@ from facesense.outputs.results import failed_images, read_page, rows_in
 from facesense.outputs.webhooks import check_callback_url
 from facesense.pretrained import check_available
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
+from facesense.registry import check_name
+from facesense.state.joblist import labels
 from facesense.state.records import public_record
 from facesense.state.scheduler import PRIORITIES
 from facesense.state.status import JobStatus, new_job_id
@@ -61,14 +66,16 @@ def submit():
 def submit_classify(body: dict) -> dict:
     """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
-    extra = {**callback(body), **priority(body), **faces_choice(body)}
+    extra = {**callback(body), **priority(body), **faces_choice(body), **labels(body)}
     if sum(k in body for k in ("source", "urls", "manifest")) != 1:
         raise BadRequest("give exactly one of 'source', 'urls' and 'manifest'")
     if "group_by" in body and "manifest" not in body:
         raise BadRequest("group_by names a column of a manifest: give 'manifest' too")
+    grants, mine = caller().grants, own_settings()
     if "manifest" in body:
         model = resolve_model(body.get("model"))
-        stream, base = read_manifest(body["manifest"], s.settings)
+        scopes.check(body["manifest"], grants, "manifest")  # first: says nothing of existence
+        stream, base = read_manifest(body["manifest"], mine)
         with stream:  # read line by line as it is checked: never whole in memory
             return queue_manifest(stream, body["manifest"], base, body.get("group_by"), model,
                                   extra)
@@ -77,8 +84,14 @@ def submit_classify(body: dict) -> dict:
         job_id = new_job_id()
         source = save_url_list(body["urls"], s.store, job_id, s.settings)
         return queue_classify(job_id, source, model, **extra)
-    source = normalize_source(body["source"], s.settings)
+    scopes.check(body["source"], grants, "source")
+    source = normalize_source(body["source"], mine)
     return queue_classify(new_job_id(), source, resolve_model(body.get("model")), **extra)
+
+
+def own_settings():
+    """The settings with the caller's readable roots (its key's own, if it has a scope)."""
+    return scopes.scoped_settings(services().settings, scopes.scope_of(caller().grants))
 
 
 def queue_manifest(data: BinaryIO, name: str, base: str, group_by: str | None,
@@ -88,7 +101,8 @@ def queue_manifest(data: BinaryIO, name: str, base: str, group_by: str | None,
     s = services()
     job_id = new_job_id()
     with upload_or_nothing(s.store, layout.inputs(job_id)):
-        source, about = save_manifest(data, name, base, group_by, s.store, job_id, s.settings)
+        source, about = save_manifest(data, name, base, group_by, s.store, job_id, own_settings(),
+                                      check=scopes.line_check(caller().grants, base))
         return queue_classify(job_id, source, model, manifest=about, **extra)
 
 
@@ -104,6 +118,9 @@ def priority(body: dict) -> dict:
     value = body.get("priority", "normal")
     if value not in PRIORITIES:
         raise BadRequest(f"priority must be one of {', '.join(PRIORITIES)} (got {value!r})")
+    if value == "high" and not caller().may_use_high:  # a right: else one key starves all
+        raise Forbidden("priority 'high' needs an admin key or a key granted 'high' "
+                        "(NAME:SHA256HEX:high in FACESENSE_API_KEYS or the keys file)")
     return {"priority": value}
 
 
@@ -125,7 +142,7 @@ def submit_upload() -> dict:
     form = check_fields(request.form.to_dict(), UPLOAD_FIELDS, ("type",))
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
-    extra = {**callback(form), **priority(form), **faces_choice(form)}
+    extra = {**callback(form), **priority(form), **faces_choice(form), **labels(form)}
     if "manifest" in request.files:
         return submit_manifest_upload(form, extra)
     if "group_by" in form:
@@ -171,6 +188,10 @@ def queue_classify(job_id: str, source: str, model: tuple[str, dict], **fields) 
         fields["faces"] = bool(manifest.get("faces"))
     settings = services().settings  # the key's quotas, fixed when the job is queued
     quota = {"jobs": settings.key_max_running_jobs, "shards": settings.key_max_shards}
+    if "scope" not in fields:  # workers and thumbnails read its local files under it
+        fields["scope"] = scopes.scope_of(caller().grants)
+    if fields["scope"] is None:
+        del fields["scope"]
     record = services().jobs.create("classify", job_id=job_id, source=source, model=name,
                                     model_version=manifest["version"],
                                     classes=manifest["classes"], owner=caller().name,
@@ -204,8 +225,9 @@ def confirm(job_id: str, what: str) -> None:
 def submit_train(body: dict) -> dict:
     """A training job on the training queue."""
     s = services()
-    extra = callback(body)
-    dataset = normalize_source(body["dataset"], s.settings)
+    extra = {**callback(body), **labels(body)}
+    scopes.check(body["dataset"], caller().grants, "dataset")
+    dataset = normalize_source(body["dataset"], own_settings())
     params = TrainParams.parse(body.get("params"))
     if params.base:
         s.registry.resolve(params.base)  # 404 now rather than a failed job later
@@ -214,10 +236,14 @@ def submit_train(body: dict) -> dict:
         raise BadRequest(f"promote must be one of {', '.join(PROMOTE_POLICIES)}")
     if promote != "never":  # moving the alias changes every other caller's default model
         require_admin(f"promote={promote!r}")
+    alias = check_name(body.get("alias", "production"), "alias")
     if params.pretrained and not params.base:  # a 409 naming the fix now, not a failed job later
         check_available(s.store, s.settings)
+    scope = scopes.scope_of(caller().grants)  # the worker reads the dataset under it
+    quota = {"jobs": s.settings.key_max_running_jobs}  # a training run is one of its key's jobs
     record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote,
-                           owner=caller().name, **extra)
+                           alias=alias, owner=caller().name, quota=quota,
+                           **({"scope": scope} if scope else {}), **extra)
     return send(record, TRAIN)
 
 
@@ -236,10 +262,14 @@ def retry(job_id: str):
     new_id = new_job_id()
     s.store.put(layout.job_key(new_id, layout.RETRY_KEYS), json.dumps(keys).encode())
     fields = {"manifest": old["manifest"]} if "manifest" in old else {}
+    fields.update({k: old[k] for k in ("name", "tags") if old.get(k)})  # the same test again
     if fields:  # its rows join the same manifest lines: a copy in its own folder, read as one
         with s.store.open(layout.manifest(job_id)) as stream:
             s.store.put_stream(layout.manifest(new_id), stream)
-    model = resolve_model(body.get("model") or old["model_version"])  # same version by default
+    # By default the exact version the job recorded (never an alias that shares its name).
+    model = resolve_model(body["model"]) if body.get("model") else (
+        old["model_version"], s.registry.manifest(old["model_version"]))
+    fields["scope"] = old.get("scope")  # read as the first job was, whoever retries it
     record = queue_classify(new_id, old["source"], model, retry_of=job_id, **fields,
                             faces=old.get("faces", False),
                             **priority({"priority": body.get("priority", old.get("priority", "normal"))}))
@@ -269,13 +299,9 @@ def cancel(job_id: str):
 
 @bp.get("")
 def list_jobs():
-    """Recent jobs, newest first: the caller's own, or every job for an admin key."""
-    limit = int_arg(request, "limit", 20, 1, 200)
-    offset = int_arg(request, "offset", 0, 0, 1_000_000)
-    who = caller()
-    records = services().jobs.recent(limit, offset, owner=None if who.admin else who.name)
-    return jsonify({"jobs": [public_record(r) for r in records],
-                    "limit": limit, "offset": offset})
+    """Recent jobs, newest first: the caller's own, or every job for an admin key; filtered
+    by name prefix, tag, status and creation time (api.manage.list_page)."""
+    return jsonify(list_page(request))
 
 
 @bp.get("/<job_id>")
@@ -288,6 +314,10 @@ def get_job(job_id: str):
         standing = s.sched.standing(job_id)
         if standing is not None:
             why = held_reason(standing["held"], record.get("quota") or {})
+            if why is None and standing["training_ahead"]:
+                why = (f"waiting: {standing['training_ahead']} training job(s) hold workers that "
+                       "also serve the inference queue (a worker runs one task at a time); its "
+                       "shards start when a training ends or a scoring worker is free")
             record["queue"] = {**standing, "held": why}
     return jsonify(record)
 
@@ -295,8 +325,8 @@ def get_job(job_id: str):
 def held_reason(why: str | None, quota: dict) -> str | None:
     """What a quota holding a job back means, in words."""
     if why == "jobs":
-        return (f"held: this API key already has {quota.get('jobs')} jobs scoring "
-                "(FACESENSE_KEY_MAX_RUNNING_JOBS); it starts when one of them ends")
+        return (f"held: this API key already has {quota.get('jobs')} jobs running, scoring or "
+                "training (FACESENSE_KEY_MAX_RUNNING_JOBS); it starts when one of them ends")
     if why == "shards":
         return (f"held: this API key already has {quota.get('shards')} shards in flight, "
                 "its share of the workers (FACESENSE_KEY_MAX_SHARDS)")

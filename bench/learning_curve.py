@@ -152,7 +152,26 @@ def main(argv: list[str] | None = None) -> int:
     out = {"cpu": cpu, "torch": torch.__version__, "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"\nheld-out accuracy ({cpu}; mean over seeds)\n" + markdown(rows))
     return 0
+
+
+def markdown(rows: list[dict]) -> str:
+    """A table per set: one line per size, one column per method (mean over seeds)."""
+    methods = sorted({r["method"] for r in rows}, key=["scratch", "starter", "imagenet"].index)
+    lines = []
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        lines += [f"| {set_name}, photos per class | " + " | ".join(methods) + " |",
+                  "|---" * (len(methods) + 1) + "|"]
+        for size in sorted({r["per_class"] for r in rows if r["set"] == set_name}):
+            cells = []
+            for method in methods:
+                got = [r["held_out_accuracy"] for r in rows if (r["set"], r["per_class"],
+                       r["method"]) == (set_name, size, method) and "held_out_accuracy" in r]
+                cells.append(f"{sum(got) / len(got):.3f}" if got else "not run")
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

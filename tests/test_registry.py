@@ -94,11 +94,31 @@ def test_resolve_by_version_and_by_alias(registry):
     assert registry.resolve("production") == v1
 
 
-def test_alias_wins_over_a_version_of_the_same_name(registry):
+def test_alias_and_version_names_never_collide(registry):
+    # An alias named like a version would hand every job (and retry) naming that version
+    # another model: refused both ways.
     registry.register(WEIGHTS, MANIFEST, version="v1")
-    v2 = registry.register(WEIGHTS + b"2", MANIFEST, version="v2")
-    registry.promote("v2", "v1")
-    assert registry.resolve("v1") == v2
+    registry.register(WEIGHTS + b"2", MANIFEST, version="v2")
+    with pytest.raises(Conflict, match="would hide the model version"):
+        registry.promote("v2", "v1")
+    assert registry.alias("v1") is None and registry.resolve("v1")["version"] == "v1"
+    registry.promote("v2", "staging")
+    with pytest.raises(Conflict, match="is an alias name"):
+        registry.register(WEIGHTS + b"3", MANIFEST, version="staging")
+
+
+def test_a_version_that_does_not_beat_chance_moves_an_alias_only_with_force(registry):
+    chance = {"baseline": 0.5, "correct": 3, "images": 6, "p_value": 0.656, "alpha": 0.05,
+              "beats_chance": False}
+    registry.register(WEIGHTS, {**MANIFEST, "chance": chance}, version="coin")
+    with pytest.raises(Conflict, match="does not beat chance"):
+        registry.promote("coin", "production")
+    assert registry.alias("production") is None
+    record = registry.promote("coin", "production", by="ops", force=True)
+    assert record["history"][-1]["forced"] is True and record["version"] == "coin"
+    registry.register(WEIGHTS, {**MANIFEST, "chance": {**chance, "beats_chance": True}},
+                      version="good")
+    assert "forced" not in registry.promote("good", "production")["history"][-1]
 
 
 @pytest.mark.parametrize("name", ["v9", "staging", "../x", ""])
