@@ -69,6 +69,9 @@ def time_decoders(samples: list[bytes], cpu_decode: Callable[[bytes], object],
     return {"cpu": cpu, "gpu": (time.perf_counter() - start) / len(samples)}
 
 
+GREY = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
 def decode_batch_gpu(datas: list[bytes], spec: dict, device: torch.device) -> torch.Tensor:
     """JPEG bytes -> (N, size, size, 3) uint8 on device: decode, resize shorter side, centre crop.
 
@@ -89,6 +92,8 @@ def decode_batch_gpu(datas: list[bytes], spec: dict, device: torch.device) -> to
         region = img[:, top:top + crop, left:left + crop].unsqueeze(0).float()
         resized = F.interpolate(region, size=(size, size), mode="bilinear", antialias=True,
                                 align_corners=False)
+        if spec.get("grayscale"):  # ITU-R 601 luma in every channel, as preprocess.fit does
+            resized = (resized * GREY.to(device)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         out[i] = resized[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
     return out
 
