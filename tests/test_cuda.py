@@ -129,6 +129,18 @@ def broken_huffman(data: bytes) -> bytes:
 
 
 @needs_cuda
+def test_the_gpu_batch_path_makes_a_grey_versions_inputs_grey(photos):
+    from runtime.architectures import GREY_64
+    from runtime.gpu_decode import decode_batch_gpu
+
+    batch = decode_batch_gpu(photos[:4], GREY_64, CUDA).cpu().numpy().astype(np.int16)
+    assert (batch[..., 0] == batch[..., 1]).all() and (batch[..., 1] == batch[..., 2]).all()
+    for i, data in enumerate(photos[:4]):
+        mean = float(np.abs(batch[i] - preprocess(data, GREY_64).astype(np.int16)).mean())
+        assert mean <= ENGINE_MEAN, (i, mean)
+
+
+@needs_cuda
 def test_a_corrupt_jpeg_in_a_gpu_batch_falls_back_per_image(photos, loaded):
     from worker.inference import score
 
