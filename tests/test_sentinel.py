@@ -50,7 +50,7 @@ def test_the_compose_sentinel_layout_names_its_own_sentinels_and_real_settings()
         for host in hosts:  # each monitors the base's redis service, quorum 2 of 3
             assert f"sentinel monitor {env['FACESENSE_REDIS_SENTINEL_MASTER']} redis 6379 2" in \
                 layout[host]["command"][0]
-    assert "redis" in base and "redis" in layout["redis-replica"]["command"]
+    assert "redis" in base and "--replicaof redis 6379" in layout["redis-replica"]["command"][0]
 
 
 @pytest.mark.slow
