@@ -120,6 +120,23 @@ def test_a_diverging_epoch_stops_with_a_plain_reason():
                         device=torch.device("cpu"), precision="fp32")
 
 
+def test_weights_made_nan_by_an_epochs_last_step_stop_the_run_too():
+    # Given an epoch whose loss stays finite, but whose last step leaves NaN weights (a NaN
+    # gradient from a hook stands in for a step that overflowed)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    model[1].bias.register_hook(lambda grad: torch.full_like(grad, NAN))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    x = torch.randint(0, 256, (8, 8, 8, 3), dtype=torch.uint8)
+    # Then the run stops at the end of that epoch, before anything evaluates the model
+    with pytest.raises(TrainingDiverged, match=r"^the weights became NaN at epoch 1; lower lr"):
+        train_one_epoch(model, optimizer, scheduler, x, torch.randint(0, 2, (8,)),
+                        spec=spec_for(8), batch_size=8, augment_images=False,
+                        gen=torch.Generator().manual_seed(0), device=torch.device("cpu"),
+                        precision="fp32")
+
+
 @pytest.mark.slow
 def test_a_diverged_training_job_fails_with_a_plain_reason(client, training_worker, faces):  # noqa: F811
     # Given the probe's parameters: all accepted, and far too high a learning rate for SGD

@@ -86,15 +86,19 @@ def train_one_epoch(model, optimizer, scheduler, x: torch.Tensor, y: torch.Tenso
         loss_sum += value * len(idx)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(idx)
+    # the epoch's last step may have made the weights NaN with a finite loss: once an epoch (a
+    # few ms for AlexNet), so a NaN model is never evaluated, calibrated or registered
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        raise TrainingDiverged(diverged(float("nan"), epoch, optimizer, "the weights"))
     elapsed = time.perf_counter() - start
     return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
             "images_per_s": round(seen / elapsed, 1) if elapsed else None}
 
 
-def diverged(loss: float, epoch: int, optimizer) -> str:
+def diverged(value: float, epoch: int, optimizer, what: str = "the loss") -> str:
     """Why a run stopped, in words a user can act on."""
     lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
-    return (f"the loss became {'NaN' if math.isnan(loss) else 'infinite'} at epoch {epoch}; "
+    return (f"{what} became {'NaN' if math.isnan(value) else 'infinite'} at epoch {epoch}; "
             f"lower lr (it was {lr:g}) and train again")
 
 
