@@ -10,7 +10,7 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from facesense.errors import ConfigError
@@ -33,13 +33,60 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Grants:
+    """What a key may do beyond submitting jobs: priority high, and what it may read (none
+    given: the global FACESENSE_ALLOWED_ROOTS and any S3 prefix, outside the job store)."""
+
+    high: bool = False
+    roots: tuple[str, ...] = ()  # absolute local folders
+    s3: tuple[str, ...] = ()  # s3://bucket or s3://bucket/prefix
+
+    @property
+    def scoped(self) -> bool:
+        """True if the key reads only its own roots and S3 prefixes."""
+        return bool(self.roots or self.s3)
+
+
+def parse_grants(spec: str, where: str) -> Grants:
+    """'high;/srv/ads/alice;s3://ads/alice' as Grants, each part checked (never echoed: a
+    raw key pasted in the wrong place would end up in the log)."""
+    high, roots, s3 = False, [], []
+    for number, part in enumerate((p.strip() for p in spec.split(";")), 1):
+        if part == "high":
+            high = True
+        elif part.startswith("s3://") and _clean(part[5:]):
+            s3.append("s3://" + part[5:].strip("/"))
+        elif part.startswith("/") and _clean(part):
+            roots.append(part.rstrip("/") or "/")
+        elif part:
+            raise ConfigError(f"{where}: grant {number} must be 'high', an absolute folder or "
+                              "s3://bucket/prefix, with no '.', '..' or empty path segments")
+    return Grants(high, tuple(roots), tuple(s3))
+
+
+def _clean(path: str) -> bool:
+    """True for a path with no '.', '..' or empty segments, nor a backslash (one leading and
+    one trailing '/' allowed): a scope names one folder, spelled one way."""
+    inner = path.removeprefix("/").removesuffix("/")
+    return bool(inner) and "\\" not in inner and all(
+        p not in ("", ".", "..") for p in inner.split("/"))
+
+
 def parse_keys(spec: str, variable: str) -> dict[str, str]:
     """'name:sha256hex,name2:sha256hex' as {name: hash}, with a clear error naming the variable."""
-    out: dict[str, str] = {}
+    return {name: digest for name, (digest, _) in parse_entries(spec, variable).items()}
+
+
+def parse_entries(spec: str, variable: str) -> dict[str, tuple[str, Grants]]:
+    """'name:sha256hex[:grant;grant...],...' as {name: (hash, grants)}; a clear error names the
+    variable."""
+    out: dict[str, tuple[str, Grants]] = {}
     for item in (p.strip() for p in spec.split(",")):
         if not item:
             continue
-        name, _, digest = item.partition(":")
+        name, _, rest = item.partition(":")
+        digest, _, grants = rest.partition(":")
         digest = digest.lower()
         # Never echo the item: a raw key pasted by mistake would end up in the log.
         if not HEX64.match(digest):
@@ -50,16 +97,22 @@ def parse_keys(spec: str, variable: str) -> dict[str, str]:
                               "or '-'")
         if name in out:
             raise ConfigError(f"{variable}: the key name {name!r} appears twice")
-        out[name] = digest
+        out[name] = (digest, parse_grants(grants, f"{variable}: key {name!r}"))
     return out
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: a key's name and role; name None when authentication is off."""
+    """Who is asking: a key's name, role and grants; name None when authentication is off."""
 
     name: str | None
     admin: bool
+    grants: Grants = field(default_factory=Grants)
+
+    @property
+    def may_use_high(self) -> bool:
+        """True if this caller may queue priority high work (an admin, or a key granted it)."""
+        return self.admin or self.grants.high
 
     def sees(self, owner: str | None) -> bool:
         """True if this caller may see a job owned by owner."""
@@ -74,9 +127,13 @@ class Keyring:
     """The configured keys (user and admin) by name, as hashes: from the environment, plus a keys
     file (FACESENSE_KEYS_FILE) re-read when it changes, so keys rotate without a restart."""
 
-    def __init__(self, users: dict[str, str], admins: dict[str, str],
+    def __init__(self, users: dict[str, tuple[str, Grants] | str],
+                 admins: dict[str, tuple[str, Grants] | str],
                  path: str | Path | None = None, check_every_s: float = 1.0):
-        self.base, self.check_every_s = (users, admins), check_every_s
+        # a bare hash: a key with no grants
+        self.base = tuple({n: (v, Grants()) if isinstance(v, str) else v for n, v in d.items()}
+                          for d in (users, admins))
+        self.check_every_s = check_every_s
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
         self._checked, self._error = time.monotonic(), None
@@ -88,12 +145,12 @@ class Keyring:
     @classmethod
     def from_settings(cls, settings: Settings) -> Keyring:
         """The keyring of FACESENSE_API_KEYS, FACESENSE_ADMIN_KEYS and FACESENSE_KEYS_FILE."""
-        return cls(parse_keys(settings.api_keys, "FACESENSE_API_KEYS"),
-                   parse_keys(settings.admin_keys, "FACESENSE_ADMIN_KEYS"),
+        return cls(parse_entries(settings.api_keys, "FACESENSE_API_KEYS"),
+                   parse_entries(settings.admin_keys, "FACESENSE_ADMIN_KEYS"),
                    path=settings.keys_file or None)
 
-    def _entries(self, data: bytes | None) -> list[tuple[str, str, bool]]:
-        """(name, hash, admin) for every key of the environment and the keys file's data."""
+    def _entries(self, data: bytes | None) -> list[tuple[str, str, bool, Grants]]:
+        """(name, hash, admin, grants) for every key of the environment and the keys file."""
         users, admins = (dict(d) for d in self.base)
         from_file = parse_keys_file(data, self.path.name) if data is not None else ({}, {})
         for mine, theirs in zip((users, admins), from_file, strict=True):
@@ -106,11 +163,12 @@ class Keyring:
         if both:
             raise ConfigError(f"key name(s) in both FACESENSE_API_KEYS and FACESENSE_ADMIN_KEYS "
                               f"(environment or keys file): {', '.join(both)}")
-        entries = [(n, h, False) for n, h in users.items()] + [(n, h, True) for n, h in admins.items()]
+        entries = [(n, h, False, g) for n, (h, g) in users.items()] + \
+            [(n, h, True, g) for n, (h, g) in admins.items()]
         # One key must name one caller: listed twice (say as a user and as an admin), which
         # name and rights it carries would hang on the order of the lines.
         names: dict[str, list[str]] = {}
-        for name, digest, _ in entries:
+        for name, digest, _, _ in entries:
             names.setdefault(digest, []).append(name)
         twice = sorted(", ".join(n) for n in names.values() if len(n) > 1)
         if twice:
@@ -147,9 +205,9 @@ class Keyring:
         self.refresh()
         digest = hash_key(key).encode()
         found = None
-        for name, expected, admin in self.entries:
+        for name, expected, admin, grants in self.entries:
             if hmac.compare_digest(digest, expected.encode()):
-                found = Caller(name, admin)
+                found = Caller(name, admin, grants)
         return found
 
 
@@ -163,13 +221,14 @@ def snapshot(path: Path) -> bytes | None:
         raise ConfigError(f"FACESENSE_KEYS_FILE: cannot read {path}: {e.strerror}") from None
 
 
-def parse_keys_file(data: bytes, name: str) -> tuple[dict[str, str], dict[str, str]]:
+def parse_keys_file(data: bytes, name: str) -> tuple[dict[str, tuple[str, Grants]],
+                                                     dict[str, tuple[str, Grants]]]:
     """(users, admins) from FACESENSE_API_KEYS=... / FACESENSE_ADMIN_KEYS=... lines, # comments."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"FACESENSE_KEYS_FILE: {name} is not UTF-8 text") from None
-    found: dict[str, dict[str, str]] = {"FACESENSE_API_KEYS": {}, "FACESENSE_ADMIN_KEYS": {}}
+    found: dict[str, dict] = {"FACESENSE_API_KEYS": {}, "FACESENSE_ADMIN_KEYS": {}}
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -179,7 +238,7 @@ def parse_keys_file(data: bytes, name: str) -> tuple[dict[str, str], dict[str, s
         if variable not in found:  # never echo the line: it may hold a raw key
             raise ConfigError(f"{where}: expected FACESENSE_API_KEYS=... or "
                               "FACESENSE_ADMIN_KEYS=...")
-        entries = parse_keys(spec, where)
+        entries = parse_entries(spec, where)
         clash = sorted(set(entries) & set(found[variable]))
         if clash:
             raise ConfigError(f"{where}: the key name {clash[0]!r} appears twice")

@@ -14,7 +14,7 @@ import redis
 from api import create_app
 from facesense.keys import hash_key, new_key
 
-USER, ADMIN = new_key(), new_key()
+USER, ADMIN, SCOPED = new_key(), new_key(), new_key()
 LONG = "a" * 5000
 
 
@@ -52,6 +52,30 @@ def hostile_requests(root: str) -> list[tuple[str, str, str, dict]]:
         ("key in the query", "GET", f"/v1/jobs?api_key={USER}", {}),
         ("key-shaped query value", "GET", "/v1/jobs?x=fsk_abc", {}),
         ("user promotes", "POST", "/v1/models/production/promote", {"json": {"alias": "x"}}),
+        ("user takes priority high", "POST", "/v1/jobs",
+         {"json": {"type": "classify", "source": root, "priority": "high"}}),
+        ("user uploads at priority high", "POST", "/v1/jobs",
+         upload(("a.jpg", jpg), priority="high")),
+        # a key scoped to <root>/scoped and s3://facesense-test/scoped reaches nothing else
+        *[(f"scoped key: {what}", "POST", "/v1/jobs",
+           {"json": {"type": "classify", field: where}, "headers": bearer(SCOPED)})
+          for what, field, where in (
+              ("the global root", "source", root), ("a missing folder", "source", f"{root}/nope"),
+              ("dot-dot out", "source", f"{root}/scoped/../x"),
+              ("file URL out", "source", f"file://{root}"),
+              ("another prefix", "source", "s3://facesense-test/other"),
+              ("prefix look-alike", "source", "s3://facesense-test/scopedx"),
+              ("dot-dot prefix", "source", "s3://facesense-test/scoped/../other"),
+              ("bucket root", "source", "s3://facesense-test"),
+              ("another bucket", "source", "s3://elsewhere/scoped"),
+              ("manifest out", "manifest", f"{root}/m.csv"),
+              ("S3 manifest out", "manifest", "s3://facesense-test/other/m.csv"))],
+        ("scoped key: dataset out", "POST", "/v1/jobs",
+         {"json": {"type": "train", "dataset": root}, "headers": bearer(SCOPED)}),
+        ("scoped key: uploaded manifest line out", "POST", "/v1/jobs",
+         {**upload(), "data": {"type": "classify", "manifest": (
+             io.BytesIO(b"image\ns3://facesense-test/other/a.jpg\n"), "m.csv")},
+          "headers": bearer(SCOPED)}),
         # JSON bodies
         ("JSON over its limit", "POST", "/v1/jobs",
          {"data": '{"type":"classify","source":"' + "x" * 200_000 + '"}',
@@ -160,7 +184,9 @@ def keyed_app(settings, model_version, base_dir, redis_url):
     """The API with a user and an admin key, small body limits, on a Redis database of its own."""
     db_url = re.sub(r"/\d+$", "/10", redis_url)
     app = create_app(settings.replace(
-        redis_url=db_url, api_keys=f"alice:{hash_key(USER)}", admin_keys=f"root:{hash_key(ADMIN)}",
+        redis_url=db_url, admin_keys=f"root:{hash_key(ADMIN)}",
+        api_keys=f"alice:{hash_key(USER)},carol:{hash_key(SCOPED)}:{base_dir}/scoped;"
+                 "s3://facesense-test/scoped",
         max_json_bytes=64 << 10, max_form_parts=50, url_max_per_job=10))
     yield app
     redis.Redis.from_url(db_url).flushdb()

@@ -131,7 +131,7 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
                  batch_size: int | None = None, threads: int | None = None) -> list[dict] | None:
     """The shard's rows, or None if the job was cancelled before they were all scored."""
     loaded = ctx.models.get(record["model_version"])
-    source = ctx.sources.get(record["source"])
+    source = ctx.sources.get(record["source"], record.get("scope"))
     faces = ctx.faces.cutter(loaded) if record.get("faces") else None
     rows = list(score(keys, loaded, partial(read_limited, source),
                       batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,

@@ -6,6 +6,7 @@ workers add a device and models to it (worker.models).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from typing import Any
 from facesense import redisconn
 from facesense.errors import ConfigError
 from facesense.inputs.netguard import allowed_networks
+from facesense.inputs.scopes import scoped_settings
 from facesense.inputs.sources import open_source
 from facesense.outputs.webhooks import DELIVER as WEBHOOK
 from facesense.registry import Registry
@@ -34,15 +36,18 @@ class SourceCache:
         self._sources: OrderedDict[str, Store] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, url: str) -> Store:
-        """The source a job's URL names, opened on first use."""
+    def get(self, url: str, scope: dict | None = None) -> Store:
+        """The source a job's URL names, opened on first use; a scoped key's job (its record's
+        scope) reads local files under its key's roots, checked as each file is opened."""
+        name = url + (json.dumps(scope, sort_keys=True) if scope else "")
         with self._lock:
-            if url not in self._sources:
-                self._sources[url] = open_source(url, self.settings, self.store)
+            if name not in self._sources:
+                self._sources[name] = open_source(url, scoped_settings(self.settings, scope),
+                                                  self.store)
                 while len(self._sources) > self.size:
                     self._sources.popitem(last=False)
-            self._sources.move_to_end(url)
-            return self._sources[url]
+            self._sources.move_to_end(name)
+            return self._sources[name]
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Context:
     batch_size: int = 0
     threads: int = 0
     decoder: str = "cpu"
+    serves: frozenset[str] = frozenset()  # the queues this worker consumes (worker.tasks)
 
 
 def check_settings(settings: Settings) -> None:

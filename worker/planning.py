@@ -58,7 +58,7 @@ def _plan(ctx: Context, job_id: str) -> int:
     if record.get("retry_of"):  # only the images that failed in the earlier job
         images = iter(json.loads(ctx.store.get(job_key(job_id, RETRY_KEYS))))
     else:
-        images = list_images(ctx.sources.get(record["source"]))
+        images = list_images(ctx.sources.get(record["source"], record.get("scope")))
     total = shards = 0
     # Streamed: each batch of plan files is written (in parallel) and its shards released
     # while the listing goes on, so a huge job starts scoring at once. `shards` is set last.

@@ -7,11 +7,13 @@ is written to the store: the store keeps no bytes per image for the gallery.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 
 from facesense.errors import NotFound, ObjectNotFound, SourceError
 from facesense.imaging import ImageRejected
+from facesense.inputs.scopes import scoped_settings
 from facesense.inputs.sources import MANIFEST_SCHEME, UPLOAD_SCHEME, open_source
 from facesense.outputs.pages import read_rows
 from facesense.outputs.thumbnails import make_thumbnail, sampled, thumb_key, web_item
@@ -94,13 +96,15 @@ class GalleryThumbs:
         if not self.has_thumb(record, row):
             raise NotFound(f"row {index} of job {job_id} has no thumbnail"
                            + (" (the image failed)" if row.get("error") else ""))
-        data = self._from_source(record["source"], row["image"], row.get("box"))
+        data = self._from_source(record["source"], row["image"], row.get("box"),
+                                 record.get("scope"))
         if data is None:
             data = self._stored(job_id, row["image"])
         self.cache.put((job_id, index), data)
         return data
 
-    def _from_source(self, source: str, image: str, box: list[int] | None = None) -> bytes | None:
+    def _from_source(self, source: str, image: str, box: list[int] | None = None,
+                     scope: dict | None = None) -> bytes | None:
         """The thumbnail made from the image in the job's source (a face row's: its face);
         None if the source can't be read here (a URL list, a folder gone or no longer under
         the allowed roots)."""
@@ -108,7 +112,8 @@ class GalleryThumbs:
             return None
         with self._slots:
             try:
-                data = read_limited(self._source(source), image, self.settings.max_image_bytes)
+                data = read_limited(self._source(source, scope), image,
+                                    self.settings.max_image_bytes)
                 return make_thumbnail(data, max_pixels=self.settings.max_image_pixels, box=box)
             except (ObjectNotFound, SourceError, OSError):  # gone, moved, unreadable here
                 return None
@@ -123,11 +128,14 @@ class GalleryThumbs:
         except ObjectNotFound:
             raise NotFound(f"no thumbnail for {image!r}: its source can't be read") from None
 
-    def _source(self, url: str) -> Store:
+    def _source(self, url: str, scope: dict | None = None) -> Store:
+        """The job's source, read under its key's roots (facesense.inputs.scopes) if scoped."""
+        name = url + (json.dumps(scope, sort_keys=True) if scope else "")
         with self._lock:
-            if url not in self._sources:
-                self._sources[url] = open_source(url, self.settings, self.store)
+            if name not in self._sources:
+                self._sources[name] = open_source(url, scoped_settings(self.settings, scope),
+                                                  self.store)
                 while len(self._sources) > SOURCES:
                     self._sources.popitem(last=False)
-            self._sources.move_to_end(url)
-            return self._sources[url]
+            self._sources.move_to_end(name)
+            return self._sources[name]
