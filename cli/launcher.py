@@ -141,6 +141,14 @@ def start_workers(settings: Settings, count: int, env: dict | None = None,
             for i in range(first, first + count)]
 
 
+def training_worker(settings: Settings, first: int) -> subprocess.Popen:
+    """The embedded stack's worker for the training queue alone: a run of hours on a worker
+    that also scores would hold every scoring job until it ends (its scoring workers' control
+    workers serve the control queue, so it starts none)."""
+    return start_workers(settings, 1, env={"FACESENSE_CONTROL_SIDECAR": "0"},
+                         queues="training", first=first)[0]
+
+
 def stop(procs: list[subprocess.Popen], timeout: float = 30) -> None:
     """SIGTERM each process (workers finish their task), SIGKILL what is left after timeout."""
     for p in procs:
@@ -182,13 +190,17 @@ def run(settings: Settings, workers: int = 1) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        for i, proc in enumerate(start_workers(settings, workers)):
+        for i, proc in enumerate(start_workers(settings, workers, queues="inference")):
             supervisor.watch(f"worker {i}", proc,
-                             lambda i=i: start_workers(settings, 1, first=i)[0])
+                             lambda i=i: start_workers(settings, 1, queues="inference", first=i)[0])
+        if workers:  # --workers 0: the API and Redis alone (workers run elsewhere)
+            supervisor.watch("training worker", training_worker(settings, workers),
+                             lambda: training_worker(settings, workers))
         app = create_app(settings)
         supervisor.watch("API server", ApiThread(settings.api_host, settings.api_port, app),
                          lambda: ApiThread(settings.api_host, settings.api_port, app))
-        log.info("API on http://%s:%d, %d worker(s), store %s", settings.api_host,
+        log.info("API on http://%s:%d, %d scoring worker(s) and a training worker, store %s",
+                 settings.api_host,
                  settings.api_port, workers, settings.store_url)
         print(f"FaceSense is up: http://{settings.api_host}:{settings.api_port}", flush=True)
         while True:

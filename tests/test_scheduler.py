@@ -122,7 +122,7 @@ def test_standing_counts_what_starts_before_the_job(sched):
     standing = sched.standing(b)
     # the ring is [b, a]: b is next in its ring, behind the high job's 4 shards
     assert standing == {"priority": "normal", "shards_waiting": 10, "jobs_ahead": 1,
-                        "shards_ahead": 4, "held": None}
+                        "shards_ahead": 4, "training_ahead": 0, "held": None}
     assert sched.standing(a)["jobs_ahead"] == 2 and sched.standing(a)["shards_ahead"] == 5
     assert sched.standing(high)["jobs_ahead"] == 0
     assert sched.waiting() == 24
@@ -165,3 +165,36 @@ def test_the_held_reason_is_read_live_not_as_last_seen(sched):
     assert sched.standing(a)["held"] == "shards"  # no pick has looked at it since
     sched.done(a, 0)
     assert sched.standing(a)["held"] is None
+
+
+def test_a_training_run_takes_one_of_its_keys_running_job_slots(sched):
+    # Given a key allowed one running job, whose training run claims its slot
+    training = uuid.uuid4().hex[:12]
+    sched.redis.hset(redis_keys.job(training), mapping={"status": json.dumps("running"),
+                                                        "owner": json.dumps("alice")})
+    assert sched.claim_training(training, "alice", 1) is True
+    # When the key's scoring job waits, then it is held by that quota, and another key's is not
+    scoring = job(sched, 2, max_jobs=1)
+    other = job(sched, 1, owner="bob", max_jobs=1)
+    assert sched.pick() == (other, 0) and sched.pick() is None
+    assert sched.standing(scoring)["held"] == "jobs"
+    # and a second training run of the key waits too, until the first has ended
+    second = uuid.uuid4().hex[:12]
+    sched.redis.hset(redis_keys.job(second), mapping={"status": json.dumps("queued"),
+                                                      "owner": json.dumps("alice")})
+    assert sched.claim_training(second, "alice", 1) is False
+    sched.redis.hset(redis_keys.job(training), "status", json.dumps("succeeded"))
+    assert sched.claim_training(second, "alice", 1) is True
+    assert sched.pick() is None  # the second run holds the slot now
+    # a key with no quota always starts
+    assert sched.claim_training(uuid.uuid4().hex[:12], "carol", 0) is True
+
+
+def test_a_waiting_job_counts_training_runs_on_workers_that_also_score(sched):
+    waiting = job(sched, 3)
+    assert sched.standing(waiting)["training_ahead"] == 0
+    sched.training_on_shared_workers("t1", True, 60)
+    sched.training_on_shared_workers("t2", True, -1)  # a note that lapsed: its worker died
+    assert sched.standing(waiting)["training_ahead"] == 1
+    sched.training_on_shared_workers("t1", False, 0)
+    assert sched.standing(waiting)["training_ahead"] == 0

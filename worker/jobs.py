@@ -20,6 +20,11 @@ from worker.context import Context
 
 log = logging.getLogger(__name__)
 TRANSIENT = (TransientError, redis.ConnectionError, redis.TimeoutError)  # worth a retry
+HELD_RETRY_S = 5  # how soon a step held by its key's quota looks again
+
+
+class Held(Exception):
+    """The step may not start yet (its key's quota is full): run it again shortly."""
 
 
 def hold_for_retry(ctx: Context, job_id: str, lease: str, countdown: float) -> None:
@@ -84,6 +89,9 @@ def run_job_step(task: Task, context: Callable[[], Context], settings: Settings,
         # A live worker holds the job: check again once its lease could have lapsed.
         hold_for_retry(context(), job_id, lease, settings.lease_ttl_s)
         raise task.retry(args=again, countdown=settings.lease_ttl_s) from None
+    except Held:  # not a failure: never counted against task_max_retries
+        hold_for_retry(context(), job_id, lease, HELD_RETRY_S)
+        raise task.retry(args=again, countdown=HELD_RETRY_S, max_retries=None) from None
     except TRANSIENT as e:
         if task.request.retries < settings.task_max_retries:
             delay = min(60, 2 ** task.request.retries)

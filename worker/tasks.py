@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 @functools.cache
 def context() -> Context:
     """This process's context, built on first use (after any fork)."""
-    return build_context(settings, lambda name, args: app.send_task(name, args=args))
+    ctx = build_context(settings, lambda name, args: app.send_task(name, args=args))
+    ctx.serves = frozenset(app.amqp.queues.consume_from or ())  # the worker's -Q, once set
+    return ctx
 
 
 @worker_ready.connect
@@ -66,4 +68,9 @@ def classify_shard(self, job_id: str | None = None, index: int | None = None):
 @app.task(name=TRAIN, bind=True, max_retries=None)
 def train(self, job_id: str):
     """Train a model version from a labelled folder (resumes from its last checkpoint)."""
+    # a retry raises out of run_job_step, so a run that will resume keeps its checkpoint
     run_job_step(self, context, settings, job_id, leases.TRAINING, training.run_training)
+    try:
+        training.drop_checkpoints(context(), job_id)
+    except Exception as e:  # the job's end stands; the files are only disk
+        log.warning("job %s: could not delete its checkpoints: %s", job_id, e)

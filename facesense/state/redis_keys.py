@@ -13,6 +13,8 @@ SCHED_RINGS = tuple(f"{PREFIX}sched:ring:{p}" for p in ("high", "normal", "low")
 # job ids with shards to release, one per priority, highest first (the scheduler's Lua builds
 # the per-job and per-owner keys below from these prefixes: keep them in step)
 OWNER_PREFIX = PREFIX + "sched:owner:"
+TRAINING_SHARED = PREFIX + "sched:training-shared"  # sorted set: training jobs running on a
+# worker that also serves the inference queue, scored by when their note lapses
 
 
 def owned(owner: str) -> str:

@@ -155,6 +155,26 @@ if gone(id) then return false end
 return held(id, state(id))
 """
 
+# A training job takes one of its key's running-job slots (it keeps the slot until it ends:
+# its scheduling state has no shards, so gone() holds it while the job runs); 0 when the
+# key's quota is full. ARGV: job prefix, owner prefix, job id, owner, quota, ttl.
+_CLAIM = _COMMON + """
+local id, owner, max_jobs = ARGV[3], ARGV[4], tonumber(ARGV[5])
+redis.call('HSET', sched_key(id), 'owner', owner, 'max_jobs', max_jobs, 'training', 1)
+redis.call('HSETNX', sched_key(id), 'next', 0)
+redis.call('EXPIRE', sched_key(id), tonumber(ARGV[6]))
+if max_jobs <= 0 then return 1 end
+local key = running_key(owner)
+if redis.call('SISMEMBER', key, id) == 1 or redis.call('SCARD', key) < max_jobs then
+  redis.call('SADD', key, id)
+  redis.call('EXPIRE', key, 86400)
+  redis.call('HDEL', sched_key(id), 'held')
+  return 1
+end
+redis.call('HSET', sched_key(id), 'held', 'jobs')
+return 0
+"""
+
 # Put a job in its ring unless it is there: at the head, so a newcomer has the next turn.
 # KEYS: the ring.
 _ENSURE_RING = """
@@ -172,6 +192,7 @@ class Scheduler:
         self._tokens = redis.register_script(_TOKENS)
         self._ensure = redis.register_script(_ENSURE_RING)
         self._held = redis.register_script(_HELD)
+        self._claim = redis.register_script(_CLAIM)
 
     def _args(self) -> list:
         return [redis_keys.job(""), redis_keys.OWNER_PREFIX]
@@ -201,6 +222,26 @@ class Scheduler:
             self.redis.pipeline().rpush(redis_keys.sched_retry(job_id), *indexes) \
                 .expire(redis_keys.sched_retry(job_id), self.ttl_s).execute()
             self._ensure(keys=[self._ring(job_id)], args=[job_id])
+
+    def claim_training(self, job_id: str, owner: str | None, max_jobs: int = 0) -> bool:
+        """Count a training job among its key's running jobs; False if the quota is full."""
+        return bool(self._claim(keys=[], args=[*self._args(), job_id, owner or "-", max_jobs,
+                                               self.ttl_s]))
+
+    def training_on_shared_workers(self, job_id: str, running: bool, lapse_s: int) -> None:
+        """Note (or drop) a training job running on a worker that also scores: scoring jobs
+        waiting behind it say so. The note lapses unless renewed (a worker that died)."""
+        if not running:
+            self.redis.zrem(redis_keys.TRAINING_SHARED, job_id)
+            return
+        now = self.redis.time()
+        self.redis.zadd(redis_keys.TRAINING_SHARED, {job_id: now[0] + lapse_s})
+
+    def trainings_on_shared_workers(self) -> int:
+        """Training jobs now holding a worker that also serves the inference queue."""
+        now = self.redis.time()
+        self.redis.zremrangebyscore(redis_keys.TRAINING_SHARED, "-inf", now[0])
+        return int(self.redis.zcard(redis_keys.TRAINING_SHARED))
 
     def pick(self) -> tuple[str, int] | None:
         """The shard to run now, noted in flight for its key's quota; None if none may start."""
@@ -247,6 +288,7 @@ class Scheduler:
         return {"priority": PRIORITIES[ring], "shards_waiting": mine,
                 "jobs_ahead": sum(1 for n in waiting if n) + (position or 0),
                 "shards_ahead": sum(waiting) + (position or 0),
+                "training_ahead": self.trainings_on_shared_workers() if mine else 0,
                 "held": held.decode() if held else None}
 
     def waiting(self) -> int:
