@@ -22,7 +22,18 @@ from facesense.storage import store_from_settings
 
 def create_app(settings: Settings | None = None) -> Flask:
     """The Flask app for these settings (from the environment when none are given)."""
-    from api import auth, dashboard, errors, health, jobs, metrics, models, openapi, summaries
+    from api import (
+        auth,
+        dashboard,
+        errors,
+        health,
+        jobs,
+        manage,
+        metrics,
+        models,
+        openapi,
+        summaries,
+    )
 
     settings = settings or Settings.from_env()
     keyring = Keyring.from_settings(settings)
@@ -44,6 +55,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     metrics.install(app)  # before auth: requests it refuses are counted and timed too
     auth.install(app, keyring)
-    for module in (jobs, summaries, models, health, openapi, dashboard):
+    for module in (jobs, manage, summaries, models, health, openapi, dashboard):
         app.register_blueprint(module.bp)
     return app

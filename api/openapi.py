@@ -9,6 +9,7 @@ import sys
 from flask import Blueprint, current_app, jsonify
 
 from api.auth import auth_enabled, public
+from facesense.state.joblist import NAME_MAX, TAG_MAX, TAGS_MAX
 from facesense.state.scheduler import PRIORITIES
 from facesense.state.status import COUNTERS, JobStatus
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
@@ -49,6 +50,11 @@ def param_schema(f: dataclasses.Field) -> dict:
     return out
 
 
+LABELS = {"name": {"type": "string", "minLength": 1, "maxLength": NAME_MAX,
+                   "description": "the job's name (shown escaped; no control characters)"},
+          "tags": {"type": "array", "maxItems": TAGS_MAX, "items": {
+              "type": "string", "minLength": 1, "maxLength": TAG_MAX}, "description": "labels to "
+              "find it by (no commas, no control characters)"}}
 PRIORITY = {"type": "string", "enum": list(PRIORITIES), "default": "normal",
             "description": "high goes before queued normal shards (a right: an admin key, or a "
             "key granted 'high'; else 403); low runs when nothing else waits"}
@@ -92,7 +98,14 @@ SCHEMAS = {
             "held": {**NULLABLE_STR, "description": "the quota holding the job back, if one does"}})
         | {"description": "while its shards wait (GET of one job only)"},
         "planned": {"type": "integer", "description": "shards planned so far (the source is "
-                                                      "listed and its shards queued in batches)"}},
+                                                      "listed and its shards queued in batches)"},
+        **LABELS,
+        "timing": {"type": ["object", "null"], "description": "once started: unit (images or "
+                   "epochs), elapsed_s, rate (units a second since it started) and eta_s (time "
+                   "left at that rate; null while unknown, 0 once finished)", "properties": {
+                       "unit": {"type": "string", "enum": ["images", "epochs"]},
+                       "elapsed_s": {"type": "number"}, "rate": NUMBER_OR_NULL,
+                       "eta_s": NUMBER_OR_NULL}}},
         ("id", "type", "status", "progress")),
     "ClassifyRequest": {"oneOf": [{"required": ["source"]}, {"required": ["urls"]},
                                   {"required": ["manifest"]}], **obj({
@@ -113,7 +126,8 @@ SCHEMAS = {
         "callback_url": {"type": "string", "description": "URL told when the job finishes"},
         "priority": PRIORITY,
         "faces": {"type": "boolean", "description": "find every face and score each one (a row "
-                  "per face); default: what the model version was trained on"}},
+                  "per face); default: what the model version was trained on"},
+        **LABELS},
         ("type",), closed=True)},
     "TrainRequest": obj({
         "type": {"const": "train"},
@@ -124,7 +138,8 @@ SCHEMAS = {
         "promote": {"type": "string", "enum": list(PROMOTE_POLICIES), "description":
                     "never; if_better, always: only a version that beats chance; force: any"},
         "alias": {"type": "string", "description": "the alias promotion moves (production)"},
-        "callback_url": {"type": "string", "description": "URL told when the job finishes"}},
+        "callback_url": {"type": "string", "description": "URL told when the job finishes"},
+        **LABELS},
         ("type", "dataset"), closed=True),
     "Upload": obj({"type": {"type": "string", "enum": ["classify"]}, "model": {"type": "string"},
                    "callback_url": {"type": "string"}, "priority": PRIORITY,
@@ -136,10 +151,14 @@ SCHEMAS = {
                                 "description": "a CSV or JSON Lines manifest instead of files "
                                                "(absolute paths, s3:// or http(s) images)"},
                    "group_by": {"type": "string", "description": "the manifest column the "
-                                                                 "summary groups by"}},
+                                                                 "summary groups by"},
+                   "name": LABELS["name"],
+                   "tags": {"type": "string", "description": "tags, comma-separated"}},
                   ("type",)),
     "JobList": obj({"jobs": {"type": "array", "items": ref("Job")},
-                    "limit": {"type": "integer"}, "offset": {"type": "integer"}},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"},
+                    "next_cursor": {**NULLABLE_STR, "description": "pass as cursor for the "
+                                    "next (older) page; null at the end"}},
                    ("jobs", "limit", "offset")),
     "ResultPage": obj({
         "job_id": {"type": "string"}, "total": {"type": "integer"},
@@ -259,8 +278,9 @@ def document() -> dict:
     }
     for blueprint in current_app.blueprints.values():  # e.g. the dashboard's own routes
         extra = getattr(sys.modules.get(blueprint.import_name), "openapi_paths", None)
-        if extra and blueprint.import_name != __name__:
-            paths.update(extra())
+        if extra and blueprint.import_name != __name__:  # merged: a path may gain a method
+            for path, operations in extra().items():
+                paths.setdefault(path, {}).update(operations)
     paths["/healthz"]["get"]["responses"]["503"] = {
         "description": "Redis or storage down", "content": json_content(ref("Health"))}
     paths["/v1/jobs"]["post"]["responses"]["202"]["headers"] = location

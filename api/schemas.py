@@ -10,11 +10,12 @@ from api.services import services
 from facesense.errors import BadRequest, PayloadTooLarge
 
 CLASSIFY_FIELDS = {"type": str, "source": str, "urls": list, "manifest": str, "group_by": str,
-                   "model": str, "callback_url": str, "priority": str, "faces": bool}
+                   "model": str, "callback_url": str, "priority": str, "faces": bool,
+                   "name": str, "tags": list}
 TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "alias": str,
-                "callback_url": str}
+                "callback_url": str, "name": str, "tags": list}
 UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str, "priority": str, "group_by": str,
-                 "faces": str}
+                 "faces": str, "name": str, "tags": str}  # tags: comma-separated
 
 
 def json_body(request: Request, allow_empty: bool = False) -> dict:

@@ -170,6 +170,23 @@ class Registry:
         self.store.put(alias_key(alias), json.dumps(record, indent=2).encode())
         return record
 
+    def delete(self, version: str) -> int:
+        """Remove a version's files (the manifest first, so it stops resolving at once);
+        Conflict while an alias points at it. Returns the objects removed. The caller checks
+        that no queued or running job names it."""
+        manifest = self.manifest(version)  # must exist; 'aliases' never does
+        using = sorted(n for n, a in self.aliases().items() if a["version"] == version)
+        if using:
+            raise Conflict(f"model version {version!r} is behind alias(es) {', '.join(using)}: "
+                           "promote another version there first")
+        self.store.delete(version_key(manifest["version"]))
+        with self._lock:
+            self._manifests.pop(version, None)
+        keys = list(self.store.list(f"{MODELS}/{version}"))
+        for key in keys:
+            self.store.delete(key)
+        return len(keys) + 1
+
     def versions(self) -> list[dict]:
         """Every version's manifest, newest first."""
         manifests = []

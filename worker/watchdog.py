@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -19,10 +20,12 @@ from facesense.queue import (
     TRAINING_QUEUE,
 )
 from facesense.state import leases, redis_keys
+from facesense.state.purge import Purger
 from worker.context import Context
 from worker.jobs import top_up
 
 log = logging.getLogger(__name__)
+RETAIN_EVERY_S = 60.0  # the retention rule lists the store's jobs/: not at every sweep
 
 
 class Watchdog:
@@ -45,6 +48,7 @@ class Watchdog:
         self.pick_grace_s = ctx.settings.lease_ttl_s if pick_grace_s is None else pick_grace_s
         self._seen: dict[str, tuple[tuple, float]] = {}  # job id -> (its state, since when)
         self._idle: dict[str, bool] = {}  # queue -> empty at this sweep
+        self.retained_at = -math.inf  # when the retention rule last ran (time.monotonic)
 
     def sweep(self) -> list[tuple[str, str]]:
         """One pass over the active jobs; returns the (job id, lease name) requeued."""
@@ -131,7 +135,22 @@ def tick(dog: Watchdog, owner: str) -> bool:
     if not dog.leases.elect(redis_keys.SWEEPER, owner, ttl):
         return False
     dog.sweep()
+    retain(dog)
     return True
+
+
+def retain(dog: Watchdog, every_s: float = RETAIN_EVERY_S) -> list[str]:
+    """Delete finished jobs older than FACESENSE_JOB_RETENTION_DAYS, a bounded number a run
+    (at most once every every_s: it lists the store); returns the ids deleted."""
+    s = dog.ctx.settings
+    if s.job_retention_days <= 0 or time.monotonic() - dog.retained_at < every_s:
+        return []
+    dog.retained_at = time.monotonic()
+    deleted = Purger(dog.jobs).sweep(s.job_retention_days, s.job_retention_batch)
+    if deleted:
+        log.info("retention: deleted %d job(s) older than %d days", len(deleted),
+                 s.job_retention_days)
+    return deleted
 
 
 def start(ctx: Context) -> threading.Thread:

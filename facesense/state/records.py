@@ -10,7 +10,7 @@ from collections.abc import Callable
 import redis as redis_lib
 
 from facesense.errors import JobNotFound, ObjectNotFound
-from facesense.state import redis_keys
+from facesense.state import joblist, pace, redis_keys
 from facesense.state.status import COUNTERS, FINISHED, JobStatus, new_job_id, now, valid_id
 from facesense.storage import Store, layout
 
@@ -75,10 +75,7 @@ class JobRecords:
         pipe.hset(redis_keys.job(job_id), mapping={k: dumps(v) for k, v in record.items()})
         pipe.expire(redis_keys.job(job_id), self.ttl_s)
         pipe.sadd(redis_keys.ACTIVE, job_id)
-        indexes = [redis_keys.RECENT]
-        if record.get("owner"):  # the API key's name (never the key): its own jobs, listable
-            indexes.append(redis_keys.owned(record["owner"]))
-        for index in indexes:  # trimmed as they grow: ids whose records expired leave them
+        for index in joblist.indexes(record):  # trimmed as they grow: expired ids leave them
             pipe.zadd(index, {job_id: record["created_at"]})
             pipe.zremrangebyscore(index, "-inf", record["created_at"] - self.ttl_s)
             pipe.expire(index, self.ttl_s)
@@ -184,4 +181,5 @@ def public_record(record: dict) -> dict:
     """A job record as the API and webhooks show it: counters grouped under progress."""
     out = {k: v for k, v in record.items() if k not in COUNTERS}
     out["progress"] = {k: record.get(k, 0) for k in COUNTERS}
+    out["timing"] = pace.timing(record)  # rate and time left, for the dashboard and --wait
     return out

@@ -22,6 +22,11 @@ def owned(owner: str) -> str:
     return f"{RECENT}:owner:{owner}"
 
 
+def tagged(tag: str, owner: str | None = None) -> str:
+    """The sorted set of the jobs carrying a tag (only owner's, if given), by creation time."""
+    return f"{owned(owner)}:tag:{tag}" if owner else f"{RECENT}:tag:{tag}"
+
+
 def job(job_id: str) -> str:
     """The hash of a job's record."""
     return f"{PREFIX}job:{job_id}"

@@ -93,8 +93,17 @@ class LocalStore:
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        """Remove an object; missing is fine."""
-        self._path(key).unlink(missing_ok=True)
+        """Remove an object; missing is fine. Folders it leaves empty go too (as on S3, where
+        a folder is only its keys), except the top-level ones (jobs/, models/)."""
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for folder in path.parents:
+            if folder.parent == self.root or self.root not in folder.parents:
+                break
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (or a writer just made it): keep it
+                break
 
     def child(self, prefix: str) -> LocalStore:
         """A store rooted at a sub-folder."""
