@@ -88,7 +88,8 @@ def test_a_version_no_better_than_chance_is_not_promoted_unless_forced(client, t
     assert registry.alias("coin") == before  # nothing moved
     version = record["model_version"]
     refused = client.post(f"/v1/models/{version}/promote", json={"alias": "coin"})
-    assert refused.status_code == 409 and "does not beat chance" in refused.get_json()["error"]
+    assert refused.status_code == 409
+    assert "does not beat chance" in refused.get_json()["error"]["message"]
     forced = client.post(f"/v1/models/{version}/promote", json={"alias": "coin", "force": True})
     assert forced.status_code == 200
     assert forced.get_json()["history"][-1] == {**forced.get_json()["history"][-1],
