@@ -32,6 +32,7 @@ def delete_model(version: str):
     require_admin("deleting a model version")
     s = services()
     s.registry.manifest(version)  # 404 for an unknown version, before anything else
+    s.registry.check_unaliased(version)
     users = jobs_naming(s.jobs, version)
     if users:
         raise Conflict(f"model version {version!r} is named by {len(users)} queued or running "

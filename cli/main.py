@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from cli import manage
 from cli.local import (
     cmd_classify,
     cmd_keys_hash,
@@ -92,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
     submit.add_argument("--json", action="store_true",
                         help="print the job record as JSON instead (for scripts)")
     submit.set_defaults(func=cmd_submit)
+    manage.add_label_options(submit)
 
     train = sub.add_parser("train", help="queue a training job on a labelled folder")
     train.add_argument("dataset", help="s3://bucket/prefix or a server-side folder "
@@ -109,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true",
                        help="print the job record as JSON instead (for scripts)")
     train.set_defaults(func=cmd_train)
+    manage.add_label_options(train)
 
     retry = sub.add_parser("retry", help="score again the images that failed in a job")
     retry.add_argument("job_id")
@@ -141,6 +144,7 @@ def parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list recent jobs")
     jobs.add_argument("--limit", type=int, default=20)
     jobs.set_defaults(func=cmd_jobs)
+    manage.add_job_list_options(jobs)  # --name, --tag, --status, --since, --until; delete
 
     models = sub.add_parser("models", help="list model versions and aliases")
     models.set_defaults(func=cmd_models)
@@ -186,6 +190,7 @@ def parser() -> argparse.ArgumentParser:
     prom.add_argument("--force", action="store_true", help="promote even a version that does "
                       "not beat chance on its validation images (the alias history says so)")
     prom.set_defaults(func=cmd_models_promote)
+    manage.add_model_delete(msub)
     classify = sub.add_parser("classify", help="score one image locally (path or http(s) URL)")
     classify.add_argument("image", help="an image file or an http(s) URL")
     classify.add_argument("--model", help="model version or alias (default: production)")
@@ -254,22 +259,23 @@ def cmd_submit(args, settings: Settings) -> int:
             raise Usage("give a source or --manifest FILE, not both")
         job = api.submit_manifest(args.manifest, args.group_by, model=args.model,
                                   priority=args.priority, upload=True if args.upload else None,
-                                  faces=args.faces)
+                                  faces=args.faces, **manage.labels(args))
     elif not args.source:
         raise Usage("give a source (a folder, s3:// prefix or image URLs) or --manifest FILE")
     elif args.upload:
         job = api.upload([Path(s) for s in args.source], model=args.model,
-                         priority=args.priority, faces=args.faces)
+                         priority=args.priority, faces=args.faces, **manage.labels(args))
     elif all(s.startswith(("http://", "https://")) for s in args.source):
         job = api.submit(urls=args.source, model=args.model, priority=args.priority,
-                         faces=args.faces)
+                         faces=args.faces, **manage.labels(args))
     else:
         if len(args.source) != 1:
             raise Usage("give one source (or use --upload for several local files)")
         source = args.source[0]
         if "://" not in source and Path(source).exists():
             source = str(Path(source).resolve())  # the server resolves paths from its own cwd
-        job = api.submit(source, model=args.model, priority=args.priority, faces=args.faces)
+        job = api.submit(source, model=args.model, priority=args.priority, faces=args.faces,
+                         **manage.labels(args))
     return queued(api, job, args)
 
 
@@ -298,7 +304,8 @@ def cmd_train(args, settings: Settings) -> int:
     if "://" not in dataset and Path(dataset).exists():
         dataset = str(Path(dataset).resolve())
     api = client(args, settings)
-    return queued(api, api.train(dataset, params, args.promote, alias=args.alias), args)
+    return queued(api, api.train(dataset, params, args.promote, alias=args.alias,
+                                        **manage.labels(args)), args)
 
 
 def cmd_retry(args, settings: Settings) -> int:
@@ -338,7 +345,8 @@ def follow(api: Client, job_id: str, as_json: bool = False) -> int:
         waiting = (f", {queue['held']}" if queue.get("held") else
                    f", {queue['shards_ahead']} shards ahead" if queue.get("shards_waiting") else "")
         print(f"\r{record['status']:<9} [{bar}] {done}/{total or '?'} "
-              f"({p['failed']} failed){waiting}\033[K", end="", file=sys.stderr, flush=True)
+              f"({p['failed']} failed){manage.pace_text(record)}{waiting}\033[K", end="",
+              file=sys.stderr, flush=True)
 
     record = api.wait(job_id, on_update=draw)
     print(file=sys.stderr)

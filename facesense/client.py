@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import tempfile
 import time
 import uuid
@@ -65,21 +66,24 @@ class Client:
 
     def submit(self, source: str | None = None, *, urls: Iterable[str | dict] | None = None,
                model: str | None = None, callback_url: str | None = None,
-               priority: str | None = None, faces: bool | None = None) -> dict:
+               priority: str | None = None, faces: bool | None = None, name: str | None = None,
+               tags: Iterable[str] | None = None) -> dict:
         """Queue a scoring job on a source the server reads (S3 URL or server-side folder), or
         on image URLs (strings, or {"url", "group"}); priority: high, normal (default) or low;
-        faces: score each face found (None: as the model was trained); returns the job record."""
+        faces: score each face found (None: as the model was trained); name and tags: to find
+        it by later; returns the job record."""
         if (source is None) == (urls is None):
             raise ValueError("give a source or urls, not both")
         body: dict = {"type": "classify"}
         body.update({"source": source} if urls is None else {"urls": list(urls)})
         body.update(_optional(model=model, callback_url=callback_url, priority=priority,
-                              faces=faces))
+                              faces=faces, name=name, tags=_tags(tags)))
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def upload(self, folders_or_files: Iterable[str | Path], model: str | None = None,
                callback_url: str | None = None, *, zip_over: int = ZIP_OVER,
-               priority: str | None = None, faces: bool | None = None) -> dict:
+               priority: str | None = None, faces: bool | None = None, name: str | None = None,
+               tags: Iterable[str] | None = None) -> dict:
         """Queue a scoring job on local files, uploaded: a folder's images keep their
         sub-folders (groups); a file is sent by name (a .zip is unpacked by the server).
 
@@ -94,7 +98,8 @@ class Client:
             else:
                 pairs.append((path, path.name))
         data = {"type": "classify", **_optional(model=model, callback_url=callback_url,
-                                                priority=priority, faces=_form(faces))}
+                                                priority=priority, faces=_form(faces), name=name,
+                                                tags=",".join(tags) if tags else None)}
         if len(pairs) > zip_over:
             return self._upload_zip(pairs, data)
         handles = [(name, p.open("rb")) for p, name in pairs]
@@ -127,7 +132,8 @@ class Client:
     def submit_manifest(self, manifest: str | Path, group_by: str | None = None, *,
                         upload: bool | None = None, model: str | None = None,
                         callback_url: str | None = None, priority: str | None = None,
-                        faces: bool | None = None) -> dict:
+                        faces: bool | None = None, name: str | None = None,
+                        tags: Iterable[str] | None = None) -> dict:
         """Queue a scoring job over a manifest (CSV or JSON Lines, an 'image' column and any
         others, carried into each row's meta); group_by names the column the summary groups by.
 
@@ -136,7 +142,7 @@ class Client:
         an uploaded manifest's images must be absolute paths, s3:// URIs or http(s) URLs."""
         fields = {"type": "classify", **_optional(group_by=group_by, model=model,
                                                   callback_url=callback_url, priority=priority,
-                                                  faces=faces)}
+                                                  faces=faces, name=name, tags=_tags(tags))}
         where = str(manifest)
         if upload and not Path(where).is_file():
             raise BadRequest(f"no manifest file {where} to upload")
@@ -154,10 +160,11 @@ class Client:
                               files=[("manifest", (path.name, fh))]).json()
 
     def train(self, dataset: str, params: dict | None = None, promote: str = "never",
-              callback_url: str | None = None, alias: str | None = None) -> dict:
+              callback_url: str | None = None, alias: str | None = None, name: str | None = None,
+              tags: Iterable[str] | None = None) -> dict:
         """Queue a training job on a labelled folder the server reads."""
         body = {"type": "train", "dataset": dataset, "params": params or {}, "promote": promote,
-                **_optional(callback_url=callback_url, alias=alias)}
+                **_optional(callback_url=callback_url, alias=alias, name=name, tags=_tags(tags))}
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def retry(self, job_id: str, model: str | None = None, priority: str | None = None) -> dict:
@@ -231,9 +238,43 @@ class Client:
                               "(or use rows() / save_csv(), which need nothing)") from None
         return pd.DataFrame.from_records(map(_flat, self.rows(job_id)))
 
-    def jobs(self, limit: int = 20, offset: int = 0) -> list[dict]:
-        """Recent jobs, newest first."""
-        return self._call("GET", "/v1/jobs", params={"limit": limit, "offset": offset}).json()["jobs"]
+    def jobs(self, limit: int = 20, offset: int = 0, **filters) -> list[dict]:
+        """Recent jobs, newest first; filters as in jobs_page (then up to limit, every page)."""
+        if offset or not filters:
+            return self._call("GET", "/v1/jobs",
+                              params={"limit": limit, "offset": offset}).json()["jobs"]
+        return list(itertools.islice(self.iter_jobs(**filters), limit))
+
+    def jobs_page(self, limit: int = 20, cursor: str | None = None, *, name: str | None = None,
+                  tag: str | None = None, status: str | Iterable[str] | None = None,
+                  since: float | str | None = None, until: float | str | None = None) -> dict:
+        """One page of jobs, newest first, filtered by name prefix, tag, status(es) and creation
+        time (unix seconds or ISO 8601); its next_cursor asks for the next, older page."""
+        if status is not None and not isinstance(status, str):
+            status = ",".join(status)
+        params = _optional(limit=limit, cursor=cursor, name=name, tag=tag, status=status,
+                           since=since, until=until)
+        return self._call("GET", "/v1/jobs", params=params).json()
+
+    def iter_jobs(self, **filters) -> Iterator[dict]:
+        """Every job matching filters (as jobs_page's), newest first, page by page."""
+        cursor = None
+        while True:
+            page = self.jobs_page(200, cursor, **filters)
+            yield from page["jobs"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def delete_job(self, job_id: str) -> dict:
+        """Delete a finished job: results, thumbnails, uploads, record (ApiError 409 while it is
+        queued or running: cancel it first)."""
+        return self._call("DELETE", f"/v1/jobs/{job_id}").json()
+
+    def delete_model(self, version: str) -> dict:
+        """Delete a model version (an admin key; ApiError 409 while an alias or a queued or
+        running job names it)."""
+        return self._call("DELETE", f"/v1/models/{version}").json()
 
     def models(self) -> dict:
         """Versions (newest first) and aliases."""
@@ -310,5 +351,10 @@ def _form(value):
 
 
 def _form_fields(fields: dict) -> dict:
-    """Request fields as a multipart form's text."""
-    return {k: _form(v) for k, v in fields.items()}
+    """Request fields as a multipart form's text (a list, the tags, comma-separated)."""
+    return {k: ",".join(v) if isinstance(v, list) else _form(v) for k, v in fields.items()}
+
+
+def _tags(tags: Iterable[str] | None) -> list[str] | None:
+    """Tags as the JSON body's list (None: not given)."""
+    return None if tags is None else list(tags)

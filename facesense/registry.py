@@ -175,10 +175,7 @@ class Registry:
         Conflict while an alias points at it. Returns the objects removed. The caller checks
         that no queued or running job names it."""
         manifest = self.manifest(version)  # must exist; 'aliases' never does
-        using = sorted(n for n, a in self.aliases().items() if a["version"] == version)
-        if using:
-            raise Conflict(f"model version {version!r} is behind alias(es) {', '.join(using)}: "
-                           "promote another version there first")
+        self.check_unaliased(version)
         self.store.delete(version_key(manifest["version"]))
         with self._lock:
             self._manifests.pop(version, None)
@@ -186,6 +183,13 @@ class Registry:
         for key in keys:
             self.store.delete(key)
         return len(keys) + 1
+
+    def check_unaliased(self, version: str) -> None:
+        """Conflict naming the aliases that point at a version, if any do."""
+        using = sorted(n for n, a in self.aliases().items() if a["version"] == version)
+        if using:
+            raise Conflict(f"model version {version!r} is behind alias(es) {', '.join(using)}: "
+                           "promote another version there first")
 
     def versions(self) -> list[dict]:
         """Every version's manifest, newest first."""
