@@ -156,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard", type=int, default=SHARD, help="images per shard")
     parser.add_argument("--stores", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     args = parser.parse_args(argv)
+    for name, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench-secret"),
+                        ("AWS_DEFAULT_REGION", "us-east-1"), ("AWS_EC2_METADATA_DISABLED", "true")):
+        os.environ.setdefault(name, value)  # the local S3 server takes any key; no EC2 lookups
     from cli.launcher import stop
     from tests.servers import start_seaweed
 
