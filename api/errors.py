@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from http import HTTPStatus
 
 import redis
 from flask import Flask, jsonify, request
@@ -36,6 +37,17 @@ class StrictJSON(DefaultJSONProvider):
     def dumps(self, obj, **kwargs) -> str:
         """obj as strict JSON text."""
         return super().dumps(finite(obj), **{**kwargs, "allow_nan": False})
+
+
+def error_body(status: int, message: str | None = None) -> bytes:
+    """A web server's own error (sent before the app sees the request: a 414...) as the app's
+    JSON error body; its code is the status's phrase."""
+    try:
+        phrase, description = HTTPStatus(status).phrase, HTTPStatus(status).description
+    except ValueError:
+        phrase, description = "Error", ""
+    code = phrase.lower().replace(" ", "_").replace("-", "_")
+    return json.dumps({"error": {"code": code, "message": message or description or phrase}}).encode()
 
 
 def error_response(status: int, code: str, message: str):

@@ -9,7 +9,7 @@ import socket
 
 from gunicorn import util
 
-from api.server import error_body
+from api.errors import error_body
 
 limit_request_line = 8190  # gunicorn's largest: a long query still reaches the app's own 4xx
 

@@ -29,15 +29,40 @@ class Handle(Protocol):
     def poll(self) -> int | None: ...
 
 
+def json_errors():
+    """Werkzeug's request handler, whose own errors (sent before the app sees a request: a request
+    line over 64 KiB is a 414, too many headers a 431) are JSON like every answer of the app."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    from api.errors import error_body
+
+    class JsonErrors(WSGIRequestHandler):
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+            """Answer {"error": {"code", "message"}} and close (as http.server's does)."""
+            self.log_error("code %d, message %s", code, message)
+            body = error_body(code, message or explain)
+            self.send_response(code, message)
+            for name, value in (("Connection", "close"), ("Content-Type", "application/json"),
+                                ("Content-Length", str(len(body))),
+                                ("X-Content-Type-Options", "nosniff")):
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                self.wfile.write(body)
+            self.close_connection = True
+
+    return JsonErrors
+
+
 class ApiThread:
     """The API's WSGI server, serving in a thread of the launcher."""
 
     pid = None
 
     def __init__(self, host: str, port: int, app):
-        from api.server import make_server  # its own errors (414...) are JSON too
+        from werkzeug.serving import make_server
 
-        self.server = make_server(host, port, app)
+        self.server = make_server(host, port, app, threaded=True, request_handler=json_errors())
         self.thread = threading.Thread(target=self._serve, name="facesense-api", daemon=True)
         self.thread.start()
 
