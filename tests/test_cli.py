@@ -53,9 +53,10 @@ def stack(tmp_path_factory):
     from runtime.network import build_alexnet
 
     data = tmp_path_factory.mktemp("embedded")
+    inputs = tmp_path_factory.mktemp("embedded-inputs")  # the data dir is never an input
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
-    env.update(FACESENSE_DATA_DIR=str(data), FACESENSE_ALLOWED_ROOTS=str(data),
+    env.update(FACESENSE_DATA_DIR=str(data), FACESENSE_ALLOWED_ROOTS=f"{data}:{inputs}",
                FACESENSE_API_PORT=str(port), FACESENSE_SHARD_SIZE="16",
                # `classify` and the worker each choose a precision by timing: keep both on fp32
                # so their rows compare exactly (the choice itself: tests/test_precision.py)
@@ -70,7 +71,8 @@ def stack(tmp_path_factory):
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "1"],
                             env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_for_health(port, proc, log)
-    yield {"env": env, "data": data, "proc": proc, "version": version, "port": port, "log": log}
+    yield {"env": env, "data": data, "proc": proc, "version": version, "port": port, "log": log,
+           "inputs": inputs}
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -88,7 +90,7 @@ def test_models_import_registers_and_promotes(stack):
 
 
 def test_submit_wait_and_results_through_the_cli(stack):
-    folder = stack["data"] / "images"
+    folder = stack["inputs"] / "images"
     counts = make_folder(folder, 40, max_side=600)
     submitted = facesense("submit", str(folder), "--priority", "low", "--wait", env=stack["env"])
     job_id = submitted.stdout.splitlines()[0]
@@ -146,7 +148,7 @@ def test_upload_submission_keeps_sub_folders_as_groups(stack):
 def test_submit_a_manifest_by_path_or_uploaded(stack, tmp_path):
     """A manifest the server can read is sent by path; one it can't (outside its roots) is
     uploaded, its absolute image paths read on the server; both rows carry their columns."""
-    folder = stack["data"] / "manifest"
+    folder = stack["inputs"] / "manifest"
     make_folder(folder, 6, groups=("ad1", "ad2"), max_side=64, corrupt=False)
     images = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("img*"))
     (folder / "m.csv").write_text("image,cell\n" + "".join(f"{x},c{i % 2}\n"
@@ -173,7 +175,7 @@ def test_submit_a_manifest_by_path_or_uploaded(stack, tmp_path):
 def test_train_wait_prints_each_epoch_the_metrics_and_the_confusion_matrix(stack):
     from facesense.synthetic import make_dataset
 
-    faces = stack["data"] / "faces"
+    faces = stack["inputs"] / "faces"
     make_dataset(faces, per_class=8)
     params = ["--param", "epochs=2", "--param", "image_size=64", "--param", "batch_size=8",
               "--param", "patience=0", "--param", "min_steps=0", "--param", "val_split=0.34"]
@@ -198,7 +200,7 @@ def test_scoring_goes_on_while_a_long_training_runs(stack):
     # Given a training run of 1000 epochs under way on the embedded stack's default workers
     from facesense.synthetic import make_dataset
 
-    faces = stack["data"] / "faces-long"
+    faces = stack["inputs"] / "faces-long"
     make_dataset(faces, per_class=8)
     params = ["--param", "epochs=1000", "--param", "image_size=64", "--param", "batch_size=8",
               "--param", "patience=0", "--param", "val_split=0.34"]
@@ -209,7 +211,7 @@ def test_scoring_goes_on_while_a_long_training_runs(stack):
         assert time.monotonic() < deadline, "the training run did not get under way"
         time.sleep(0.5)
     # When a small scoring job is submitted, then it finishes while the training still runs
-    folder = stack["data"] / "beside-training"
+    folder = stack["inputs"] / "beside-training"
     make_folder(folder, 8, max_side=200, corrupt=False)
     start = time.monotonic()
     scored = facesense("submit", str(folder), "--wait", "--json", env=stack["env"])
@@ -222,7 +224,7 @@ def test_scoring_goes_on_while_a_long_training_runs(stack):
 
 
 def test_exit_codes_say_how_a_job_ended(stack):
-    folder = stack["data"] / "to-cancel"
+    folder = stack["inputs"] / "to-cancel"
     make_folder(folder, 300, max_side=64, corrupt=False)  # 19 shards: still running when cancelled
     job_id = facesense("submit", str(folder), "--priority", "low", env=stack["env"]).stdout.strip()
     facesense("cancel", job_id, env=stack["env"])
@@ -385,7 +387,7 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_jobs_still_complete(stack)
                .read_bytes())  # the scoring worker
     new = kill_and_wait_for_replacement(proc.pid, old)
     assert f"worker 0 (pid {old}) died (killed by signal 9)" in stack["log"].read_text()
-    folder = stack["data"] / "after-kill"
+    folder = stack["inputs"] / "after-kill"
     make_folder(folder, 4, max_side=200, corrupt=False)
     submitted = facesense("submit", str(folder), "--wait", "--json", env=stack["env"])
     assert json.loads(submitted.stdout)["summary"]["overall"]["images"] == 4
