@@ -21,8 +21,9 @@ from api.schemas import (
 from api.services import services
 from facesense.errors import BadRequest, Conflict, TransientError
 from facesense.inputs import scopes
+from facesense.inputs.dataset_check import check_dataset
 from facesense.inputs.manifests import read_manifest, save_manifest
-from facesense.inputs.sources import normalize_source, upload_source
+from facesense.inputs.sources import normalize_source, open_source, upload_source
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
 from facesense.outputs.results import failed_images, read_page, rows_in
@@ -239,6 +240,8 @@ def submit_train(body: dict) -> dict:
     alias = check_name(body.get("alias", "production"), "alias")
     if params.pretrained and not params.base:  # a 409 naming the fix now, not a failed job later
         check_available(s.store, s.settings)
+    # the layout's problem as a 400 now, not a run failing minutes later (a bounded listing)
+    check_dataset(open_source(dataset, own_settings(), s.store), body["dataset"])
     scope = scopes.scope_of(caller().grants)  # the worker reads the dataset under it
     quota = {"jobs": s.settings.key_max_running_jobs}  # a training run is one of its key's jobs
     record = s.jobs.create("train", dataset=dataset, params=params.to_dict(), promote=promote,

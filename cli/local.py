@@ -36,7 +36,7 @@ def cmd_models_import(args, settings: Settings) -> int:
     manifest = register_state(registry, state, classes, version=args.version, files=files,
                               arch=arch.name, preprocess=spec,
                               source=f"imported from {Path(args.weights).name}", **fields)
-    return _registered(registry, manifest, args.promote, "facesense models import")
+    return _registered(registry, manifest, args, "facesense models import")
 
 
 def import_preprocess(args, default: dict) -> dict:
@@ -86,14 +86,14 @@ def cmd_models_starter(args, settings: Settings) -> int:
     if existing is not None:  # the same weights under the same name: nothing to do
         if existing["weights_sha256"] != registry_sha(to_bytes(state)):
             raise Conflict(f"model version {version!r} exists with other weights")
-        return _registered(registry, existing, args.promote, "facesense models starter")
+        return _registered(registry, existing, args, "facesense models starter")
     model = MiniXception(len(classes))
     model.load_state_dict(state)
     manifest = starter_manifest(classes, faces)
     fields, files = _agreement(model, manifest["preprocess"], args)
     manifest = register_state(registry, state, classes, version=version, files=files,
                               **{k: v for k, v in manifest.items() if k != "classes"}, **fields)
-    return _registered(registry, manifest, args.promote, "facesense models starter")
+    return _registered(registry, manifest, args, "facesense models starter")
 
 
 def _existing(registry, version: str) -> dict | None:
@@ -135,7 +135,7 @@ def cmd_models_measure(args, settings: Settings) -> int:
     manifest = registry.register(
         weights, {**kept, **fields, "measured_from": old["version"]},
         version=args.new_version, files={**files, **({HISTORY: history} if history else {})})
-    return _registered(registry, manifest, args.promote, "facesense models measure")
+    return _registered(registry, manifest, args, "facesense models measure")
 
 
 def _check_sample(args) -> None:
@@ -180,9 +180,10 @@ def _agreement(model, spec: dict, args) -> tuple[dict, dict[str, bytes]]:
     return record(model, spec, images, generated_sample(spec, CALIBRATION_IMAGES, seed=1), sample)
 
 
-def _registered(registry, manifest: dict, alias: str | None, by: str) -> int:
-    """Print the new version (and move ALIAS to it when asked)."""
-    print(manifest["version"])
+def _registered(registry, manifest: dict, args, by: str) -> int:
+    """Print the new version, or with --json its manifest (and move --promote's alias to it)."""
+    alias = args.promote
+    print(json.dumps(manifest, indent=2) if getattr(args, "json", False) else manifest["version"])
     if alias:
         registry.promote(manifest["version"], alias, by=by)
         print(f"{alias} -> {manifest['version']}", file=sys.stderr)
@@ -251,6 +252,9 @@ def cmd_keys_new(args, settings: Settings) -> int:
     """Print a new key (shown once, stored nowhere) and the line that configures its hash."""
     key = new_key()
     line = config_line(args, hash_key(key))
+    if getattr(args, "json", False):
+        print(json.dumps({"name": args.name, "key": key, "line": line}))
+        return 0
     print(key)  # stdout holds the key alone, for scripts: KEY=$(facesense keys new NAME)
     print(f"# give the key above to its holder; only its hash goes in the API's environment "
           f"(','-separate several keys):\n{line}", file=sys.stderr)
@@ -262,7 +266,8 @@ def cmd_keys_hash(args, settings: Settings) -> int:
     key = sys.stdin.readline().strip()
     if not key:
         raise FacesenseError("give the key on stdin, e.g. `facesense keys hash NAME < keyfile`")
-    print(config_line(args, hash_key(key)))
+    line = config_line(args, hash_key(key))
+    print(json.dumps({"name": args.name, "line": line}) if getattr(args, "json", False) else line)
     return 0
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from cli import manage
+from cli import config_view, manage, options
 from cli.local import (
     cmd_classify,
     cmd_keys_hash,
@@ -20,7 +20,7 @@ from cli.local import (
 from cli.tables import job_text
 from facesense import redisconn
 from facesense.client import ApiError, Client
-from facesense.errors import FacesenseError
+from facesense.errors import ConfigError, FacesenseError
 from facesense.keys import check_exposure
 from facesense.settings import Settings
 from facesense.state.scheduler import PRIORITIES
@@ -33,13 +33,21 @@ class Usage(FacesenseError):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code: 0 succeeded, 1 failed, 2 usage, 3 cancelled."""
-    args = parser().parse_args(argv)
-    settings = Settings.from_env()
+    """Entry point; returns the process exit code: 0 succeeded, 1 failed, 2 usage or a bad
+    setting, 3 cancelled, 141 stdout closed early."""
+    args = options.finish(parser().parse_args(argv))
     try:
-        return args.func(args, settings) or 0
+        settings = Settings.from_env()  # every setting checked: one line naming a bad one
+        code = args.func(args, settings) or 0
+        sys.stdout.flush()  # a reader gone shows here, inside the try, not at exit
+        return code
+    except BrokenPipeError:
+        return options.pipe_closed()
     except Usage as e:
         print(f"usage error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as e:
+        print(f"configuration error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except (ApiError, FacesenseError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -51,8 +59,6 @@ def main(argv: list[str] | None = None) -> int:
 def parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per action."""
     p = argparse.ArgumentParser(prog="facesense", description=__doc__)
-    p.add_argument("--api", help="API URL (default: FACESENSE_API_URL or the embedded one)")
-    p.add_argument("--api-key", help="API key sent as a bearer token (default: FACESENSE_API_KEY)")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     up = sub.add_parser("up", help="start the embedded stack: private Redis, workers, API")
@@ -114,7 +120,7 @@ def parser() -> argparse.ArgumentParser:
     manage.add_label_options(train)
 
     retry = sub.add_parser("retry", help="score again the images that failed in a job")
-    retry.add_argument("job_id")
+    retry.add_argument("job_id", help="the finished job whose failed images are scored again")
     retry.add_argument("--model", help="model version or alias (default: the job's version)")
     retry.add_argument("--priority", choices=PRIORITIES,
                        help="high, normal or low (default: the job's)")
@@ -124,17 +130,17 @@ def parser() -> argparse.ArgumentParser:
     retry.set_defaults(func=cmd_retry)
 
     cancel = sub.add_parser("cancel", help="cancel a job")
-    cancel.add_argument("job_id")
+    cancel.add_argument("job_id", help="the job to cancel")
     cancel.set_defaults(func=cmd_cancel)
 
     status = sub.add_parser("status", help="show a job's state and progress")
-    status.add_argument("job_id")
+    status.add_argument("job_id", help="the job to show")
     status.add_argument("--wait", action="store_true", help="follow with a progress bar")
     status.add_argument("--json", action="store_true", help="print the raw record as JSON")
     status.set_defaults(func=cmd_status)
 
     results = sub.add_parser("results", help="print a job's results (JSON lines) or save CSV")
-    results.add_argument("job_id")
+    results.add_argument("job_id", help="the job whose results are printed")
     results.add_argument("--csv", metavar="FILE", help="write the CSV to FILE ('-' for stdout)")
     results.add_argument("--summary-csv", metavar="FILE",
                          help="write summary.csv (group,label,count,share,ci95_low,ci95_high) "
@@ -142,7 +148,8 @@ def parser() -> argparse.ArgumentParser:
     results.set_defaults(func=cmd_results)
 
     jobs = sub.add_parser("jobs", help="list recent jobs")
-    jobs.add_argument("--limit", type=int, default=20)
+    jobs.add_argument("--limit", type=int, default=20, help="most jobs listed, newest first "
+                      "(default 20)")
     jobs.set_defaults(func=cmd_jobs)
     manage.add_job_list_options(jobs)  # --name, --tag, --status, --since, --until; delete
 
@@ -184,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--sample-images", type=int, default=128, metavar="N",
                          help="images of the sample used, at most (default 128)")
     prom = msub.add_parser("promote", help="point an alias at a version")
-    prom.add_argument("version")
+    prom.add_argument("version", help="the version the alias will point at")
     prom.add_argument("--alias", default="production", help="the alias to move (default "
                       "production)")
     prom.add_argument("--force", action="store_true", help="promote even a version that does "
@@ -215,6 +222,8 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default="var/demo", help="folder for the demo (default var/demo)")
     demo.add_argument("--port", type=int, help="API port for the demo stack (default: free)")
     demo.set_defaults(func=cmd_demo)
+    config_view.add_parser(sub)
+    options.add_global_options(p)  # --api, --key, --json before or after any command
     return p
 
 
@@ -317,7 +326,7 @@ def cmd_retry(args, settings: Settings) -> int:
 def cmd_cancel(args, settings: Settings) -> int:
     """Cancel a job."""
     record = client(args, settings).cancel(args.job_id)
-    print(f"{record['id']} {record['status']}")
+    print(json.dumps(record, indent=2) if args.json else f"{record['id']} {record['status']}")
     return 0
 
 
@@ -392,7 +401,11 @@ def save(path: str, write) -> int:
 
 def cmd_jobs(args, settings: Settings) -> int:
     """One line per recent job."""
-    for job in client(args, settings).jobs(args.limit):
+    jobs = client(args, settings).jobs(args.limit)
+    if args.json:
+        print(json.dumps(jobs, indent=2))
+        return 0
+    for job in jobs:
         p = job["progress"]
         print(f"{job['id']}  {job['type']:<8} {job['status']:<9} "
               f"{p['done']}/{p['total']} ({p['failed']} failed)  {job.get('source', '')}")
@@ -402,6 +415,9 @@ def cmd_jobs(args, settings: Settings) -> int:
 def cmd_models(args, settings: Settings) -> int:
     """Versions (newest first) with the aliases pointing at them."""
     data = client(args, settings).models()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
     if not data["versions"]:
         print("no model versions yet. Make one:\n"
               "  facesense train FOLDER --promote always --wait   (FOLDER/<class>/<image>)\n"
@@ -422,6 +438,9 @@ def cmd_models(args, settings: Settings) -> int:
 def cmd_models_promote(args, settings: Settings) -> int:
     """Move an alias through the API."""
     record = client(args, settings).promote(args.version, args.alias, force=args.force)
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return 0
     forced = " (forced: it does not beat chance)" if record["history"][-1].get("forced") else ""
     print(f"{record['alias']} -> {record['version']}{forced}")
     return 0

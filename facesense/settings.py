@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from facesense import settings_rules
 from facesense.errors import ConfigError
 
 PREFIX = "FACESENSE_"
@@ -168,15 +169,23 @@ def describe() -> list[tuple[str, str, str]]:
 
 
 def _parse(f: dataclasses.Field, raw: str):
-    """Convert one environment string to the field's type, with a clear error."""
+    """Convert one environment string to the field's type and check its range and allowed values
+    (facesense.settings_rules); else one ConfigError line naming the variable, the value (masked
+    if secret) and what is allowed."""
     kind = f.type if isinstance(f.type, str) else f.type.__name__
     try:
         if kind == "int":
-            return int(raw.replace("_", ""))
-        if kind == "float":
-            return float(raw)
-        if kind.startswith("tuple"):
-            return tuple(p for p in raw.split(":") if p)
-        return raw
+            value = int(raw.replace("_", ""))
+        elif kind == "float":
+            value = float(raw)
+        elif kind.startswith("tuple"):
+            value = tuple(p for p in raw.split(":") if p)
+        else:
+            value = raw
     except ValueError:
-        raise ConfigError(f"{PREFIX}{f.name.upper()}={raw!r} is not a valid {kind}") from None
+        value = None
+    problem = settings_rules.problem(f.name, kind, value, raw)
+    if problem:
+        shown = "***" if is_secret(f.name) and raw else URL_PASSWORD.sub(r"\1***@", raw)
+        raise ConfigError(f"{PREFIX}{f.name.upper()}={shown!r} is {problem}")
+    return value

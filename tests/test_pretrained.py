@@ -37,6 +37,7 @@ from facesense.pretrained import (
 )
 from facesense.settings import Settings
 from facesense.storage import LocalStore, store_from_settings
+from tests.imagegen import make_folder
 
 TORCHVISION_URL = "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 
@@ -269,7 +270,7 @@ def test_submission_is_refused_when_neither_store_copy_nor_url_is_there(settings
 def test_submission_is_accepted_when_the_url_answers_or_the_store_has_the_file(
         server, settings, base_dir, unique):
     dataset = base_dir / f"labelled-{unique}"
-    dataset.mkdir()
+    make_folder(dataset, 2, groups=("happy", "sad"), max_side=64, corrupt=False)  # a valid layout
     data = weights(8)
     reachable = settings.replace(pretrained_url=server.serve(data))
     before = len(server.gets)

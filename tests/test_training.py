@@ -140,9 +140,10 @@ def test_a_one_class_dataset_fails_before_training(client, training_worker, base
         p.unlink()
     (root / "sad-later").rmdir()
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(root)})
-    record = wait_for_job(client, resp.get_json()["id"])
-    assert record["status"] == "failed"
-    assert "at least 2" in record["error"] and "happy" in record["error"]
+    assert resp.status_code == 400, resp.get_json()  # refused at submission: nothing queued
+    error = resp.get_json()["error"]
+    assert error["code"] == "bad_dataset_layout"
+    assert "at least 2" in error["message"] and "happy" in error["message"]
 
 
 def test_cancel_stops_training_and_publishes_nothing(client, training_worker, faces,

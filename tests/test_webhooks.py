@@ -125,8 +125,8 @@ def test_a_finished_job_posts_one_signed_record(client, worker, receiver, settin
 def test_a_failing_receiver_gets_retries_with_growing_gaps(client, worker, receiver, settings,
                                                            base_dir, unique):
     """500, 500, then 200: three signed POSTs of the same body, about 1 s then 2 s apart."""
-    (base_dir / "train-hook" / "happy").mkdir(parents=True, exist_ok=True)
-    (base_dir / "train-hook" / "sad").mkdir(parents=True, exist_ok=True)
+    # two classes with an image each: the API refuses a dataset without (never trained here)
+    make_folder(base_dir / "train-hook", 2, groups=("happy", "sad"), max_side=64, corrupt=False)
     receiver.post_statuses[f"/flaky/{unique}"] = [500, 500]
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(base_dir / "train-hook"),
                                          "callback_url": receiver.url(f"/flaky/{unique}")})

@@ -57,15 +57,21 @@ class S3Store:
                     if not obj["Key"].endswith("/"):
                         yield obj["Key"][skip:]
 
-    def folders(self, prefix: str = "") -> Iterator[str]:
-        """Names of the 'folders' directly under prefix (common prefixes), in S3's order."""
+    def folders(self, prefix: str = "", max_pages: int | None = None) -> Iterator[str]:
+        """Names of the 'folders' directly under prefix (common prefixes), in S3's order; with
+        max_pages, from at most that many listing requests (1000 entries each, files included:
+        a prefix of a million loose files must not cost a thousand requests to a caller that
+        only wants to know whether there are folders)."""
         full = join(self.prefix, prefix)
         full = full + "/" if full else ""
         paginator = self.client.get_paginator("list_objects_v2")
         with _s3_errors(self.uri, prefix):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/")
+            for n, page in enumerate(pages, 1):
                 for common in page.get("CommonPrefixes", ()):
                     yield common["Prefix"][len(full):].rstrip("/")
+                if max_pages and n >= max_pages:
+                    return
 
     def exists(self, key: str) -> bool:
         """True if the object exists."""
