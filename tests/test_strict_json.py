@@ -149,3 +149,11 @@ def test_a_diverged_training_job_fails_with_a_plain_reason(client, training_work
     assert re.match(r"the loss became (NaN|infinite) at epoch \d+; lower lr", record["error"]), \
         record["error"]
     strict(client.get("/v1/jobs?limit=50").get_data(as_text=True))
+
+
+def test_a_webhook_body_is_strict_json_too():
+    from facesense.outputs.webhooks import body_of
+
+    record = {"id": "j1", "type": "train", "status": "failed", "metrics": {"val_loss": NAN},
+              "webhook": {"attempts": 1}}
+    assert strict(body_of(record).decode())["metrics"] == {"val_loss": None}

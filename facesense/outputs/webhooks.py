@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 
 from facesense.errors import BadRequest, FacesenseError
 from facesense.inputs.netguard import FetchError, Limits, Refused, post, vet
 from facesense.settings import Settings
-from facesense.state.records import JobRecords, public_record
+from facesense.state.records import JobRecords, dumps, public_record
 from facesense.state.status import now
 
 log = logging.getLogger(__name__)
@@ -57,8 +56,8 @@ def verify(secret: str, body: bytes, timestamp: str, signature: str, *,
 
 def body_of(record: dict) -> bytes:
     """The delivery body: the public record, without the delivery's own bookkeeping."""
-    return json.dumps(public_record({k: v for k, v in record.items() if k != "webhook"}),
-                      separators=(",", ":")).encode()
+    return dumps(public_record({k: v for k, v in record.items() if k != "webhook"}),
+                 separators=(",", ":")).encode()  # strict: a receiver's JSON.parse takes it
 
 
 def backoff(settings: Settings, attempt: int) -> int:
