@@ -22,7 +22,8 @@ def delete_job(job_id: str):
     results, thumbnails, uploads and record, its Redis keys and its index entries."""
     s = services()
     record = visible(s.jobs.get(job_id))  # another key's job: the same 404 as an unknown id
-    return jsonify(Purger(s.jobs).delete(record))
+    settle = 2 * s.settings.lease_ttl_s  # a cancelled job's workers stop within a lease
+    return jsonify(Purger(s.jobs, settle_s=settle).delete(record))
 
 
 @bp.delete("/v1/models/<version>")

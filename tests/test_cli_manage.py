@@ -30,7 +30,7 @@ def url(settings, redis_url, tmp_path_factory):
     db_url = re.sub(r"/\d+$", "/11", redis_url)
     redis.Redis.from_url(db_url).flushdb()
     s = settings.replace(redis_url=db_url, store=str(tmp_path_factory.mktemp("cli-manage")),
-                         admin_keys=f"ops:{hash_key(OPS)}")
+                         admin_keys=f"ops:{hash_key(OPS)}", lease_ttl_s=0)  # nothing to settle
     registry = Registry(store_from_settings(s))
     registry.promote(registry.register(b"w", {"classes": ["happy", "sad"]})["version"])
     registry.register(b"spare", {"classes": ["happy", "sad"]}, version="spare-cli")  # unused
@@ -70,7 +70,7 @@ def test_jobs_are_named_tagged_listed_filtered_and_deleted_from_the_command_line
     code, _, err = cli(url, "jobs", "delete", first)
     assert code == 1 and "cancel it first" in err
     assert cli(url, "cancel", first)[0] == 0
-    code, out, _ = cli(url, "jobs", "delete", first)
+    code, out, _ = cli(url, "jobs", "delete", first)  # no settle time here (lease_ttl_s=0)
     assert code == 0 and out.startswith(f"{first} deleted")
     assert [j["id"] for j in json.loads(cli(url, "jobs", "--json")[1])] == [second]
 

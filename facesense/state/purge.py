@@ -35,14 +35,21 @@ def job_keys(record: dict) -> list[str]:
 class Purger:
     """Deletes finished jobs, one at a time, touching nothing of another job."""
 
-    def __init__(self, jobs: JobRecords):
+    def __init__(self, jobs: JobRecords, settle_s: float = 120):
         self.jobs, self.redis, self.store = jobs, jobs.redis, jobs.store
+        self.settle_s = settle_s  # how long a cancelled scoring job's workers may still write
 
     def check(self, record: dict) -> None:
-        """Conflict unless the job finished and no live job reads its inputs (a retry does)."""
+        """Conflict unless the job finished (a cancelled scoring job: its partial results
+        merged, or settle_s gone by) and no live job reads its inputs (a retry does)."""
         if record["status"] not in FINISHED:
             raise Conflict(f"job {record['id']} is {record['status']}: cancel it first, then "
                            "delete it once it has stopped")
+        ago = time.time() - (record.get("finished_at") or 0)
+        if (record["status"] == "cancelled" and record.get("type") == "classify"
+                and "partial" not in record and ago < self.settle_s):
+            raise Conflict(f"job {record['id']} was cancelled {ago:.0f} s ago and a worker is "
+                           "still merging its partial results: delete it in a moment")
         active = self.jobs.active()
         with self.redis.pipeline(transaction=False) as pipe:
             for other in active:
