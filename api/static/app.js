@@ -221,6 +221,7 @@ async function jobsView(main) {
      h("button", {type: "submit", id: "submit-manifest-button"}, "Score manifest"));
 
   const tbody = h("tbody");
+  const list = jobFilters(tbody);
   main.append(
     h("section", {class: "card"}, h("h2", {}, "Score a folder"),
       h("div", {class: "model-row"}, h("label", {for: "model"}, "Model"), model,
@@ -229,17 +230,68 @@ async function jobsView(main) {
         h("label", {for: "faces"}, "Score"), faces),
       sourceForm, uploadForm, manifestForm, message),
     trainCard(submitted),
-    h("section", {class: "card"}, h("h2", {}, "Jobs"),
-      h("table", {class: "jobs", id: "jobs-table"},
-        h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Progress", "Model", "Created"]
-          .map((t) => h("th", {}, t)))), tbody)));
-
-  every(2000, async () => {
-    const {jobs} = await getJSON("/v1/jobs?limit=50");
-    tbody.replaceChildren(...(jobs.length ? jobs.map(jobRow)
-      : [h("tr", {}, h("td", {colspan: 6, class: "muted"}, "No jobs yet."))]));
-  });
+    h("section", {class: "card"}, h("h2", {}, "Jobs"), list.form,
+      h("div", {class: "table-wrap"}, h("table", {class: "jobs", id: "jobs-table"},
+        h("thead", {}, h("tr", {}, ["Job", "Type", "Status", "Progress", "Tags", "Source",
+                                    "Model", "Created"].map((t) => h("th", {}, t)))), tbody)),
+      list.pager));
+  every(2000, list.load);
 }
+
+// The job list's filters (name prefix, tag, status, created since) and its pages: each page
+// is asked for by the previous one's cursor, so going back in time never re-reads the newer.
+function jobFilters(tbody) {
+  const name = h("input", {id: "filter-name", size: 14, placeholder: "name starts with"});
+  const tag = h("input", {id: "filter-tag", size: 10, placeholder: "tag"});
+  const status = h("select", {id: "filter-status"}, h("option", {value: ""}, "any status"),
+                   ["queued", "running", "succeeded", "failed", "cancelled"]
+                     .map((v) => h("option", {value: v}, v)));
+  const since = h("input", {id: "filter-since", type: "date", "aria-label": "created since"});
+  const cursors = [""]; // the cursor of each page shown so far: [0] is the newest page
+  const newer = h("button", {type: "button", class: "prev", disabled: true}, "‹ Newer");
+  const older = h("button", {type: "button", class: "next", disabled: true}, "Older ›");
+  const load = async () => {
+    const q = new URLSearchParams({limit: 50});
+    for (const [k, el] of [["name", name], ["tag", tag], ["status", status], ["since", since]]) {
+      if (el.value.trim()) q.set(k, el.value.trim());
+    }
+    if (cursors.at(-1)) q.set("cursor", cursors.at(-1));
+    const page = await getJSON(`/v1/jobs?${q}`);
+    tbody.replaceChildren(...(page.jobs.length ? page.jobs.map(jobRow)
+      : [h("tr", {}, h("td", {colspan: 8, class: "muted"},
+                       q.size > 1 ? "No jobs match." : "No jobs yet."))]));
+    older.disabled = !page.next_cursor;
+    older.dataset.cursor = page.next_cursor || "";
+    newer.disabled = cursors.length < 2;
+  };
+  const reset = () => { cursors.length = 1; load().catch((e) => notice(e.message)); };
+  newer.onclick = () => { cursors.pop(); load().catch((e) => notice(e.message)); };
+  older.onclick = () => { cursors.push(older.dataset.cursor); load().catch((e) => notice(e.message)); };
+  const form = h("form", {class: "filters", id: "job-filters",
+                          onsubmit: (ev) => { ev.preventDefault(); reset(); }},
+    name, tag, status, since, h("button", {type: "submit"}, "Filter"));
+  status.onchange = reset;
+  since.onchange = reset;
+  return {form, load, pager: h("div", {class: "pager", id: "jobs-pager"}, newer, older)};
+}
+
+// A running job's rate and time left, from its record's timing ("" while unknown).
+function pace(job) {
+  const t = job.timing;
+  if (job.status !== "running" || !t || !t.rate) return "";
+  const rate = t.rate >= 0.1 ? `${t.rate.toFixed(1)} ${t.unit}/s` : `${(t.rate * 60).toFixed(2)} ${t.unit}/min`;
+  return t.eta_s === null || t.eta_s === undefined ? rate : `${rate} · ${duration(t.eta_s)} left`;
+}
+
+function duration(seconds) {
+  const s = Math.round(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h ${String(Math.floor(s % 3600 / 60)).padStart(2, "0")}m`;
+}
+
+// Chart drawings as wide as the page's cards allow (their text keeps its size).
+const chartWidth = () => Math.max(300, Math.min(1300, document.getElementById("view").clientWidth - 64));
 
 // A training job: a labelled folder (one sub-folder per class), a few params, a promote policy.
 function trainCard(submitted) {
@@ -276,10 +328,14 @@ function trainCard(submitted) {
 function jobRow(job) {
   const p = job.progress || {};
   return h("tr", {"data-job": job.id},
-    h("td", {}, h("a", {href: `#/jobs/${job.id}`, class: "mono"}, job.id)),
+    h("td", {}, job.name ? h("a", {href: `#/jobs/${job.id}`, class: "job-name"}, job.name) : null,
+      h("a", {href: `#/jobs/${job.id}`, class: `mono${job.name ? " small muted" : ""}`}, job.id)),
     h("td", {}, job.type === "train" ? "training" : "scoring"),
     h("td", {}, statusBadge(job.status)),
-    h("td", {}, progressBar(p.done || 0, p.total || 0, job.type === "train" ? 0 : p.failed || 0)),
+    h("td", {}, progressBar(p.done || 0, p.total || 0, job.type === "train" ? 0 : p.failed || 0),
+      pace(job) ? h("span", {class: "pace small muted"}, pace(job)) : null),
+    h("td", {}, (job.tags || []).map((t) => h("span", {class: "badge tag"}, t))),
+    h("td", {class: "mono small source"}, job.source || job.dataset || ""),
     h("td", {class: "mono"}, job.model_version || job.model || ""),
     h("td", {}, when(job.created_at)));
 }
@@ -316,8 +372,11 @@ function renderJobHeader(el, job) {
   const p = job.progress || {};
   const training = job.type === "train";
   const rows = [
+    ...(job.name ? [["Name", h("span", {id: "job-name"}, job.name)]] : []),
+    ...(job.tags?.length ? [["Tags", job.tags.map((t) => h("span", {class: "badge tag"}, t))]] : []),
     ["Status", statusBadge(job.status)],
     ["Progress", progressBar(p.done || 0, p.total || 0, training ? 0 : p.failed || 0)],
+    ...(pace(job) ? [["Pace", h("span", {id: "job-pace"}, pace(job))]] : []),
     [training ? "Dataset" : "Source", h("span", {class: "mono"}, job.dataset || job.source || "")],
     ["Model", job.model_version ? h("a", {href: `#/models/${job.model_version}`, class: "mono"},
                                     job.model_version) : "—"],
@@ -357,6 +416,13 @@ function renderJobHeader(el, job) {
     actions.append(h("button", {id: "download-summary", onclick: () => download(
       `/v1/jobs/${job.id}/summary.csv`, `${job.id}-summary.csv`).catch((e) => notice(e.message))},
                      "Download summary.csv"));
+  }
+  if (FINISHED.includes(job.status)) {
+    actions.append(h("button", {id: "delete-job", onclick: async () => {
+      if (!confirm(`Delete job ${job.id}: its results, thumbnails, uploads and record?`)) return;
+      try { await api(`/v1/jobs/${job.id}`, {method: "DELETE"}); location.hash = "#/"; }
+      catch (e) { notice(e.message); }
+    }}, "Delete"));
   }
   el.replaceChildren(
     h("h2", {}, training ? "Training job " : "Scoring job ", h("span", {class: "mono"}, job.id)),
@@ -400,7 +466,8 @@ function comparisonsCard(summary, groups, classes) {
       h("td", {}, c.significant ? "✱ yes" : "no"), h("td", {class: "needed"}, needed(c))))));
   return h("section", {class: "card", id: "statistics"},
     h("h2", {}, "Shares with 95% intervals, and differences between groups"),
-    rows.length ? charts.intervalChart(rows, classes) : null,
+    rows.length ? chartkit.chartBox(charts.intervalChart(rows, classes, {width: chartWidth()}),
+                                    "shares-intervals") : null,
     comparisons.length
       ? [h("p", {class: "muted", id: "comparisons-note"},
            `${significant} of ${comparisons.length} comparisons significant (Fisher's exact ` +
@@ -478,7 +545,9 @@ async function renderScoring(el, job, query) {
     h("section", {class: "card"}, h("h2", {}, "Label shares per group (ad variant)"),
       job.partial ? h("p", {class: "muted"}, "Partial: the job was cancelled; these are the images scored before.") : null,
       withFaces ? h("p", {class: "muted", id: "faces-note"}, "Each face found was scored: shares are over faces; images without a face are counted apart.") : null,
-      shareRows.length ? charts.shareBars(shareRows, classes) : h("p", {class: "muted"}, "No images."),
+      shareRows.length ? chartkit.chartBox(charts.shareBars(shareRows, classes, {width: chartWidth()}),
+                                           `${job.id}-shares`)
+        : h("p", {class: "muted"}, "No images."),
       table),
     comparisonsCard(summary, groups, classes),
     h("section", {class: "card"}, h("h2", {}, "Gallery"),
@@ -554,11 +623,13 @@ function renderTraining(el, history, metrics, job) {
   if (history.length) {
     parts.push(h("section", {class: "card charts", id: "curves"}, h("h2", {}, "Training curves"),
       h("div", {class: "chart-row"},
-        charts.lineChart([series("train_loss", "train loss"), series("val_loss", "validation loss")],
-                         {id: "loss", title: "Loss per epoch"}),
-        charts.lineChart([series("train_accuracy", "train accuracy"),
-                          series("val_accuracy", "validation accuracy")],
-                         {id: "accuracy", title: "Accuracy per epoch", yMin: 0, yMax: 1})),
+        chartkit.chartBox(charts.lineChart(
+          [series("train_loss", "train loss"), series("val_loss", "validation loss")],
+          {id: "loss", title: "Loss per epoch", width: chartWidth()}), "loss"),
+        chartkit.chartBox(charts.lineChart([series("train_accuracy", "train accuracy"),
+                                            series("val_accuracy", "validation accuracy")],
+          {id: "accuracy", title: "Accuracy per epoch", yMin: 0, yMax: 1, width: chartWidth()}),
+          "accuracy")),
       epochTable(history)));
   } else {
     parts.push(h("section", {class: "card"}, h("p", {class: "muted"}, "No epochs recorded (yet).")));

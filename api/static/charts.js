@@ -27,9 +27,10 @@ function fmt(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString();
 }
 
-// series: [{name, points: [[x, y], ...]}]; opts: {id, title, yMin, yMax, xLabel}
+// series: [{name, points: [[x, y], ...]}]; opts: {id, title, yMin, yMax, xLabel, width}
+// (width: of the drawing in px, so a full-width chart keeps its text at its size)
 function lineChart(series, opts = {}) {
-  const W = 520, H = 276, m = {l: 48, r: 16, t: 28, b: 66};
+  const W = opts.width || 520, H = 276, m = {l: 48, r: 16, t: 28, b: 66};
   const pts = series.flatMap((s) => s.points);
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
   const x0 = Math.min(...xs, 1), x1 = Math.max(...xs, 2);
@@ -72,7 +73,7 @@ function lineChart(series, opts = {}) {
 
 // rows: [{name, images, shares: {label: share}}]; classes: label order
 function shareBars(rows, classes, opts = {}) {
-  const W = 560, bar = 26, gap = 10, m = {l: 140, r: 16, t: 10, b: 34};
+  const W = opts.width || 560, bar = 26, gap = 10, m = {l: 140, r: 16, t: 10, b: 34};
   const H = m.t + rows.length * (bar + gap) + m.b;
   const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
                            "data-chart": opts.id || "shares",
@@ -111,7 +112,7 @@ function shareBars(rows, classes, opts = {}) {
 // rows: [{name, cells: {label: {share, ci95: [low, high] | null}}}]; one dot per group and label
 // at its share, its Wilson 95 % interval drawn as an error bar around it.
 function intervalChart(rows, classes, opts = {}) {
-  const W = 560, line = 14, pad = 10, m = {l: 140, r: 16, t: 10, b: 52};
+  const W = opts.width || 560, line = 14, pad = 10, m = {l: 140, r: 16, t: 10, b: 52};
   const band = classes.length * line + pad;
   const H = m.t + rows.length * band + m.b;
   const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
