@@ -6,20 +6,31 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 import yaml
 
+from cli.launcher import free_port
 from facesense import redisconn
 from facesense.errors import ConfigError
 from facesense.settings import Settings, setting_names
 from facesense.state.records import JobRecords, public_record
 from tests.sentinels import start_sentinels
-from tests.stack import FAST, Stack, assert_each_image_once, register_small_model, tiny_folder, wait_until
+from tests.stack import (
+    FAST,
+    Stack,
+    assert_each_image_once,
+    children,
+    register_small_model,
+    tiny_folder,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = 400  # per job: 8 shards of 50
@@ -51,6 +62,34 @@ def test_the_compose_sentinel_layout_names_its_own_sentinels_and_real_settings()
             assert f"sentinel monitor {env['FACESENSE_REDIS_SENTINEL_MASTER']} redis 6379 2" in \
                 layout[host]["command"][0]
     assert "redis" in base and "--replicaof redis 6379" in layout["redis-replica"]["command"][0]
+
+
+def test_facesense_up_finds_redis_through_the_sentinels_and_starts_none_of_its_own(tmp_path):
+    group = start_sentinels(tmp_path / "redis")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
+    env.update(FACESENSE_DATA_DIR=str(tmp_path / "var"), FACESENSE_API_PORT=str(port),
+               FACESENSE_STORE=str(tmp_path / "store"), FACESENSE_REDIS_SENTINELS=group.addresses,
+               FACESENSE_REDIS_PASSWORD=group.password)
+    log = tmp_path / "up.log"
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "0"], cwd=ROOT,
+                            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+
+    def health() -> dict | None:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).json()
+        except requests.ConnectionError:
+            return None
+
+    try:
+        assert wait_until(health, 60, "the API")["redis"] == "ok"  # the sentinels' primary
+        assert children(proc.pid) == []  # no private redis-server beside the API
+        assert not (tmp_path / "var" / "redis").exists()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        group.stop()
 
 
 @pytest.mark.slow
