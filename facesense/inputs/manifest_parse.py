@@ -75,7 +75,8 @@ def is_jsonl(name: str, first: str) -> bool:
 
 def csv_rows(source: Iterator[tuple[int, str]], first: tuple[int, str] | None,
              columns: list[str]) -> Iterator[tuple[int, dict]]:
-    """(line number, row) of a CSV manifest, its header line already read into first."""
+    """(line number, row) of a CSV manifest whose first line was read into first; columns
+    receives the checked header as soon as it is read."""
     reader = csv.reader(text for _, text in _chain(first, source))
     try:
         header = next(reader, None)
