@@ -128,6 +128,8 @@ def test_datasets_and_manifests_are_scoped_too(api, places):
     upload = {"type": "classify", "manifest": (io.BytesIO(f"image\n{b_s3}/ads/x.png\n".encode()),
                                                "m.csv")}
     refused_as_missing(api.post("/v1/jobs", data=upload, headers=bearer(ALICE)))
+    relative = {"type": "classify", "manifest": (io.BytesIO(b"image\nads/x.png\n"), "m.csv")}
+    assert api.post("/v1/jobs", data=relative, headers=bearer(ALICE)).status_code == 400
     (a_s3_dir := a_dir / "rel").mkdir(exist_ok=True)
     (a_s3_dir / "m.csv").write_text("image\n../../bob/ads/x.png\n")
     refused_as_missing(submit(api, ALICE, manifest=str(a_s3_dir / "m.csv")))

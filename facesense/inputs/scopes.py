@@ -104,8 +104,11 @@ def line_check(grants: Grants, base: str) -> Callable[[object, int], None] | Non
         if not isinstance(value, str) or not value.strip():
             return  # an empty cell: the usual checks name it
         value = where = value.strip()
+        relative = "://" not in value and not value.startswith("/")
+        if relative and not base:
+            return  # an uploaded manifest's relative path: refused with a 400 naming the line
         # relative to base (a URL to fetch is no storage: inside() passes it to the SSRF guard)
-        if "://" not in value and not value.startswith("/") and base:
+        if relative:
             if base.startswith("s3://"):
                 bucket, prefix = parse_s3_url(base)
                 where = f"s3://{bucket}/{posixpath.normpath(posixpath.join(prefix, value))}"
