@@ -92,7 +92,7 @@ def test_every_page_fits_a_390_px_phone_without_horizontal_overflow(tab, server,
              (f"#/jobs/{campaign_job}", "#statistics .chart-box svg"),
              ("#/models", "#models-table tbody tr"),
              (f"#/models/{trained_version}", "#curves .chart-box svg")]
-    for hash_, ready in pages:
+    for i, (hash_, ready) in enumerate(pages):
         tab.goto(f"{server}/{hash_}")
         tab.wait_for_selector(ready)
         assert tab.evaluate(OVERFLOW) <= 0, f"{hash_} is wider than 390 px"
@@ -100,7 +100,7 @@ def test_every_page_fits_a_390_px_phone_without_horizontal_overflow(tab, server,
         widths = tab.eval_on_selector_all(".chart-box svg", "els => els.map(e => "
                                           "e.getBoundingClientRect().right)")
         assert all(right <= 390 for right in widths)
-    screenshot(tab, tmp_path, "dashboard-phone.png", docs=False)
+        screenshot(tab, tmp_path, f"phone-{i}.png", docs=False)  # artifacts to look at
 
 
 def test_charts_are_full_width_with_tooltips_and_png_and_svg_downloads(tab, server, campaign_job,

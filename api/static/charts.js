@@ -23,6 +23,12 @@ function niceTicks(lo, hi, n = 5) {
   return ticks;
 }
 
+// A label cut to about px wide (the tooltip keeps it whole), so a narrow chart never clips it.
+function fit(text, px) {
+  const most = Math.max(4, Math.floor(px / 6.4));
+  return text.length > most ? `${text.slice(0, most - 1)}…` : text;
+}
+
 function fmt(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString();
 }
@@ -82,7 +88,7 @@ function shareBars(rows, classes, opts = {}) {
   rows.forEach((row, i) => {
     const y = m.t + i * (bar + gap);
     root.append(svg("text", {x: m.l - 8, y: y + bar / 2 + 4, class: "tick", "text-anchor": "end"},
-                    `${row.name} (${row.images})`));
+                    fit(`${row.name} (${row.images})`, m.l - 10)));
     let at = 0;
     classes.forEach((c, k) => {
       const share = row.shares[c] || 0;
@@ -112,7 +118,8 @@ function shareBars(rows, classes, opts = {}) {
 // rows: [{name, cells: {label: {share, ci95: [low, high] | null}}}]; one dot per group and label
 // at its share, its Wilson 95 % interval drawn as an error bar around it.
 function intervalChart(rows, classes, opts = {}) {
-  const W = opts.width || 560, line = 14, pad = 10, m = {l: 140, r: 16, t: 10, b: 52};
+  const W = opts.width || 560, line = 14, pad = 10, narrow = W < 480;
+  const m = {l: 140, r: 16, t: 10, b: narrow ? 68 : 52}; // narrow: the key on a line of its own
   const band = classes.length * line + pad;
   const H = m.t + rows.length * band + m.b;
   const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
@@ -127,7 +134,7 @@ function intervalChart(rows, classes, opts = {}) {
   rows.forEach((row, i) => {
     const top = m.t + i * band;
     root.append(svg("text", {x: m.l - 8, y: top + band / 2 + 2, class: "tick",
-                             "text-anchor": "end"}, row.name));
+                             "text-anchor": "end"}, fit(row.name, m.l - 10)));
     classes.forEach((c, k) => {
       const cell = row.cells[c];
       if (!cell || !cell.ci95) return;  // nothing scored in the group: no share to draw
@@ -156,8 +163,8 @@ function intervalChart(rows, classes, opts = {}) {
                              fill: PALETTE[k % PALETTE.length]}));
     root.append(svg("text", {x: lx + 16, y: ly + 1, class: "legend"}, c));
   });
-  root.append(svg("text", {x: W - m.r, y: H - 11, class: "legend", "text-anchor": "end"},
-                  "dot: share · bar: 95% interval"));
+  root.append(svg("text", {x: narrow ? m.l : W - m.r, y: narrow ? H - 30 : H - 11, class: "legend",
+                           "text-anchor": narrow ? "start" : "end"}, "dot: share · bar: 95% interval"));
   return root;
 }
 
