@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cli.manage import pace_text
 from facesense.outputs.stats import ALPHA
 
 MAX_LISTED = 10  # groups named on the "not compared" line; the rest are counted
@@ -15,11 +16,13 @@ def job_text(record: dict) -> str:
     head = f"job {record['id']} {record['type']} {record['status']}"
     if record.get("error"):
         head += f": {record['error']}"
+    pace = pace_text(record)  # while it runs: its rate and the time left
     if record["type"] == "train":
-        return "\n".join([head, *train_lines(record)])
+        return "\n".join([head + pace, *train_lines(record)])
     p = record.get("progress") or {}
     head += (f"  model {record.get('model_version') or '-'}  {p.get('done', 0)}/{p.get('total', 0)}"
-             f" images, {p.get('failed', 0)} failed" + ("  (partial)" if record.get("partial") else ""))
+             f" images, {p.get('failed', 0)} failed" + ("  (partial)" if record.get("partial") else "")
+             + pace)
     summary = record.get("summary")
     return "\n".join([head, *(summary_lines(summary) if summary else [])])
 

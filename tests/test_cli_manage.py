@@ -14,6 +14,7 @@ import redis
 from api import create_app
 from cli.main import main
 from cli.manage import duration, pace_text
+from cli.tables import job_text
 from facesense.client import ApiError, Client
 from facesense.keys import hash_key, new_key
 from facesense.registry import Registry
@@ -116,3 +117,6 @@ def test_the_progress_line_shows_a_running_jobs_rate_and_time_left():
     assert pace_text({"status": "running", "timing": {"unit": "images", "rate": None}}) == ""
     assert pace_text({"status": "queued", "timing": None}) == ""
     assert duration(42.4) == "42s"
+    running = {"id": "j", "type": "classify", "status": "running", "model_version": "v",
+               "progress": {"done": 250, "total": 1000, "failed": 0}, **record}
+    assert job_text(running).endswith("250/1000 images, 0 failed, 12.5 images/s, 12m 34s left")
