@@ -140,23 +140,26 @@ def find(redis: redis_lib.Redis, q: JobQuery) -> tuple[list[dict], str | None]:
         skip += len(batch)
         batch = [(m.decode(), s) for m, s in batch]
         batch = [(m, s) for m, s in batch if not (s == top and m >= after)]  # seen already
-        with redis.pipeline(transaction=False) as pipe:
-            for job_id, _ in batch:
-                pipe.hgetall(redis_keys.job(job_id))
-            raws = pipe.execute()
-        gone = []
-        for (job_id, score), raw in zip(batch, raws, strict=True):
+        with redis.pipeline(transaction=False) as pipe:  # two fields first: a record may
+            for job_id, _ in batch:                        # hold a summary, read only if kept
+                pipe.hmget(redis_keys.job(job_id), "status", "name")
+            heads = pipe.execute()
+        gone, kept = [], []
+        for (job_id, score), (status, name) in zip(batch, heads, strict=True):
             read += 1
             last = (score, job_id)
-            if not raw:  # expired before the index was trimmed past it
+            if status is None:  # expired before the index was trimmed past it
                 gone.append(job_id)
-                continue
-            record = {k.decode(): json.loads(v) for k, v in raw.items()}
-            if ((not q.statuses or record["status"] in q.statuses)
-                    and str(record.get("name") or "").casefold().startswith(prefix)):
-                found.append(record)
-                if len(found) == q.limit:
+            elif ((not q.statuses or json.loads(status) in q.statuses)
+                    and str(json.loads(name or "null") or "").casefold().startswith(prefix)):
+                kept.append(job_id)
+                if len(found) + len(kept) == q.limit:
                     break
         if gone:
             redis.zrem(index, *gone)
+        with redis.pipeline(transaction=False) as pipe:
+            for job_id in kept:
+                pipe.hgetall(redis_keys.job(job_id))
+            found += [{k.decode(): json.loads(v) for k, v in raw.items()}
+                      for raw in pipe.execute() if raw]
     return found, (f"{last[0]!r}_{last[1]}" if last else None)
