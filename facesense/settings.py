@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from facesense import settings_rules
 from facesense.errors import ConfigError
+from facesense.settings_rules import problem as rule_problem
 
 PREFIX = "FACESENSE_"
 URL_PASSWORD = re.compile(r"(://[^/@:]*:)[^/@]*@")  # redis://user:password@host -> masked
@@ -184,7 +184,7 @@ def _parse(f: dataclasses.Field, raw: str):
             value = raw
     except ValueError:
         value = None
-    problem = settings_rules.problem(f.name, kind, value, raw)
+    problem = rule_problem(f.name, kind, value, raw)
     if problem:
         shown = "***" if is_secret(f.name) and raw else URL_PASSWORD.sub(r"\1***@", raw)
         raise ConfigError(f"{PREFIX}{f.name.upper()}={shown!r} is {problem}")

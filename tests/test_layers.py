@@ -23,10 +23,12 @@ LAYERS = {
 TORCH_FREE = {"facesense", "api"}
 
 # Inside the core: the base modules, then sub-packages, each naming what it may import.
-BASE = {"facesense.errors", "facesense.settings", "facesense.logs", "facesense.imaging"}
+BASE = {"facesense.errors", "facesense.settings", "facesense.settings_rules", "facesense.logs",
+        "facesense.imaging"}
 CORE = {
     "facesense.errors": set(),
-    "facesense.settings": {"facesense.errors"},
+    "facesense.settings": {"facesense.errors", "facesense.settings_rules"},
+    "facesense.settings_rules": set(),  # what each setting may hold: plain data and words
     "facesense.logs": {"facesense.errors"},
     "facesense.imaging": set(),  # image-safety guards: Pillow only
     "facesense.storage": {"facesense.errors"},

@@ -99,3 +99,15 @@ def test_config_prints_each_setting_its_value_masked_and_where_it_came_from():
     assert "hunter2" not in proc.stdout and "s3cret" not in proc.stdout
     text = run_cli("config", "--only-set", env=env).stdout.splitlines()
     assert len(text) == 3 and all(line.rstrip().endswith("environment") for line in text), text
+
+
+def test_gunicorn_refuses_a_bad_setting_in_one_line_before_any_worker_boots():
+    # the API image's command, with a bad setting: exit 2 and the line, not a worker's traceback
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FACESENSE_")}
+    proc = subprocess.run([gunicorn, "-c", "python:api.gunicorn_conf", "--bind", "127.0.0.1:0",
+                           "api:create_app()"], env={**clean, "FACESENSE_DEVICE": "gpu"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "configuration error: FACESENSE_DEVICE='gpu' is not a known value" in proc.stderr
+    assert "Traceback" not in proc.stderr
