@@ -309,12 +309,43 @@ def test_a_training_job_page_shows_its_curves_and_metrics(page, trained, artifac
     screenshot(page, artifacts, "training-job.png")
 
 
-def test_the_models_page_promotes_a_version_and_shows_the_move(page, trained, unique, artifacts):
-    job, server, local = trained
-    version = job["model_version"]
+def registered_as(local, job: dict, name: str, beats_chance: bool) -> str:
+    """The trained version's weights registered again under name with a chance record that
+    does or does not beat chance (a 2-epoch run's own verdict is whatever its seed gives)."""
+    registry = Registry(store_from_settings(local))
+    manifest = registry.manifest(job["model_version"])
+    chance = {"baseline": 0.5, "correct": 6 if beats_chance else 3, "images": 6, "alpha": 0.05,
+              "p_value": 0.0156 if beats_chance else 0.656, "beats_chance": beats_chance}
+    kept = {k: v for k, v in manifest.items() if k not in ("version", "weights_sha256")}
+    return registry.register(registry.weights(manifest), {**kept, "chance": chance},
+                             version=name)["version"]
+
+
+def test_a_version_no_better_than_chance_is_promoted_only_when_forced(page, trained, unique):
+    _, server, local = trained
+    version = registered_as(local, trained[0], f"coin-{unique}", beats_chance=False)
     page.goto(server + "/#/models")
     row = page.locator(f"#models-table tr[data-version='{version}']")
-    row.locator("input").fill(f"dash-{unique}")
+    assert "no: 3 of 6 right" in row.text_content()
+    row.locator("input[aria-label=alias]").fill(f"weak-{unique}")
+    row.locator("button.promote").click()
+    page.wait_for_selector("#notice:not([hidden])")
+    assert "does not beat chance" in page.text_content("#notice")
+    assert Registry(store_from_settings(local)).alias(f"weak-{unique}") is None
+    row.locator("input.force").check()
+    row.locator("button.promote").click()
+    page.wait_for_selector(f".alias[data-alias='weak-{unique}']")
+    assert "forced" in page.locator(f".alias[data-alias='weak-{unique}'] tbody tr").first.text_content()
+    assert Registry(store_from_settings(local)).alias(f"weak-{unique}")["history"][-1]["forced"]
+
+
+def test_the_models_page_promotes_a_version_and_shows_the_move(page, trained, unique, artifacts):
+    _, server, local = trained
+    version = registered_as(local, trained[0], f"good-{unique}", beats_chance=True)
+    page.goto(server + "/#/models")
+    row = page.locator(f"#models-table tr[data-version='{version}']")
+    assert "yes (p = 0.0156)" in row.text_content() and not row.locator("input.force").count()
+    row.locator("input[aria-label=alias]").fill(f"dash-{unique}")
     row.locator("button.promote").click()
     page.wait_for_selector(f".alias[data-alias='dash-{unique}']")
     history = page.locator(f".alias[data-alias='dash-{unique}'] tbody tr")

@@ -303,7 +303,7 @@ function trainCard(submitted) {
                                 placeholder: "default"});
   const base = h("input", {id: "base", size: 14, placeholder: "none"});
   const promote = h("select", {id: "promote"},
-    ["never", "if_better", "always"].map((p) => h("option", {value: p}, p)));
+    ["never", "if_better", "always", "force"].map((p) => h("option", {value: p}, p)));
   const form = h("form", {id: "submit-train", onsubmit: async (ev) => {
     ev.preventDefault();
     const params = {};
@@ -321,8 +321,9 @@ function trainCard(submitted) {
      h("button", {type: "submit", id: "submit-train-button"}, "Train"));
   return h("section", {class: "card"}, h("h2", {}, "Train a model"), form,
     h("p", {class: "muted"}, "if_better promotes only if its validation accuracy beats the ",
-      "production version's on the same images; promoting needs an admin key when keys are ",
-      "configured."), message);
+      "production version's on the same images; always and if_better promote only a version ",
+      "that beats always guessing the commonest class; force promotes it anyway. Promoting ",
+      "needs an admin key when keys are configured."), message);
 }
 
 function jobRow(job) {
@@ -696,23 +697,29 @@ async function modelsView(main) {
     h("h3", {}, name, " → ", h("a", {href: `#/models/${a.version}`, class: "mono"}, a.version)),
     h("table", {class: "history"}, h("thead", {}, h("tr", {}, ["When", "From", "To", "By"].map((t) => h("th", {}, t)))),
       h("tbody", {}, [...a.history].reverse().map((m) => h("tr", {}, h("td", {}, when(m.at)),
-        h("td", {class: "mono"}, m.from || "—"), h("td", {class: "mono"}, m.to), h("td", {}, m.by || "")))))));
+        h("td", {class: "mono"}, m.from || "—"), h("td", {class: "mono"}, m.to),
+        h("td", {}, (m.by || "") + (m.forced ? " (forced: does not beat chance)" : ""))))))));
   main.append(
     h("section", {class: "card"}, h("h2", {}, "Aliases"),
       aliasCards.length ? aliasCards : h("p", {class: "muted"}, "No alias yet: promote a version below.")),
     h("section", {class: "card"}, h("h2", {}, "Versions"),
       h("table", {class: "models", id: "models-table"},
-        h("thead", {}, h("tr", {}, ["Version", "Created", "Classes", "Accuracy", "Val. loss", "Epochs",
-                                   "Trained by", "Aliases", "Promote"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ["Version", "Created", "Classes", "Accuracy", "Beats chance",
+                                   "Val. loss", "Epochs", "Trained by", "Aliases", "Promote"]
+          .map((t) => h("th", {}, t)))),
         h("tbody", {}, versions.map((v) => versionRow(v, aliasOf[v.version] || []))))));
 }
 
 function versionRow(v, aliases) {
   const m = v.metrics || {};
   const alias = h("input", {value: "production", size: 10, "aria-label": "alias"});
+  const chance = v.chance;  // absent: imported or registered without validation images
+  const weak = chance && !chance.beats_chance;
+  const force = h("input", {type: "checkbox", class: "force", "aria-label": "force"});
   const promote = h("button", {class: "promote", onclick: async () => {
     try {
-      await postJSON(`/v1/models/${v.version}/promote`, {alias: alias.value.trim() || "production"});
+      await postJSON(`/v1/models/${v.version}/promote`, {alias: alias.value.trim() || "production",
+                                                          ...(force.checked ? {force: true} : {})});
       route();
     } catch (e) { notice(e.message); }
   }}, "Promote");
@@ -720,11 +727,15 @@ function versionRow(v, aliases) {
     h("td", {}, h("a", {href: `#/models/${v.version}`, class: "mono"}, v.version)),
     h("td", {}, when(v.created_at)), h("td", {}, (v.classes || []).join(", ")),
     h("td", {}, m.accuracy !== undefined ? pct(m.accuracy) : "—"),
+    h("td", {class: weak ? "error" : ""}, !chance ? "—" : chance.beats_chance
+      ? `yes (p = ${chance.p_value})` : `no: ${chance.correct} of ${chance.images} right, ` +
+        `majority class ${pct(chance.baseline)}, p = ${chance.p_value}`),
     h("td", {}, m.loss !== undefined ? Number(m.loss).toFixed(4) : "—"),
     h("td", {}, m.epochs_run ? `${m.best_epoch} / ${m.epochs_run}` : "—"),
     h("td", {}, v.job_id ? h("a", {href: `#/jobs/${v.job_id}`, class: "mono"}, v.job_id) : (v.source || "imported")),
     h("td", {}, aliases.map((a) => h("span", {class: "badge alias-badge"}, a))),
-    h("td", {class: "promote-cell"}, alias, promote));
+    h("td", {class: "promote-cell"}, alias, promote,
+      weak ? h("label", {class: "muted"}, force, " force") : ""));
 }
 
 async function modelView(main, version) {
