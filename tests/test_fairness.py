@@ -200,3 +200,34 @@ def test_a_control_worker_that_dies_alone_is_restarted(stack):
     job_id = stack.submit(stack.root / "control-restart")
     assert stack.wait(job_id, 90)["status"] == "succeeded"
     assert worker.poll() is None
+
+
+def test_a_job_waiting_behind_training_on_a_shared_worker_says_so(stack):
+    # Given the stack's only worker serving both queues, busy with a long training run
+    from cli.launcher import start_workers, stop
+    from facesense.synthetic import make_dataset
+    from tests.conftest import wait_for_workers
+    from tests.stack import ONE_THREAD
+
+    stop(stack.workers)
+    stack.workers = start_workers(stack.settings, 1, env=ONE_THREAD, queues="inference,training")
+    wait_for_workers(stack.settings, stack.workers)
+    make_dataset(stack.root / "shared-faces", per_class=16, seed=2)  # 6 held out: beats chance
+    resp = stack.api.post("/v1/jobs", json={"type": "train", "dataset": str(stack.root / "shared-faces"),
+                                            "params": {"epochs": 200, "image_size": 64,
+                                                       "batch_size": 8, "patience": 0,
+                                                       "min_steps": 0}})
+    assert resp.status_code == 202, resp.get_json()
+    training = resp.get_json()["id"]
+    wait_until(lambda: (stack.job(training).get("epoch") or 0) >= 1, 120, "the training run")
+    # When a scoring job arrives, then while it waits it says what it waits for
+    tiny_folder(stack.root / "behind-training", 20)
+    scoring = stack.submit(stack.root / "behind-training")
+    queue = wait_until(lambda: stack.job(scoring).get("queue"), 30, "the job's standing")
+    assert queue["training_ahead"] == 1 and "training" in queue["held"], queue
+    assert queue["jobs_ahead"] == 0 and stack.job(scoring)["status"] == "queued"
+    # and it runs once the training has ended
+    assert stack.api.post(f"/v1/jobs/{training}/cancel").status_code == 200
+    assert stack.wait(scoring, 120)["status"] == "succeeded"
+    stop(stack.workers)  # the next tests start their own (poisonable) workers
+    stack.workers = []
