@@ -88,10 +88,14 @@ def test_train_promote_and_score_with_the_new_version(client, training_worker, f
     assert manifest["params"]["epochs"] == 3 and len(manifest["dataset"]["fingerprint"]) == 64
     assert len(manifest["weights_sha256"]) == 64
 
-    # Promote by request, then score explicitly with that alias's holder.
-    promoted = client.post(f"/v1/models/{version}/promote", json={"alias": "candidate"})
+    # Promote by request (forced: a 3-epoch run may not beat chance, and says so), then score
+    # explicitly with that alias's holder.
+    promoted = client.post(f"/v1/models/{version}/promote", json={"alias": "candidate",
+                                                                   "force": True})
     assert promoted.status_code == 200
-    assert promoted.get_json()["history"][-1]["to"] == version
+    moved = promoted.get_json()["history"][-1]
+    assert moved["to"] == version
+    assert moved.get("forced", False) is not manifest["chance"]["beats_chance"]
     scoring = client.post("/v1/jobs", json={"type": "classify", "source": str(faces / "happy"),
                                             "model": "candidate"}).get_json()
     scored = wait_for_job(client, scoring["id"])
