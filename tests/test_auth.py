@@ -225,7 +225,8 @@ def test_facesense_up_refuses_a_public_address_before_starting_anything(monkeypa
         monkeypatch.delenv(name, raising=False)
     err = io.StringIO()
     with redirect_stderr(err):
-        assert main(["up", "--host", "0.0.0.0", "--data", str(tmp_path / "up")]) == 1
+        # exit 2: a configuration error, as every bad setting is
+        assert main(["up", "--host", "0.0.0.0", "--data", str(tmp_path / "up")]) == 2
     assert "refusing to serve the API on '0.0.0.0'" in err.getvalue()
     assert not (tmp_path / "up").exists()  # no Redis, no store: nothing was started
 
@@ -234,7 +235,9 @@ def test_gunicorn_with_the_compose_api_environment_refuses_to_boot_without_keys(
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["api"]
     dockerfile = (ROOT / compose["build"]["dockerfile"]).read_text()
     bind = re.search(r'"--bind", "([^"]+)"', dockerfile).group(1)
-    env = {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v))  # compose defaults: no keys
+    # compose defaults (no keys); a required secret (${X:?message}) as the .env would give it
+    env = {k: re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "env-secret",
+                     re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)))
            for k, v in compose["environment"].items() if k.startswith("FACESENSE_")}
     assert env["FACESENSE_API_HOST"] == bind.rpartition(":")[0]  # the app is told the bind
     env.update(FACESENSE_STORE=str(tmp_path), PATH=os.environ["PATH"])
