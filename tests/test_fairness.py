@@ -219,15 +219,20 @@ def test_a_job_waiting_behind_training_on_a_shared_worker_says_so(stack):
                                                        "min_steps": 0}})
     assert resp.status_code == 202, resp.get_json()
     training = resp.get_json()["id"]
-    wait_until(lambda: (stack.job(training).get("epoch") or 0) >= 1, 120, "the training run")
-    # When a scoring job arrives, then while it waits it says what it waits for
-    tiny_folder(stack.root / "behind-training", 20)
-    scoring = stack.submit(stack.root / "behind-training")
-    queue = wait_until(lambda: stack.job(scoring).get("queue"), 30, "the job's standing")
-    assert queue["training_ahead"] == 1 and "training" in queue["held"], queue
-    assert queue["jobs_ahead"] == 0 and stack.job(scoring)["status"] == "queued"
-    # and it runs once the training has ended
-    assert stack.api.post(f"/v1/jobs/{training}/cancel").status_code == 200
-    assert stack.wait(scoring, 120)["status"] == "succeeded"
-    stop(stack.workers)  # the next tests start their own (poisonable) workers
-    stack.workers = []
+    try:  # whatever happens, the run is cancelled and the worker stopped: the next tests share
+        # this stack and start their own (poisonable) workers
+        wait_until(lambda: (stack.job(training).get("epoch") or 0) >= 1, 300,
+                   f"the training run's first epoch ({stack.job(training)})")
+        # When a scoring job arrives, then while it waits it says what it waits for
+        tiny_folder(stack.root / "behind-training", 20)
+        scoring = stack.submit(stack.root / "behind-training")
+        queue = wait_until(lambda: stack.job(scoring).get("queue"), 30, "the job's standing")
+        assert queue["training_ahead"] == 1 and "training" in queue["held"], queue
+        assert queue["jobs_ahead"] == 0 and stack.job(scoring)["status"] == "queued"
+        # and it runs once the training has ended
+        assert stack.api.post(f"/v1/jobs/{training}/cancel").status_code == 200
+        assert stack.wait(scoring, 120)["status"] == "succeeded"
+    finally:
+        stack.api.post(f"/v1/jobs/{training}/cancel")
+        stop(stack.workers)
+        stack.workers = []
