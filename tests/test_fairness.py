@@ -221,8 +221,12 @@ def test_a_job_waiting_behind_training_on_a_shared_worker_says_so(stack):
     training = resp.get_json()["id"]
     try:  # whatever happens, the run is cancelled and the worker stopped: the next tests share
         # this stack and start their own (poisonable) workers
-        wait_until(lambda: (stack.job(training).get("epoch") or 0) >= 1, 300,
-                   f"the training run's first epoch ({stack.job(training)})")
+        deadline = time.monotonic() + 300
+        while (stack.job(training).get("epoch") or 0) < 1:  # a failed run fails here, with why
+            record = stack.job(training)
+            assert record["status"] in ("queued", "running"), record
+            assert time.monotonic() < deadline, f"no first epoch in 300 s: {record}"
+            time.sleep(0.2)
         # When a scoring job arrives, then while it waits it says what it waits for
         tiny_folder(stack.root / "behind-training", 20)
         scoring = stack.submit(stack.root / "behind-training")
