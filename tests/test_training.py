@@ -219,28 +219,6 @@ def test_an_unfinished_job_keeps_its_checkpoints_for_its_retry(trainer_settings,
     assert not store.exists(checkpoint_key(record["id"]))
 
 
-def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
-                                                              training_worker):
-    stop([training_worker])  # this test (the module's last) brings its own worker, to kill it
-    trainer_settings = trainer_settings.replace(checkpoint_interval_s=0)  # every epoch's
-    victim = start_trainer(trainer_settings)
-    job_id = train_until_first_epoch(client, faces, epochs=2)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
-    killed_at = time.time()
-    survivor = start_trainer(trainer_settings)
-    try:
-        record = wait_for_job(client, job_id, timeout=300)
-    finally:
-        stop([survivor])
-    assert record["status"] == "succeeded", record
-    history = record["history"]
-    assert [row["epoch"] for row in history] == [1, 2]
-    # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
-    assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
-    assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
-
-
 def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, training_worker,
                                                                   faces, model_version):
     # Given a key allowed one running job, whose training run is under way
@@ -289,3 +267,25 @@ def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, tra
     assert api.post(f"/v1/jobs/{training}/cancel", headers=auth).status_code == 200
     assert until(lambda: (r := job(scoring))["status"] in ("succeeded", "failed") and r,
                  "the scoring job to end")["status"] == "succeeded"
+
+
+def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
+                                                              training_worker):
+    stop([training_worker])  # this test (the module's last) brings its own worker, to kill it
+    trainer_settings = trainer_settings.replace(checkpoint_interval_s=0)  # every epoch's
+    victim = start_trainer(trainer_settings)
+    job_id = train_until_first_epoch(client, faces, epochs=2)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    killed_at = time.time()
+    survivor = start_trainer(trainer_settings)
+    try:
+        record = wait_for_job(client, job_id, timeout=300)
+    finally:
+        stop([survivor])
+    assert record["status"] == "succeeded", record
+    history = record["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+    # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
+    assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
+    assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
