@@ -317,7 +317,7 @@ def get_job(job_id: str):
         standing = s.sched.standing(job_id)
         if standing is not None:
             why = held_reason(standing["held"], record.get("quota") or {})
-            if why is None and standing["training_ahead"]:
+            if why is None and standing["training_ahead"] and record["status"] == "queued":
                 why = (f"waiting: {standing['training_ahead']} training job(s) hold workers that "
                        "also serve the inference queue (a worker runs one task at a time); its "
                        "shards start when a training ends or a scoring worker is free")

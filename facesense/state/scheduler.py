@@ -288,7 +288,9 @@ class Scheduler:
         return {"priority": PRIORITIES[ring], "shards_waiting": mine,
                 "jobs_ahead": sum(1 for n in waiting if n) + (position or 0),
                 "shards_ahead": sum(waiting) + (position or 0),
-                "training_ahead": self.trainings_on_shared_workers() if mine else 0,
+                # Counted whether its shards still wait here or were handed to the broker: a
+                # released shard can sit behind a training task on a worker that also scores.
+                "training_ahead": self.trainings_on_shared_workers(),
                 "held": held.decode() if held else None}
 
     def waiting(self) -> int:
