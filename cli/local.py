@@ -72,6 +72,7 @@ def cmd_models_starter(args, settings: Settings) -> int:
     import torch
 
     from facesense.errors import Conflict
+    from facesense.registry import sha256
     from runtime.architectures import MiniXception
     from runtime.faces import FaceDetector, FaceOptions, LargestFace
     from runtime.network import register_state, to_bytes
@@ -85,7 +86,7 @@ def cmd_models_starter(args, settings: Settings) -> int:
     version = args.version or "starter-" + "-".join(classes)[:56]
     existing = _existing(registry, version)
     if existing is not None:  # the same weights under the same name: nothing to do
-        if existing["weights_sha256"] != registry_sha(to_bytes(state)):
+        if existing["weights_sha256"] != sha256(to_bytes(state)):
             raise Conflict(f"model version {version!r} exists with other weights")
         return _registered(registry, existing, args, "facesense models starter")
     model = MiniXception(len(classes))
@@ -98,19 +99,13 @@ def cmd_models_starter(args, settings: Settings) -> int:
 
 
 def _existing(registry, version: str) -> dict | None:
+    """A version's manifest, or None if no version has that name."""
     from facesense.errors import ModelNotFound
 
     try:
         return registry.manifest(version)
     except ModelNotFound:
         return None
-
-
-def registry_sha(data: bytes) -> str:
-    """The registry's checksum of weights bytes."""
-    from facesense.registry import sha256
-
-    return sha256(data)
 
 
 def cmd_models_measure(args, settings: Settings) -> int:
