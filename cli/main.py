@@ -145,7 +145,6 @@ def parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="list recent jobs")
     jobs.add_argument("--limit", type=int, default=20, help="most jobs listed, newest first "
                       "(default 20)")
-    jobs.set_defaults(func=cmd_jobs)
     manage.add_job_list_options(jobs)  # --name, --tag, --status, --since, --until; delete
 
     models = sub.add_parser("models", help="list model versions and aliases")
@@ -325,19 +324,6 @@ def follow(api: Client, job_id: str, as_json: bool = False) -> int:
 def outcome(record: dict) -> int:
     """The exit code of a finished job: 0 succeeded, 3 cancelled, 1 failed."""
     return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(record["status"], EXIT_FAILED)
-
-
-def cmd_jobs(args, settings: Settings) -> int:
-    """One line per recent job."""
-    jobs = client(args, settings).jobs(args.limit)
-    if args.json:
-        print(json.dumps(jobs, indent=2))
-        return 0
-    for job in jobs:
-        p = job["progress"]
-        print(f"{job['id']}  {job['type']:<8} {job['status']:<9} "
-              f"{p['done']}/{p['total']} ({p['failed']} failed)  {job.get('source', '')}")
-    return 0
 
 
 def cmd_models(args, settings: Settings) -> int:
