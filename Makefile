@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml requirements/test.txt requirements/nodeps.txt
 lock:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "uv==$(UV_VERSION)"
-	UV=$(VENV)/bin/uv requirements/refresh.sh
+	UV=$(abspath $(VENV))/bin/uv requirements/refresh.sh
 
 # Pin the images compose and the Dockerfiles pull to their tags' current digests (needs docker
 # buildx and the registry); run again to move to a tag's newer build.
