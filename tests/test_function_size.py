@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
 from tests.test_layers import modules
 
@@ -15,20 +14,16 @@ def long_functions(limit: int = MAX_LINES) -> dict[str, int]:
     module:qualified name."""
     found = {}
     for name, path in modules().items():
-        tree = ast.parse(path.read_text(), str(path))
-
-        def walk(node: ast.AST, prefix: str) -> None:
-            for child in ast.iter_child_nodes(node):
-                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                    start = min([child.lineno, *(d.lineno for d in child.decorator_list)])
-                    lines = child.end_lineno - start + 1
-                    if lines > limit:
-                        found[f"{name}:{prefix}{child.name}"] = lines
-                    walk(child, f"{prefix}{child.name}.")
-                elif isinstance(child, ast.ClassDef):
-                    walk(child, f"{prefix}{child.name}.")
-
-        walk(tree, "")
+        todo = [(node, "") for node in ast.parse(path.read_text(), str(path)).body]
+        while todo:
+            node, prefix = todo.pop()
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                start = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+                if node.end_lineno - start + 1 > limit:
+                    found[f"{name}:{prefix}{node.name}"] = node.end_lineno - start + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                prefix = f"{prefix}{node.name}."
+            todo += [(child, prefix) for child in ast.iter_child_nodes(node)]
     return found
 
 
