@@ -8,7 +8,8 @@ import uuid
 import pytest
 import redis
 
-from facesense.state import redis_keys
+from facesense.state import leases, redis_keys
+from facesense.state.leases import Leases
 from facesense.state.scheduler import Scheduler
 
 
@@ -198,3 +199,32 @@ def test_a_waiting_job_counts_training_runs_on_workers_that_also_score(sched):
     assert sched.standing(waiting)["training_ahead"] == 1
     sched.training_on_shared_workers("t1", False, 0)
     assert sched.standing(waiting)["training_ahead"] == 0
+
+
+def test_a_shard_running_past_its_in_flight_note_counts_while_its_lease_is_held(sched):
+    # Given a key allowed one shard in flight, on a scheduler whose in-flight notes lapse at
+    # once (as a shard running longer than four leases would find it)
+    quick = Scheduler(sched.redis, in_flight_s=0, depth=8)
+    j = job(quick, 3, owner="ivy", max_shards=1)
+    assert quick.pick() == (j, 0)
+    # When a worker holds shard 0's lease past the note, then the key's slot stays taken
+    shard_leases = Leases(sched.redis)
+    assert shard_leases.acquire(j, leases.shard(0), "worker-a", 60)
+    assert quick.pick() is None and quick.standing(j)["held"] == "shards"
+    assert quick.tokens_wanted("q") == 0
+    # and once the lease is gone (the worker died, or ended without a word), the slot frees
+    shard_leases.release(j, leases.shard(0), "worker-a")
+    assert quick.pick() == (j, 1)
+
+
+def test_the_scheduler_writes_the_same_key_names_as_before(sched):
+    # The names are a stored format: a scheduler of this release reads a running cluster's keys
+    j = job(sched, 2, owner="kim", max_jobs=1, max_shards=1)
+    sched.retry(j, [1])
+    assert sched.pick() == (j, 1)
+    names = {k.decode() for k in sched.redis.scan_iter("*")}
+    assert names == {f"facesense:job:{j}", f"facesense:job:{j}:sched",
+                     f"facesense:job:{j}:sched:picked", "facesense:sched:ring:normal",
+                     "facesense:sched:owner:kim:running", "facesense:sched:owner:kim:inflight"}
+    assert sched.redis.zrange("facesense:sched:owner:kim:inflight", 0, -1) == [f"{j}:1".encode()]
+    assert sched.redis.smembers("facesense:sched:owner:kim:running") == {j.encode()}

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 TRAINING, PLAN, FINALIZE = "lease", "plan:lease", "finalize:lease"
 
 
-def shard(index: int) -> str:
+def shard(index: int | str) -> str:
     """The name of a shard's lease: held, with a heartbeat, by the worker scoring it."""
     return f"shard:{index}:lease"
 

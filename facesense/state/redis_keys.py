@@ -10,8 +10,8 @@ FINISHED_COUNTS = PREFIX + "finished"  # hash: "<type>:<status>" -> jobs ended s
 
 SWEEPER = PREFIX + "watchdog:sweeper"  # string: the worker that sweeps for the whole cluster
 SCHED_RINGS = tuple(f"{PREFIX}sched:ring:{p}" for p in ("high", "normal", "low"))  # lists of
-# job ids with shards to release, one per priority, highest first (the scheduler's Lua builds
-# the per-job and per-owner keys below from these prefixes: keep them in step)
+# job ids with shards to release, one per priority, highest first (the scheduler's Lua is
+# given the per-job and per-owner names below as templates: state.scheduler_lua)
 OWNER_PREFIX = PREFIX + "sched:owner:"
 TRAINING_SHARED = PREFIX + "sched:training-shared"  # sorted set: training jobs running on a
 # worker that also serves the inference queue, scored by when their note lapses
