@@ -10,7 +10,7 @@ import time
 from facesense.errors import Conflict, JobNotFound
 from facesense.state import joblist, leases, redis_keys
 from facesense.state.records import JobRecords
-from facesense.state.status import FINISHED, valid_id
+from facesense.state.status import FINISHED, JobStatus, valid_id
 from facesense.storage import layout
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class Purger:
             raise Conflict(f"job {record['id']} is {record['status']}: cancel it first, then "
                            "delete it once it has stopped")
         ago = time.time() - (record.get("finished_at") or 0)
-        if (record["status"] == "cancelled" and record.get("type") == "classify"
+        if (record["status"] == JobStatus.CANCELLED and record.get("type") == "classify"
                 and "partial" not in record and ago < self.settle_s):
             raise Conflict(f"job {record['id']} was cancelled {ago:.0f} s ago and a worker is "
                            "still merging its partial results: delete it in a moment")
@@ -109,7 +109,7 @@ class Purger:
                 # an empty folder a store keeps after a delete (SeaweedFS does): nothing to do
                 if next(iter(self.store.list(f"{layout.JOBS}/{job_id}")), None) is None:
                     continue
-                record = {"id": job_id, "status": "failed", "created_at": _created(job_id)}
+                record = {"id": job_id, "status": JobStatus.FAILED.value, "created_at": _created(job_id)}
             ended = record.get("finished_at") or record.get("created_at") or 0
             if record["status"] in FINISHED and ended < cutoff:
                 out.append(record)

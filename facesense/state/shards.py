@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import redis as redis_lib
 
 from facesense.state import redis_keys
+from facesense.state.status import JobStatus
 
 # Count a shard once: SETBIT returns the old bit, so only the first delivery adds its counts.
 # The bitmap costs one bit per shard, and a shard delivered just once leaves no delivery note
 # (only redelivered shards keep theirs, for the record), so Redis memory stays flat as jobs grow.
-# A job already finished (cancelled) counts nothing more, so its partial results stay exact.
+# A job already stopped (cancelled, failed) counts nothing more, so its partial results stay
+# exact. ARGV: index, done, failed, ttl, then the stopped statuses as the record holds them.
 _COUNT_SHARD = """
 local status = redis.call('HGET', KEYS[1], 'status')
-if status == '"cancelled"' or status == '"failed"' then
-  return {0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
+for i = 5, #ARGV do
+  if status == ARGV[i] then
+    return {0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
+  end
 end
 local first = redis.call('SETBIT', KEYS[2], ARGV[1], 1) == 0
 redis.call('ZREM', KEYS[4], ARGV[1])  -- counted: no longer a pick the watchdog watches
@@ -26,6 +32,8 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 return {first and 1 or 0, tonumber(redis.call('HGET', KEYS[1], 'shards_done') or '0')}
 """
+
+_STOPPED = [json.dumps(s) for s in (JobStatus.CANCELLED.value, JobStatus.FAILED.value)]
 
 # The image in flight when the last one-at-a-time delivery died joins the shard's poison set.
 _CONVICT = """
@@ -52,7 +60,7 @@ class ShardBook:
         first, counted = self._count(keys=[redis_keys.job(job_id), redis_keys.shard_bits(job_id),
                                            redis_keys.attempts(job_id),
                                            redis_keys.sched_picked(job_id)],
-                                     args=[index, done, failed, self.ttl_s])
+                                     args=[index, done, failed, self.ttl_s, *_STOPPED])
         return bool(first), int(counted)
 
     def is_counted(self, job_id: str, index: int) -> bool:
