@@ -13,6 +13,7 @@ from facesense.inputs.manifest_source import with_meta
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.outputs.pages import PageIndex, read_rows
 from facesense.outputs.stats import ci95, compare
+from facesense.outputs.timeline import BIN_S, Timeline, compact
 from facesense.state.records import dumps
 from facesense.storage import Store
 from facesense.storage.layout import (
@@ -29,6 +30,7 @@ def bounded(summary: dict, max_groups: int) -> dict:
     """The summary with its max_groups largest groups; the others added up under other_groups
     (the record and webhooks stay small however many folders a job has). Comparisons keep the
     pairs of kept groups, with summary.json's p-values, so both agree on every pair they show."""
+    summary = compact(summary)  # a video job's curves stay in summary.json
     groups = summary["groups"]
     if len(groups) <= max_groups:
         return summary
@@ -103,15 +105,17 @@ class Summary:
     """Counts, shares (with Wilson intervals) and mean confidence per label, overall and per
     group, in O(groups) memory; Fisher tests between the largest groups."""
 
-    def __init__(self, classes: list[str], faces: bool = False):
+    def __init__(self, classes: list[str], faces: bool = False, timeline: Timeline | None = None):
         self.classes = classes
         self.overall = _Tally(classes, faces)
         self.groups: dict[str, _Tally] = defaultdict(lambda: _Tally(classes, faces))
+        self.timeline = Timeline(classes) if timeline is None else timeline  # video rows: curves
 
     def add(self, row: dict) -> None:
         """Count one result row."""
         self.overall.add(row)
         self.groups[row["group"]].add(row)
+        self.timeline.add(row)
 
     def to_dict(self, compare_max_groups: int = COMPARE_MAX_GROUPS) -> dict:
         """The summary as JSON-ready data, with comparisons between at most compare_max_groups
@@ -122,6 +126,9 @@ class Summary:
                         key=lambda g: (-groups[g]["images"], g))
         compared = sorted(ranked[:max(0, compare_max_groups)])
         chosen = set(compared)
+        if self.timeline:  # a video job: the viewer is the unit, its comparisons too
+            return self.timeline.extend({"classes": self.classes, "overall": self.overall.to_dict(),
+                                         "groups": groups}, compared)
         return {"classes": self.classes, "overall": self.overall.to_dict(), "groups": groups,
                 "comparisons": compare(groups, self.classes, compared),
                 "comparisons_left_out": [g for g in groups if g not in chosen]}
@@ -177,10 +184,12 @@ def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dic
 
 
 def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str], *,
-                  compare_max_groups: int = COMPARE_MAX_GROUPS, faces: bool = False) -> dict:
+                  compare_max_groups: int = COMPARE_MAX_GROUPS, faces: bool = False,
+                  timeline_bin_s: float = BIN_S, baseline: bool = False) -> dict:
     """Stream rows into results.jsonl and results.csv (via temp files), then summary.json
-    (with comparisons between at most compare_max_groups groups); faces: rows are per face."""
-    summary = Summary(classes, faces)
+    (with comparisons between at most compare_max_groups groups); faces: rows are per face;
+    video rows add the timeline in bins of timeline_bin_s (baseline: resting face subtracted)."""
+    summary = Summary(classes, faces, Timeline(classes, timeline_bin_s, baseline))
     rows, meta = with_meta(store, job_id, rows)  # a manifest job's groups and columns joined in
     # backslashreplace: a file name that isn't valid UTF-8 must not fail the whole job
     text = {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
