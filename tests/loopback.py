@@ -29,6 +29,7 @@ class Loopback:
     def __init__(self, host: str = "127.0.0.1"):
         self.routes: dict[str, Callable[[http.server.BaseHTTPRequestHandler], None]] = {}
         self.post_statuses: dict[str, list[int]] = defaultdict(list)  # then 200
+        self.post_headers: dict[str, dict] = {}  # extra answer headers per path (a Location)
         self.seen: list[Seen] = []
         self.lock = threading.Lock()
         server = self
@@ -60,6 +61,8 @@ class Loopback:
                     script = server.post_statuses[path]
                     status = script.pop(0) if script else 200
                 self.send_response(status)
+                for name, value in server.post_headers.get(path, {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")

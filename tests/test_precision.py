@@ -70,6 +70,25 @@ def test_a_registered_version_records_how_each_reduced_precision_agrees(trained)
         "calibration_sha256"]
 
 
+@pytest.mark.parametrize("precision", ["bf16-full", "fp16", "int8"])
+def test_each_other_variants_figures_are_those_of_the_engine_serving_it(trained, precision):
+    registry, manifest, data, model = trained
+    record = manifest["precision"]["variants"][precision]
+    # The variant as a worker serves it when FACESENSE_PRECISION forces it (int8 with the
+    # version's own calibration images), against the engine's fp32 pass on the same images
+    calibration = read_calibration(registry.file(manifest["version"], CALIBRATION))
+    served = serve(manifest, model, CPU, precision, batch_size=4, calibration=lambda: calibration)
+    assert served.precision == precision
+    images = data.val_x[:].numpy()
+    fp32 = forward(LoadedModel("v", [], SPEC, model, CPU, "fp32"), images)
+    probs = forward(served, images)
+    assert record["max_prob_diff"] == pytest.approx(np.abs(fp32 - probs).max(), abs=1e-4)
+    assert record["label_agreement"] == pytest.approx((fp32.argmax(1) == probs.argmax(1)).mean(),
+                                                      abs=1e-4)
+    assert record["agrees"] == (record["label_agreement"] >= 0.995
+                                and record["max_prob_diff"] <= 0.01)
+
+
 def test_without_native_bf16_only_an_agreeing_int8_is_timed():
     manifest = with_agreement(**{"bf16": True, "bf16-full": True, "fp16": True, "int8": False})
     assert choose("auto", CPU, manifest, never_timed, cpu_bf16=False) == (
