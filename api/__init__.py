@@ -9,15 +9,10 @@ from __future__ import annotations
 from flask import Flask
 
 from api.services import EXTENSION, Services
-from facesense import redisconn
 from facesense.keys import Keyring, check_exposure
-from facesense.outputs.webhooks import DELIVER as WEBHOOK
 from facesense.queue import make_celery
-from facesense.registry import Registry
 from facesense.settings import Settings
-from facesense.state.records import JobRecords
-from facesense.state.scheduler import Scheduler
-from facesense.storage import store_from_settings
+from facesense.wiring import wire
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -44,14 +39,12 @@ def create_app(settings: Settings | None = None) -> Flask:
                       MAX_FORM_PARTS=settings.max_form_parts)
     app.json = errors.StrictJSON(app)
     app.json.sort_keys = False  # records read in their natural order
-    store = store_from_settings(settings)
-    redis = redisconn.connect(settings, health_check_interval=30, socket_connect_timeout=5,
-                              retry_on_timeout=True)
     celery = make_celery(settings)
-    records = JobRecords(redis, store, settings.job_ttl_s,  # cancel ends jobs here: webhooks too
-                         on_finished=lambda job_id: celery.send_task(WEBHOOK, args=[job_id]))
-    app.extensions[EXTENSION] = Services(settings, store, records, Registry(store), celery,
-                                         Scheduler(redis, settings.job_ttl_s))
+    # the API's cancel ends jobs too: its records queue their webhooks as a worker's do
+    core = wire(settings, lambda name, args: celery.send_task(name, args=args),
+                health_check_interval=30, socket_connect_timeout=5, retry_on_timeout=True)
+    app.extensions[EXTENSION] = Services(settings, core.store, core.jobs, core.registry, celery,
+                                         core.sched)
     errors.register(app)
     metrics.install(app)  # before auth: requests it refuses are counted and timed too
     auth.install(app, keyring)
