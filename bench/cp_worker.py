@@ -87,7 +87,7 @@ def install(images_per_s: float | None) -> None:
 
 
 def _stand_in(images_per_s: float) -> None:
-    from worker import classify, models
+    from worker import classify, model_cache
     from worker.inference import error_row
 
     def score(keys, loaded, fetch, *, batch_size, should_stop=lambda: False, thumbs=None, **_):
@@ -108,7 +108,7 @@ def _stand_in(images_per_s: float) -> None:
                                precision="stand-in", reason="bench.controlplane")
 
     classify.score = score
-    models.ModelCache.get = get
+    model_cache.ModelCache.get = get
 
 
 def dump(path: str) -> None:

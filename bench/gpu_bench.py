@@ -23,7 +23,7 @@ from runtime.precision import run, variant
 from runtime.preprocess import normalize, preprocess, spec_for
 from runtime.serving import LoadedModel, forward
 from worker.inference import score
-from worker.models import ModelCache
+from worker.model_cache import ModelCache
 
 NO_CUDA = "not run: CUDA not available"
 

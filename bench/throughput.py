@@ -44,7 +44,7 @@ from runtime.precision import CALIBRATION_IMAGES, generated_sample, record
 from runtime.preprocess import preprocess, spec_for
 from runtime.serving import LoadedModel, forward
 from worker.inference import score
-from worker.models import ModelCache
+from worker.model_cache import ModelCache
 
 OUT = Path(__file__).parent / "out"
 

@@ -219,7 +219,7 @@ def cmd_classify(args, settings: Settings) -> int:
     from runtime.device import resolve_device, resolve_precision
     from runtime.faces import FaceOptions
     from worker.inference import score
-    from worker.models import FaceCache, ModelCache
+    from worker.model_cache import FaceCache, ModelCache
 
     device = resolve_device(settings.device)
     loaded = ModelCache(registry, device, resolve_precision(settings.precision, device),

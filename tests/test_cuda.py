@@ -65,7 +65,7 @@ def test_auto_chooses_cuda_bf16_and_the_gpu_batch():
     from facesense.errors import ConfigError
     from facesense.settings import Settings
     from runtime.device import default_batch_size, resolve_device, resolve_precision
-    from worker.models import check_device
+    from worker.model_cache import check_device
 
     device = resolve_device("auto")
     assert device.type == "cuda"

@@ -164,7 +164,7 @@ def test_retention_deletes_old_finished_jobs_a_bounded_number_per_sweep(own):
     running = records(own).create("classify", source="tests", owner="alice")["id"]
     records(own).update(running, created_at=time.time() - 10 * 86400)
     settings = own.replace(job_retention_days=7, job_retention_batch=2)
-    dog = Watchdog(build_context(settings, lambda *a: None, scoring=False))
+    dog = Watchdog(build_context(settings, lambda *a: None))
 
     # When the elected watchdog's retention rule runs twice
     first, second = retain(dog, every_s=0), retain(dog, every_s=0)
@@ -175,7 +175,7 @@ def test_retention_deletes_old_finished_jobs_a_bounded_number_per_sweep(own):
         assert leftovers(own, job_id) == ([], [])
     assert leftovers(own, fresh)[0] and records(own).get(running)["status"] == "queued"
     assert retain(dog, every_s=0) == []
-    assert retain(Watchdog(build_context(own, lambda *a: None, scoring=False)), 0) == []  # off
+    assert retain(Watchdog(build_context(own, lambda *a: None)), 0) == []  # off
 
 
 def test_retention_finds_jobs_only_the_store_still_has(own):

@@ -17,7 +17,7 @@ from runtime.preprocess import spec_for
 from runtime.serving import LoadedModel, forward, serve
 from trainer.data import load_data
 from trainer.train import Start, fit, manifest_for, register
-from worker.models import ModelCache
+from worker.model_cache import ModelCache
 
 SPEC = spec_for(64)
 CPU = torch.device("cpu")

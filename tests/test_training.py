@@ -209,7 +209,7 @@ def test_an_unfinished_job_keeps_its_checkpoints_for_its_retry(trainer_settings,
     from worker.context import build_context
     from worker.training import drop_checkpoints
 
-    ctx = build_context(trainer_settings, lambda *_: None, scoring=False)
+    ctx = build_context(trainer_settings, lambda *_: None)
     record = ctx.jobs.create("train", dataset="file:///nowhere", params={}, owner=None)
     store = plant_checkpoints(trainer_settings, record["id"])
     ctx.jobs.set_status(record["id"], JobStatus.RUNNING)

@@ -1,7 +1,7 @@
 """What a worker process needs, built once per process: settings, store, job state, sources.
 
 Torch-free: the control worker (plans, finalisers, webhooks) runs on this alone; scoring
-workers add a device and models to it (worker.models).
+workers add a device and models to it (worker.model_cache).
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Celery
+
 from facesense import redisconn
 from facesense.errors import ConfigError
 from facesense.inputs.netguard import allowed_networks
 from facesense.inputs.scopes import scoped_settings
 from facesense.inputs.sources import open_source
-from facesense.outputs.webhooks import DELIVER as WEBHOOK
+from facesense.logs import setup_logging
+from facesense.queue import make_celery
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.state.leases import Leases
@@ -26,6 +29,7 @@ from facesense.state.records import JobRecords
 from facesense.state.scheduler import Scheduler
 from facesense.state.shards import ShardBook
 from facesense.storage import Store, store_from_settings
+from facesense.wiring import wire
 
 
 class SourceCache:
@@ -63,8 +67,8 @@ class Context:
     registry: Registry
     sources: SourceCache
     enqueue: Callable[[str, list], None]  # send a task by name with positional args
-    models: Any = None  # a worker.models.ModelCache where shards are scored
-    faces: Any = None  # a worker.models.FaceCache there too
+    models: Any = None  # a worker.model_cache.ModelCache where shards are scored
+    faces: Any = None  # a worker.model_cache.FaceCache there too
     batch_size: int = 0
     threads: int = 0
     decoder: str = "cpu"
@@ -82,20 +86,20 @@ def check_settings(settings: Settings) -> None:
     allowed_networks(settings.url_allow_networks)
 
 
-def build_context(settings: Settings, enqueue: Callable[[str, list], None],
-                  scoring: bool = True) -> Context:
-    """Wire a Context from settings; scoring=False leaves torch and the models out."""
-    store = store_from_settings(settings)
-    redis = redisconn.connect(settings, health_check_interval=30)
-    jobs = JobRecords(redis, store, settings.job_ttl_s,  # every final status queues its webhook
-                      on_finished=lambda job_id: enqueue(WEBHOOK, [job_id]))
-    ctx = Context(settings=settings, store=store, jobs=jobs,
-                  shards=ShardBook(redis, settings.job_ttl_s), leases=Leases(redis),
-                  sched=Scheduler(redis, settings.job_ttl_s, 4 * settings.lease_ttl_s,
-                                  settings.queue_depth),
-                  registry=Registry(store), sources=SourceCache(settings, store), enqueue=enqueue)
-    if not scoring:
-        return ctx
-    from worker.models import add_models  # here, not above: the control worker never loads torch
+def boot(*checks: Callable[[Settings], None]) -> tuple[Settings, Celery]:
+    """A worker process's start: its settings from the environment, logging, the checks that
+    stop a bad setting at start rather than every task later, and its Celery app."""
+    settings = Settings.from_env()
+    setup_logging(settings.log_level, settings.log_format)
+    for check in (check_settings, *checks):
+        check(settings)
+    return settings, make_celery(settings)
 
-    return add_models(ctx)
+
+def build_context(settings: Settings, enqueue: Callable[[str, list], None]) -> Context:
+    """Wire a torch-free Context from settings (a scoring worker then gives it its models:
+    worker.model_cache.add_models)."""
+    core = wire(settings, enqueue, health_check_interval=30)
+    return Context(settings=settings, store=core.store, jobs=core.jobs, shards=core.shards,
+                   leases=core.leases, sched=core.sched, registry=core.registry,
+                   sources=SourceCache(settings, core.store), enqueue=enqueue)

@@ -1,4 +1,4 @@
-"""What a scoring worker adds to its context: the device, the precision, loaded models and faces."""
+"""What a scoring worker adds to its context: the device, its precision, a model cache, faces."""
 
 from __future__ import annotations
 
