@@ -109,7 +109,7 @@ class FaceDetector:
 HOLD_SIDE = 2048  # photos are held (and faces cut) at most this long: 12 MB a photo, however big
 
 
-def held(img: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
+def face_copy(img: Image.Image) -> tuple[Image.Image, tuple[int, int]]:
     """The copy of a decoded photo faces are found in and cut from, and the photo's own size
     (boxes are given in it: see in_photo)."""
     return _downscaled(img, min(1.0, HOLD_SIDE / max(img.size))), img.size
@@ -166,7 +166,7 @@ def cut_faces(images: list[Image.Image], spec: dict, *, detector: FaceDetector,
 
 def largest_face(img: Image.Image, *, detector: FaceDetector, options: FaceOptions) -> Image.Image | None:
     """The photo's largest face as its square crop (how training images are cut), or None."""
-    img, _ = held(img)  # as scoring holds its photos: the same crop pixels
+    img, _ = face_copy(img)  # as scoring holds its photos: the same crop pixels
     faces = detector.detect([img], options)[0]
     return crop_face(img, faces[0], options.margin) if faces else None
 

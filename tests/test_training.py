@@ -157,9 +157,9 @@ def test_cancel_stops_training_and_publishes_nothing(client, training_worker, fa
     cancelled = client.post(f"/v1/jobs/{job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.get_json()["status"] == "cancelled"
     # The worker gives its lease up when the training task returns: wait for that event.
-    held = Leases(redis.Redis.from_url(trainer_settings.redis_url)).held
+    alive = Leases(redis.Redis.from_url(trainer_settings.redis_url)).alive
     deadline = time.monotonic() + 60
-    while held(job_id, leases.TRAINING):
+    while alive(job_id, leases.TRAINING):
         assert time.monotonic() < deadline, "the worker went on training after the cancel"
         time.sleep(0.05)
     record = client.get(f"/v1/jobs/{job_id}").get_json()

@@ -61,8 +61,8 @@ class Leases:
         """Give the lease up if owner holds it."""
         self._renew(keys=[redis_keys.lease(job_id, name)], args=[owner, 0])
 
-    def held(self, job_id: str, name: str) -> bool:
-        """True while some live worker holds the lease."""
+    def alive(self, job_id: str, name: str) -> bool:
+        """True while some live worker holds the lease (it has not lapsed)."""
         return bool(self.redis.exists(redis_keys.lease(job_id, name)))
 
     def elect(self, key: str, owner: str, ttl_s: int) -> bool:
