@@ -88,11 +88,11 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 
 
-def fuzz(operation, deadline: float) -> int:
-    """Run one operation's valid and invalid examples; returns how many requests were sent.
-    (Plain hypothesis over schemathesis strategies: its pytest plugin's lazy fixture schemas
-    do not run under pytest 9.)"""
-    sent = []
+def fuzz(operation, deadline: float) -> tuple[int, int]:
+    """Run one operation's valid and invalid examples; returns (requests sent, examples left
+    unsent because the budget ran out). (Plain hypothesis over schemathesis strategies: its
+    pytest plugin's lazy fixture schemas do not run under pytest 9.)"""
+    sent, unsent = [], []
     cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
                       operation.as_strategy(GenerationMode.NEGATIVE))
 
@@ -101,23 +101,28 @@ def fuzz(operation, deadline: float) -> int:
                          database=None, suppress_health_check=list(HealthCheck))
     def run(case):
         if time.monotonic() > deadline:
-            return  # budget spent: the remaining examples pass without a request
+            unsent.append(1)  # counted, so the test fails instead of passing untested
+            return
         case.call_and_validate(headers={"Authorization": f"Bearer {FUZZ_KEY}"}, checks=CHECKS)
         sent.append(1)
 
     run()
-    return len(sent)
+    return len(sent), len(unsent)
 
 
 @pytest.mark.timeout(180)
 def test_fuzz_finds_no_server_error_and_no_response_off_the_schema(fuzz_app):
     schema = schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app)
     deadline = time.monotonic() + FUZZ_BUDGET_S
-    sent = {}
+    sent, unsent = {}, {}
     for result in schema.get_all_operations():
         operation = result.ok()
-        sent[operation.label] = fuzz(operation, deadline)
+        sent[operation.label], unsent[operation.label] = fuzz(operation, deadline)
     assert len(sent) >= 10, sorted(sent)
-    assert all(n > 0 for n in sent.values()), sent  # the budget reached every operation
+    assert all(n > 0 for n in sent.values()), sent  # every operation got requests
+    # a budget spent before every case was sent is a failure, not a pass
+    assert sum(unsent.values()) == 0, (
+        f"the {FUZZ_BUDGET_S} s budget ran out with cases unsent: "
+        f"{ {k: v for k, v in unsent.items() if v} }")
     # every check passed, not_a_server_error included: no 5xx
     print(f"schemathesis: {sum(sent.values())} requests over {len(sent)} operations, 0 x 5xx")

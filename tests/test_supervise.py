@@ -41,30 +41,54 @@ def test_a_killed_child_is_restarted_after_a_backoff_and_logged(watched, caplog)
     caplog.set_level(logging.INFO, "cli.supervise")
     first = watched.handles()[0]
     os.kill(first.pid, signal.SIGKILL)
-    killed = time.monotonic()
+    killed_at = time.monotonic()
     run_until(watched, lambda: watched.handles()[0] is not first)
-    assert time.monotonic() - killed >= 0.5  # the first backoff
+    assert time.monotonic() - killed_at >= 0.5  # the first backoff (a lower bound: no load breaks it)
     assert watched.handles()[0].poll() is None
     text = caplog.text
     assert f"sleeper (pid {first.pid}) died (killed by signal 9); restarting it in 0.5s" in text
     assert f"sleeper restarted (pid {watched.handles()[0].pid})" in text
 
 
-def test_the_backoff_doubles_then_one_death_too_many_stops_with_a_clear_error(watched):
-    pids, waits = [], []
-    for _ in range(2):
-        current = watched.handles()[0]
-        pids.append(current.pid)
-        os.kill(current.pid, signal.SIGKILL)
-        killed = time.monotonic()
-        run_until(watched, lambda c=current: watched.handles()[0] is not c)
-        waits.append(time.monotonic() - killed)
-    assert 0.5 <= waits[0] < 1.0 <= waits[1] < 2.0
-    os.kill(watched.handles()[0].pid, signal.SIGKILL)
-    watched.handles()[0].wait()
-    with pytest.raises(StackFailed, match=r"sleeper \(pid \d+\) died \(killed by signal 9\), "
-                                          r"3 time\(s\) within 60s .* stopping the whole stack"):
-        watched.check()
+class Clock:
+    """A clock the test moves by hand: backoff windows checked exactly, whatever the load."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def killed(supervisor: Supervisor, clock: Clock) -> float:
+    """SIGKILL the watched child, let the supervisor note its death; returns the time of it."""
+    child = supervisor.handles()[0]
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    supervisor.check()
+    return clock.now
+
+
+def test_the_backoff_doubles_then_one_death_too_many_stops_with_a_clear_error():
+    clock = Clock()
+    supervisor = Supervisor(max_restarts=2, clock=clock)
+    supervisor.watch("sleeper", sleeper(), sleeper)
+    try:
+        for backoff in (0.5, 1.0):
+            dead = supervisor.handles()[0]
+            died = killed(supervisor, clock)
+            clock.now = died + backoff - 0.01
+            supervisor.check()
+            assert supervisor.handles()[0] is dead  # still waiting out its backoff
+            clock.now = died + backoff
+            supervisor.check()
+            assert supervisor.handles()[0] is not dead and supervisor.handles()[0].poll() is None
+            clock.now += 1
+        with pytest.raises(StackFailed, match=r"sleeper \(pid \d+\) died \(killed by signal 9\), "
+                                              r"3 time\(s\) within 60s .* stopping the whole stack"):
+            killed(supervisor, clock)  # a third death within the window: one too many
+    finally:
+        stop([h for h in supervisor.handles() if isinstance(h, subprocess.Popen)], timeout=2)
 
 
 def test_a_restart_that_fails_counts_as_a_death():
@@ -74,12 +98,13 @@ def test_a_restart_that_fails_counts_as_a_death():
         attempts.append(1)
         raise OSError("address already in use")
 
-    supervisor = Supervisor(max_restarts=1)
+    clock = Clock()
+    supervisor = Supervisor(max_restarts=1, clock=clock)
     proc = subprocess.Popen(["true"])
     proc.wait()
     supervisor.watch("redis-server", proc, broken)
     supervisor.check()  # death 1: a restart in 0.5 s
-    time.sleep(0.6)
+    clock.now += 0.5
     supervisor.check()  # the restart raises
     with pytest.raises(StackFailed, match="its restart failed: address already in use"):
         supervisor.check()

@@ -11,8 +11,8 @@ import pytest
 
 from api import create_app
 from facesense.errors import BadRequest, ConfigError, PayloadTooLarge
+from facesense.inputs.keys import group_of
 from facesense.inputs.netguard import FetchError, Limits, Refused, allowed_networks, fetch, is_blocked, vet
-from facesense.inputs.sources import group_of
 from facesense.inputs.urls import save_url_list, split_url_key, url_item_key
 from facesense.settings import Settings
 from facesense.storage import LocalStore
@@ -133,7 +133,9 @@ def test_each_failure_has_its_reason(server, path, reason):
     with pytest.raises(FetchError) as e:
         fetch(server.url(path), limits)
     assert str(e.value) == reason
-    assert time.monotonic() - start < 2.5  # the total time limit holds, trickle or stall
+    # the 1 s limit holds, trickle or stall: far sooner than the routes' 10 s (a bound this
+    # loose never flakes on a loaded machine, and a limit not held still fails it)
+    assert time.monotonic() - start < 6
 
 
 def test_a_closed_port_is_refused_not_hung():
