@@ -23,7 +23,7 @@ from typing import BinaryIO
 import requests
 
 from facesense.errors import BadRequest
-from facesense.inputs.sources import is_image_key
+from facesense.inputs.keys import is_image_key
 from facesense.inputs.uploads import check_unique
 from facesense.state.status import FINISHED
 

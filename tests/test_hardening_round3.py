@@ -21,7 +21,7 @@ import pytest
 
 from api import create_app
 from facesense.errors import SourceError
-from facesense.inputs.manifest_images import default_group
+from facesense.inputs.keys import default_group
 from facesense.inputs.manifests import save_manifest
 from facesense.inputs.sources import normalize_source, open_source
 from facesense.outputs.results import csv_header, summary_csv, write_results

@@ -9,15 +9,9 @@ import zipfile
 import pytest
 
 from facesense.errors import BadRequest, ObjectNotFound, PayloadTooLarge, SourceError
-from facesense.inputs.sources import (
-    group_of,
-    is_image_key,
-    list_images,
-    normalize_source,
-    open_source,
-    resolve_local,
-    upload_source,
-)
+from facesense.inputs.keys import group_of, is_image_key
+from facesense.inputs.paths import resolve_local
+from facesense.inputs.sources import list_images, normalize_source, open_source, upload_source
 from facesense.inputs.uploads import save_uploads, save_zip, upload_key
 from facesense.settings import Settings
 from facesense.storage import LocalStore
@@ -332,9 +326,9 @@ def test_a_bad_name_late_in_an_upload_writes_nothing(tmp_path):
 def hook_after_check(monkeypatch, swap) -> None:
     """Run swap() once, right after the first roots check: the moment an attacker who
     repoints links in a loop would need to hit, made deterministic."""
-    import facesense.inputs.sources as sources
+    import facesense.inputs.paths as paths
 
-    check, done = sources.inside_roots, []
+    check, done = paths.inside_roots, []
 
     def checked_then_swapped(real, roots):
         ok = check(real, roots)
@@ -342,7 +336,7 @@ def hook_after_check(monkeypatch, swap) -> None:
             done.append(swap())
         return ok
 
-    monkeypatch.setattr(sources, "inside_roots", checked_then_swapped)
+    monkeypatch.setattr(paths, "inside_roots", checked_then_swapped)
 
 
 def local_source(folder, settings, store_root):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from facesense.errors import FacesenseError, ObjectNotFound
-from facesense.inputs.sources import is_image_key
+from facesense.inputs.keys import is_image_key
 from facesense.storage import LocalStore, Store, TooLarge, read_limited
 from runtime.faces import LargestFace
 from runtime.preprocess import ImageRejected, fit, preprocess

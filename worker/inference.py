@@ -16,7 +16,7 @@ from PIL import Image
 
 from facesense.errors import ObjectNotFound, TransientError
 from facesense.inputs.netguard import FetchError
-from facesense.inputs.sources import group_of
+from facesense.inputs.keys import group_of
 from facesense.outputs.thumbnails import ThumbnailWriter
 from facesense.storage import TooLarge
 from runtime.faces import CutFaces, held, in_photo

@@ -8,7 +8,7 @@ from __future__ import annotations
 from itertools import islice
 
 from facesense.errors import BadRequest, TransientError
-from facesense.inputs.sources import is_image_key
+from facesense.inputs.keys import is_image_key
 from facesense.storage import Store
 from facesense.storage.s3 import S3Store
 

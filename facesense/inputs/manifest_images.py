@@ -8,43 +8,15 @@ from __future__ import annotations
 import os
 import posixpath
 import re
-from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit
 
 from facesense.errors import BadRequest, SourceError
-from facesense.inputs.sources import (
-    file_url_path,
-    inside_roots,
-    outside_roots,
-    overlaps_store,
-    private_path,
-)
+from facesense.inputs.keys import URL
+from facesense.inputs.paths import checked_path, file_url_path, overlaps_store
 from facesense.inputs.urls import MAX_URL_CHARS
 from facesense.settings import Settings
 from facesense.storage import check_key, parse_s3_url
 
-URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
 CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def local_file(path: str, settings: Settings, what: str) -> Path:
-    """The real path of a regular file under the allowed roots and outside the folders the
-    system writes; the roots are checked first, so nothing is said about a path outside them."""
-    outside = outside_roots(what, settings)
-    try:
-        if not inside_roots(Path(path).resolve(strict=False), settings.roots):
-            raise outside
-        real = Path(path).resolve(strict=True)
-    except (RuntimeError, OSError, ValueError):  # missing, a link loop, a NUL byte
-        raise SourceError(f"{what} does not exist") from None
-    if not inside_roots(real, settings.roots):
-        raise outside
-    if overlaps_store(real.as_uri(), settings.store_url):
-        raise SourceError(f"{what} lies in the store that holds every job's files")
-    private_path(real, settings, what)
-    if not real.is_file():
-        raise SourceError(f"{what} is not a file")
-    return real
 
 
 # Refusals name the line and the problem, never a cell: a file named as a manifest may be
@@ -121,23 +93,4 @@ def _checked(key: str, line: int) -> str:
 def _local_key(path: str, line: int, settings: Settings) -> tuple[str, str]:
     """A local image's absolute path and real path, refused (422, naming the line) outside the
     roots, missing, or in a folder the system writes."""
-    return path, str(local_file(path, settings, f"line {line}: the image"))
-
-
-def url_host(url: str) -> str:
-    """A URL's host, lower-cased, without brackets, port or credentials ('' if malformed)."""
-    try:
-        return urlsplit(url).hostname or ""
-    except ValueError:  # e.g. an unclosed '[' of an IPv6 address
-        return ""
-
-
-def default_group(key: str) -> str:
-    """A line's group when the job names no group_by column: a relative image's first-level
-    folder (as for a folder job), an absolute or s3:// image's folder, a URL's host."""
-    if URL.match(key):  # as a URL-list job's: an IPv6 host is its address, not '['
-        return url_host(key)
-    if key.startswith(("s3://", "/")):
-        return PurePosixPath(key).parent.name
-    head, sep, _ = key.partition("/")
-    return head if sep else ""
+    return path, str(checked_path(path, settings, f"line {line}: the image", "file"))

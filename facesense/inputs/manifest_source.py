@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from facesense.errors import ObjectNotFound
-from facesense.inputs.manifest_images import URL
+from facesense.inputs.keys import URL
 from facesense.inputs.netguard import Limits, fetch
-from facesense.inputs.sources import LocalSource, file_url_path, overlaps_store, system_folders
+from facesense.inputs.paths import LocalSource, file_url_path, overlaps_store, system_folders
 from facesense.settings import Settings
 from facesense.storage import LocalStore, Store, layout, open_store, parse_s3_url
 

@@ -19,7 +19,8 @@ from pathlib import PurePosixPath
 from typing import BinaryIO
 
 from facesense.errors import BadRequest, ObjectNotFound, PayloadTooLarge, SourceError
-from facesense.inputs.manifest_images import URL, default_group, image_key, local_file
+from facesense.inputs.keys import URL, default_group
+from facesense.inputs.manifest_images import image_key
 from facesense.inputs.manifest_parse import (
     IMAGE,
     check_cells,
@@ -28,7 +29,8 @@ from facesense.inputs.manifest_parse import (
     jsonl_rows,
     lines,
 )
-from facesense.inputs.sources import MANIFEST_SCHEME, file_url_path, open_real, overlaps_store
+from facesense.inputs.paths import checked_path, file_url_path, open_real, overlaps_store
+from facesense.inputs.sources import MANIFEST_SCHEME
 from facesense.settings import Settings
 from facesense.storage import Store, check_key, layout, open_store, parse_s3_url
 
@@ -61,8 +63,8 @@ def read_manifest(where: str, settings: Settings) -> tuple[BinaryIO, str]:
         return stream, f"s3://{bucket}/{posixpath.dirname(key)}".rstrip("/")
     if "://" in where and not where.startswith("file://"):
         raise SourceError(f"unsupported manifest {where!r}: use s3://bucket/key or a server-side file")
-    real = local_file(file_url_path(where) if where.startswith("file://") else where,
-                      settings, f"manifest {where!r}")
+    real = checked_path(file_url_path(where) if where.startswith("file://") else where,
+                        settings, f"manifest {where!r}", "file")
     return os.fdopen(open_real(real), "rb"), real.parent.as_uri()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from facesense.errors import NotFound, SourceError
-from facesense.inputs.sources import file_url_path, inside_roots
+from facesense.inputs.paths import file_url_path, inside_roots
 from facesense.settings import Settings
 from facesense.storage import parse_s3_url
 

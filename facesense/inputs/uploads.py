@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from facesense.errors import BadRequest, PayloadTooLarge, SourceError
-from facesense.inputs.sources import IMAGE_EXTENSIONS, is_image_key
+from facesense.inputs.keys import IMAGE_EXTENSIONS, is_image_key
 from facesense.settings import Settings
 from facesense.storage import LocalStore, Store, check_key
 
