@@ -27,6 +27,7 @@ from facesense.inputs.sources import normalize_source, open_source, upload_sourc
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
 from facesense.outputs.results import failed_images, read_page, rows_in
+from facesense.outputs.timeline import job_fields as timeline_fields
 from facesense.outputs.webhooks import check_callback_url
 from facesense.pretrained import check_available
 from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
@@ -67,7 +68,8 @@ def submit():
 def submit_classify(body: dict) -> dict:
     """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
-    extra = {**callback(body), **priority(body), **faces_choice(body), **labels(body)}
+    extra = {**callback(body), **priority(body), **faces_choice(body), **labels(body),
+             **timeline_fields(body)}
     if sum(k in body for k in ("source", "urls", "manifest")) != 1:
         raise BadRequest("give exactly one of 'source', 'urls' and 'manifest'")
     if "group_by" in body and "manifest" not in body:
@@ -143,7 +145,8 @@ def submit_upload() -> dict:
     form = check_fields(request.form.to_dict(), UPLOAD_FIELDS, ("type",))
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
-    extra = {**callback(form), **priority(form), **faces_choice(form), **labels(form)}
+    extra = {**callback(form), **priority(form), **faces_choice(form), **labels(form),
+             **timeline_fields(form)}
     if "manifest" in request.files:
         return submit_manifest_upload(form, extra)
     if "group_by" in form:
@@ -273,6 +276,7 @@ def retry(job_id: str):
     model = resolve_model(body["model"]) if body.get("model") else (
         old["model_version"], s.registry.manifest(old["model_version"]))
     fields["scope"] = old.get("scope")  # read as the first job was, whoever retries it
+    fields.update(timeline_fields(old))  # a video job's bins and baseline, as they were
     record = queue_classify(new_id, old["source"], model, retry_of=job_id, **fields,
                             faces=old.get("faces", False),
                             **priority({"priority": body.get("priority", old.get("priority", "normal"))}))

@@ -59,6 +59,12 @@ PRIORITY = {"type": "string", "enum": list(PRIORITIES), "default": "normal",
             "description": "high goes before queued normal shards (a right: an admin key, or a "
             "key granted 'high'; else 403); low runs when nothing else waits"}
 
+TIMELINE_FIELDS = {  # a video job's (facesense.outputs.timeline)
+    "timeline_bin_s": {"type": "number", "minimum": 0.1, "maximum": 60, "description": "the "
+                       "summary's timeline bins, in seconds of video (default 1)"},
+    "baseline": {"type": "boolean", "description": "subtract each viewer's label shares before "
+                 "the ad's start (t0) from that viewer's curve (default false)"}}
+
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": "string"}, "message": {"type": "string"}},
                                ("code", "message"))}, ("error",)),
@@ -80,6 +86,7 @@ SCHEMAS = {
         "priority": PRIORITY,
         "faces": {"type": "boolean", "description": "faces are found and each scored (rows per "
                   "face); else whole images are scored"},
+        **TIMELINE_FIELDS,
         "scope": obj({"roots": {"type": "array", "items": {"type": "string"}},
                       "s3": {"type": "array", "items": {"type": "string"}}})
         | {"description": "the folders and S3 prefixes its API key may read, if the key is "
@@ -127,6 +134,7 @@ SCHEMAS = {
         "priority": PRIORITY,
         "faces": {"type": "boolean", "description": "find every face and score each one (a row "
                   "per face); default: what the model version was trained on"},
+        **TIMELINE_FIELDS,
         **LABELS},
         ("type",), closed=True)},
     "TrainRequest": obj({
@@ -144,6 +152,8 @@ SCHEMAS = {
     "Upload": obj({"type": {"type": "string", "enum": ["classify"]}, "model": {"type": "string"},
                    "callback_url": {"type": "string"}, "priority": PRIORITY,
                    "faces": {"type": "string", "enum": ["true", "false"]},
+                   "timeline_bin_s": {"type": "string", "description": "a number, as in JSON"},
+                   "baseline": {"type": "string", "enum": ["true", "false"]},
                    "files": {"type": "array", "items": {"type": "string",
                                                         "contentMediaType":
                                                             "application/octet-stream"}},

@@ -1,4 +1,5 @@
-"""A finished job's whole summary (summary.json: every group) as JSON or as summary.csv."""
+"""A finished job's whole summary (summary.json: every group) as JSON or as summary.csv, and a
+video job's timeline as timeline.csv."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from flask import Blueprint, Response, jsonify
 
 from api.auth import visible
 from api.services import services
-from facesense.errors import Conflict
-from facesense.outputs.results import summary_csv
+from facesense.errors import Conflict, NotFound
+from facesense.outputs.results import summary_csv, timeline_csv
 from facesense.storage import layout
 
 bp = Blueprint("summaries", __name__, url_prefix="/v1/jobs")
@@ -37,6 +38,16 @@ def summary_as_csv(job_id: str):
         "Content-Disposition": f"attachment; filename={job_id}-summary.csv"})
 
 
+@bp.get("/<job_id>/timeline.csv")
+def timeline_as_csv(job_id: str):
+    """timeline.csv: a video job's curve, a row per group, bin and label (404: no video rows)."""
+    text = timeline_csv(full_summary(job_id))
+    if text is None:
+        raise NotFound(f"job {job_id} has no timeline: it scored no video frames")
+    return Response(text, mimetype="text/csv", headers={
+        "Content-Disposition": f"attachment; filename={job_id}-timeline.csv"})
+
+
 def openapi_paths() -> dict:
     """This blueprint's routes for /openapi.json (api/openapi.py merges them into its paths)."""
     from api.openapi import obj, op, path_param
@@ -47,7 +58,7 @@ def openapi_paths() -> dict:
                 "mean_confidence": {"type": ["number", "null"]}}, ("count", "share", "ci95"))
     tally = obj({"images": {"type": "integer"}, "scored": {"type": "integer"},
                  "failed": {"type": "integer"},
-                 "labels": {"type": "object", "additionalProperties": cell}},
+                 "labels": {"type": "object", "additionalProperties": cell}, **video_tally()},
                 ("images", "scored", "failed", "labels"))
     sample_size = obj({
         "per_group": {"type": ["integer", "null"], "description": "images (faces, with faces on) "
@@ -70,7 +81,10 @@ def openapi_paths() -> dict:
     whole = obj({"classes": {"type": "array", "items": {"type": "string"}}, "overall": tally,
                  "groups": {"type": "object", "additionalProperties": tally},
                  "comparisons": {"type": "array", "items": comparison},
-                 "comparisons_left_out": {"type": "array", "items": {"type": "string"}}},
+                 "comparisons_left_out": {"type": "array", "items": {"type": "string"}},
+                 "timeline_bin_s": {"type": "number", "description": "a video job's: its bins"},
+                 "baseline": {"type": "boolean", "description": "a video job's: each viewer's "
+                              "resting face subtracted"}, "baseline_note": {"type": "string"}},
                 ("classes", "overall", "groups", "comparisons", "comparisons_left_out"))
     job_id = path_param("job_id")
     paths = {
@@ -83,6 +97,34 @@ def openapi_paths() -> dict:
             "summary.csv: one row per group and label (group, label, count, share, ci95_low, "
             "ci95_high)", 200, {"type": "string"}, (404, 409, 503), params=(job_id,))},
     }
-    paths["/v1/jobs/{job_id}/summary.csv"]["get"]["responses"]["200"]["content"] = {
-        "text/csv": {"schema": {"type": "string"}}}  # not JSON: it says what it is
+    paths["/v1/jobs/{job_id}/timeline.csv"] = {"get": op(
+        "timeline.csv, a video job's curve over viewers: one row per group, bin and label (group, "
+        "t0, t1, viewers, label, share, ci95_low, ci95_high; the interval a t-interval over "
+        "viewers); 404 for a job without video rows", 200, {"type": "string"}, (404, 409, 503),
+        params=(job_id,))}
+    for path in ("/v1/jobs/{job_id}/summary.csv", "/v1/jobs/{job_id}/timeline.csv"):
+        paths[path]["get"]["responses"]["200"]["content"] = {
+            "text/csv": {"schema": {"type": "string"}}}  # not JSON: it says what it is
     return paths
+
+
+def video_tally() -> dict:
+    """A video job's parts of a group's (and the overall) summary, for /openapi.json."""
+    from api.openapi import obj
+
+    per_label = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
+    interval = {"type": ["array", "null"], "items": {"type": "number"}}
+    return {
+        "viewers": {"type": "integer", "description": "a video job's: viewers (videos) with a "
+                    "face during the ad"},
+        "viewer_shares": {"type": "object", "description": "per label the mean over viewers of "
+                          "each viewer's overall share, with a t-interval over viewers"},
+        "timeline": {"type": "array", "description": "summary.json only (not the record)",
+                     "items": obj({"t0": {"type": "number"}, "t1": {"type": "number"},
+                                   "viewers": {"type": "integer"}, "faces": {"type": "integer"},
+                                   "share": per_label, "ci95": {"type": "object",
+                                                                "additionalProperties": interval}},
+                                  ("t0", "t1", "viewers", "faces", "share", "ci95"))},
+        "peak": {"type": "object", "description": "per label the bin where its share is highest"},
+        "per_viewer": {"type": "array", "description": "summary.json only: each viewer's video, "
+                       "faces, resting_faces and overall share per label"}}

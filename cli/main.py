@@ -13,6 +13,7 @@ from cli.local import add_model_parsers, cmd_classify, cmd_keys_hash, cmd_keys_n
 from cli.options import client
 from cli.results import cmd_results
 from cli.tables import job_text
+from cli.video import add_video_options, print_curves, video_fields
 from facesense import redisconn
 from facesense.client import ApiError, Client
 from facesense.errors import ConfigError, FacesenseError
@@ -95,6 +96,7 @@ def parser() -> argparse.ArgumentParser:
                         help="print the job record as JSON instead (for scripts)")
     submit.set_defaults(func=cmd_submit)
     manage.add_label_options(submit)
+    add_video_options(submit)
 
     train = sub.add_parser("train", help="queue a training job on a labelled folder")
     train.add_argument("dataset", help="s3://bucket/prefix or a server-side folder "
@@ -140,6 +142,8 @@ def parser() -> argparse.ArgumentParser:
     results.add_argument("--summary-csv", metavar="FILE",
                          help="write summary.csv (group,label,count,share,ci95_low,ci95_high) "
                               "to FILE ('-' for stdout)")
+    results.add_argument("--timeline-csv", metavar="FILE", help="write a video job's timeline.csv "
+                         "(group,t0,t1,viewers,label,share,ci95_low,ci95_high) to FILE ('-' for stdout)")
     results.set_defaults(func=cmd_results)
 
     jobs = sub.add_parser("jobs", help="list recent jobs")
@@ -224,15 +228,16 @@ def cmd_submit(args, settings: Settings) -> int:
             raise Usage("give a source or --manifest FILE, not both")
         job = api.submit_manifest(args.manifest, args.group_by, model=args.model,
                                   priority=args.priority, upload=True if args.upload else None,
-                                  faces=args.faces, **manage.labels(args))
+                                  faces=args.faces, **manage.labels(args), **video_fields(args))
     elif not args.source:
         raise Usage("give a source (a folder, s3:// prefix or image URLs) or --manifest FILE")
     elif args.upload:
         job = api.upload([Path(s) for s in args.source], model=args.model,
-                         priority=args.priority, faces=args.faces, **manage.labels(args))
+                         priority=args.priority, faces=args.faces, **manage.labels(args),
+                         **video_fields(args))
     elif all(s.startswith(("http://", "https://")) for s in args.source):
         job = api.submit(urls=args.source, model=args.model, priority=args.priority,
-                         faces=args.faces, **manage.labels(args))
+                         faces=args.faces, **manage.labels(args), **video_fields(args))
     else:
         if len(args.source) != 1:
             raise Usage("give one source (or use --upload for several local files)")
@@ -240,7 +245,7 @@ def cmd_submit(args, settings: Settings) -> int:
         if "://" not in source and Path(source).exists():
             source = str(Path(source).resolve())  # the server resolves paths from its own cwd
         job = api.submit(source, model=args.model, priority=args.priority, faces=args.faces,
-                         **manage.labels(args))
+                         **manage.labels(args), **video_fields(args))
     return queued(api, job, args)
 
 
@@ -318,6 +323,8 @@ def follow(api: Client, job_id: str, as_json: bool = False) -> int:
     if record["status"] != "succeeded":
         print(f"job {job_id} {record['status']}: {record.get('error') or ''}", file=sys.stderr)
     print(json.dumps(record, indent=2) if as_json else job_text(record))
+    if not as_json:  # a video job: its curves per variant
+        print_curves(api, record)
     return outcome(record)
 
 

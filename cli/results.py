@@ -1,4 +1,5 @@
-"""`facesense results`: a job's rows as JSON lines, or its CSV and summary CSV to a file."""
+"""`facesense results`: a job's rows as JSON lines, or its CSV, summary CSV or (a video job's)
+timeline CSV to a file."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def cmd_results(args, settings: Settings) -> int:
     api = client(args, settings)
     if args.summary_csv:
         return save(args.summary_csv, lambda out: api.save_summary_csv(args.job_id, out))
+    if args.timeline_csv:
+        return save(args.timeline_csv, lambda out: api.save_timeline_csv(args.job_id, out))
     if args.csv == "-":
         api.save_csv(args.job_id, sys.stdout.buffer)
         return 0

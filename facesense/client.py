@@ -67,23 +67,24 @@ class Client:
     def submit(self, source: str | None = None, *, urls: Iterable[str | dict] | None = None,
                model: str | None = None, callback_url: str | None = None,
                priority: str | None = None, faces: bool | None = None, name: str | None = None,
-               tags: Iterable[str] | None = None) -> dict:
+               tags: Iterable[str] | None = None, **video) -> dict:
         """Queue a scoring job on a source the server reads (S3 URL or server-side folder), or
         on image URLs (strings, or {"url", "group"}); priority: high, normal (default) or low;
         faces: score each face found (None: as the model was trained); name and tags: to find
-        it by later; returns the job record."""
+        it by later; video: timeline_bin_s and baseline, for reaction videos; returns the job
+        record."""
         if (source is None) == (urls is None):
             raise ValueError("give a source or urls, not both")
         body: dict = {"type": "classify"}
         body.update({"source": source} if urls is None else {"urls": list(urls)})
         body.update(_optional(model=model, callback_url=callback_url, priority=priority,
-                              faces=faces, name=name, tags=_tags(tags)))
+                              faces=faces, name=name, tags=_tags(tags), **video))
         return self._call("POST", "/v1/jobs", json=body).json()
 
     def upload(self, folders_or_files: Iterable[str | Path], model: str | None = None,
                callback_url: str | None = None, *, zip_over: int = ZIP_OVER,
                priority: str | None = None, faces: bool | None = None, name: str | None = None,
-               tags: Iterable[str] | None = None) -> dict:
+               tags: Iterable[str] | None = None, **video) -> dict:
         """Queue a scoring job on local files, uploaded: a folder's images keep their
         sub-folders (groups); a file is sent by name (a .zip is unpacked by the server).
 
@@ -99,7 +100,8 @@ class Client:
                 pairs.append((path, path.name))
         data = {"type": "classify", **_optional(model=model, callback_url=callback_url,
                                                 priority=priority, faces=_form(faces), name=name,
-                                                tags=",".join(tags) if tags else None)}
+                                                tags=",".join(tags) if tags else None,
+                                                **{k: _form(v) for k, v in video.items()})}
         if len(pairs) > zip_over:
             return self._upload_zip(pairs, data)
         handles = [(name, p.open("rb")) for p, name in pairs]
@@ -133,7 +135,7 @@ class Client:
                         upload: bool | None = None, model: str | None = None,
                         callback_url: str | None = None, priority: str | None = None,
                         faces: bool | None = None, name: str | None = None,
-                        tags: Iterable[str] | None = None) -> dict:
+                        tags: Iterable[str] | None = None, **video) -> dict:
         """Queue a scoring job over a manifest (CSV or JSON Lines, an 'image' column and any
         others, carried into each row's meta); group_by names the column the summary groups by.
 
@@ -142,7 +144,8 @@ class Client:
         an uploaded manifest's images must be absolute paths, s3:// URIs or http(s) URLs."""
         fields = {"type": "classify", **_optional(group_by=group_by, model=model,
                                                   callback_url=callback_url, priority=priority,
-                                                  faces=faces, name=name, tags=_tags(tags))}
+                                                  faces=faces, name=name, tags=_tags(tags),
+                                                  **video)}
         where = str(manifest)
         if upload and not Path(where).is_file():
             raise BadRequest(f"no manifest file {where} to upload")
@@ -227,6 +230,26 @@ class Client:
         """Write summary.csv (group,label,count,share,ci95_low,ci95_high) to a binary file
         object; returns the bytes written."""
         return out.write(self._call("GET", f"/v1/jobs/{job_id}/summary.csv").content)
+
+    def save_timeline_csv(self, job_id: str, out: BinaryIO) -> int:
+        """Write a video job's timeline.csv (group,t0,t1,viewers,label,share,ci95_low,ci95_high:
+        per bin the mean over viewers and its t-interval) to a binary file object; returns the
+        bytes written (ApiError 404 for a job without video rows)."""
+        return out.write(self._call("GET", f"/v1/jobs/{job_id}/timeline.csv").content)
+
+    def timeline_frame(self, job_id: str):
+        """A video job's timeline.csv as a pandas DataFrame: a row per group, bin and label
+        (needs pandas: the [pandas] extra)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("timeline_frame needs pandas: pip install 'facesense[pandas]' "
+                              "(or use save_timeline_csv(), which needs nothing)") from None
+        text = self._call("GET", f"/v1/jobs/{job_id}/timeline.csv").text
+        # a group named "NA" stays a name; an empty share or interval (no viewer there) is NaN
+        return pd.read_csv(io.StringIO(text), dtype={"group": str, "label": str},
+                           keep_default_na=False,
+                           na_values={c: [""] for c in ("share", "ci95_low", "ci95_high")})
 
     def results_frame(self, job_id: str):
         """Every result row as a pandas DataFrame: image, group, label, confidence, p_<class>

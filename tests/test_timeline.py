@@ -17,8 +17,8 @@ import pytest
 from scipy import stats
 
 from facesense.errors import BadRequest
-from facesense.outputs.results import Summary, bounded, write_results
-from facesense.outputs.timeline import Timeline, job_fields, options, timeline_csv
+from facesense.outputs.results import Summary, bounded, timeline_csv, write_results
+from facesense.outputs.timeline import Timeline, job_fields, options
 from facesense.outputs.timeline_stats import betainc, t_interval, t_quantile, t_two_sided, welch
 from facesense.storage import LocalStore
 from facesense.storage.layout import SUMMARY, job_key

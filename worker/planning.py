@@ -13,6 +13,7 @@ from itertools import islice
 from facesense.errors import FacesenseError, SourceError
 from facesense.inputs.sources import list_images
 from facesense.outputs.results import bounded, shard_rows, write_results
+from facesense.outputs.timeline import options as timeline_options
 from facesense.queue import FINALIZE_CLASSIFY
 from facesense.state import leases
 from facesense.state.leases import Lease, LeaseBusy
@@ -128,7 +129,7 @@ def _finalize(ctx: Context, job_id: str) -> dict | None:
     rows = shard_rows(ctx.store, job_id, range(record["shards"]))
     summary = bounded(write_results(ctx.store, job_id, rows, record["classes"],
                                     compare_max_groups=ctx.settings.compare_max_groups,
-                                    faces=bool(record.get("faces"))),
+                                    faces=bool(record.get("faces")), **timeline_options(record)),
                       ctx.settings.summary_max_groups)
     if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, results=_locations(ctx, job_id),
                            summary=summary):
@@ -150,7 +151,8 @@ def _finalize_cancelled(ctx: Context, job_id: str, record: dict) -> dict | None:
         summary = bounded(write_results(ctx.store, job_id, shard_rows(ctx.store, job_id, counted),
                                         record["classes"],
                                         compare_max_groups=ctx.settings.compare_max_groups,
-                                        faces=bool(record.get("faces"))),
+                                        faces=bool(record.get("faces")),
+                                        **timeline_options(record)),
                           ctx.settings.summary_max_groups)
         ctx.jobs.update(job_id, results=_locations(ctx, job_id), summary=summary)
         log.info("job %s cancelled: kept %d images from %d of %d shards", job_id,

@@ -13,7 +13,7 @@ from facesense.inputs.manifest_source import with_meta
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.outputs.pages import PageIndex, read_rows
 from facesense.outputs.stats import ci95, compare
-from facesense.outputs.timeline import BIN_S, Timeline, compact
+from facesense.outputs.timeline import BIN_S, CSV_HEADER, Timeline, compact, timeline_rows
 from facesense.state.records import dumps
 from facesense.storage import Store
 from facesense.storage.layout import (
@@ -240,4 +240,17 @@ def summary_csv(summary: dict) -> str:
             low, high = cell.get("ci95") or ("", "")
             writer.writerow([text_cell(group), text_cell(label), cell["count"], cell["share"],
                              low, high])
+    return out.getvalue()
+
+
+def timeline_csv(summary: dict) -> str | None:
+    """timeline.csv: a video job's curve, a row per group, bin and label (None: no video rows)."""
+    rows = timeline_rows(summary)
+    if rows is None:
+        return None
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    for group, t0, t1, viewers, label, *cells in rows:
+        writer.writerow([text_cell(group), t0, t1, viewers, text_cell(label), *cells])
     return out.getvalue()

@@ -11,10 +11,9 @@ label, never frames pooled as if independent. Memory: counts per viewer per bin,
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from itertools import combinations
 from statistics import NormalDist
 
@@ -263,20 +262,12 @@ def compact(summary: dict) -> dict:
                        for g, t in summary["groups"].items()}}
 
 
-def timeline_csv(summary: dict) -> str | None:
-    """timeline.csv: a row per group, bin and label (None: the job has no video rows)."""
+def timeline_rows(summary: dict) -> Iterator[list] | None:
+    """timeline.csv's rows (CSV_HEADER's columns) per group, bin and label, blank where there is
+    no value (None: the job has no video rows)."""
     if "timeline_bin_s" not in summary:
         return None
-    from facesense.outputs.results import text_cell  # the CSV-injection guard, shared
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_HEADER)
-    for group, tally in summary["groups"].items():
-        for b in tally.get("timeline", []):
-            for c in summary["classes"]:
-                low, high = b["ci95"][c] or ("", "")
-                share = b["share"][c]
-                writer.writerow([text_cell(group), b["t0"], b["t1"], b["viewers"], text_cell(c),
-                                 "" if share is None else share, low, high])
-    return out.getvalue()
+    return ([group, b["t0"], b["t1"], b["viewers"], c, "" if b["share"][c] is None else b["share"][c],
+             *(b["ci95"][c] or ("", ""))]
+            for group, tally in summary["groups"].items() for b in tally.get("timeline", [])
+            for c in summary["classes"])
