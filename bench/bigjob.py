@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import OUT, machine, peak_rss_mb, rate
 from bench.photos import make_photos
-from bench.throughput import OUT, machine, peak_rss_mb, rate
 
 RESULT_FILES = ("results.jsonl", "results.csv", "summary.json", "results.index.json", "job.json")
 

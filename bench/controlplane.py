@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from bench.throughput import OUT, machine
+from bench.common import OUT, machine
 
 GPU_IMAGES_PER_S = 2500.0  # one H200-class worker
 SHARD = 256  # the default FACESENSE_SHARD_SIZE; --shard changes it

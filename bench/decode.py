@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.common import OUT, machine
 from bench.photos import make_photos
-from bench.throughput import OUT, machine
 from runtime.preprocess import decode, preprocess, spec_for
 
 SPEC = spec_for(224, 256)

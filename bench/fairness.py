@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import OUT, machine
 from bench.photos import make_photos
-from bench.throughput import OUT, machine
 
 FINAL = ("succeeded", "failed", "cancelled")
 

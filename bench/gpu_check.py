@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     import torch
 
-    from bench.throughput import machine
+    from bench.common import machine
     cuda = torch.cuda.is_available()
     if not cuda and not args.dry_run:
         print("no CUDA device here: run with --dry-run", file=sys.stderr)

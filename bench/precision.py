@@ -29,10 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import OUT, machine, trained_model
 from bench.photos import make_photos
-from bench.throughput import OUT, machine
-from facesense.registry import Registry
-from facesense.storage import LocalStore
 from runtime.device import default_batch_size
 from runtime.network import load_model
 from runtime.precision import MAX_PROB_DIFF, MIN_LABEL_AGREEMENT, MIN_SPEEDUP, variant
@@ -52,32 +50,6 @@ def eligible(figures: dict, fp32_rate: float) -> bool:
     return (figures["images_per_s"] >= MIN_SPEEDUP * fp32_rate and
             figures["label_agreement"] >= MIN_LABEL_AGREEMENT and
             figures["max_prob_diff"] <= MAX_PROB_DIFF)
-
-
-def trained_model(base: Path, store: str | None) -> tuple[dict, Registry]:
-    """The manifest of a trained production version: from --store, else trained here once."""
-    registry = Registry(LocalStore(store or base / "store"))
-    if store or registry.alias("production"):
-        return registry.resolve("production"), registry
-    from facesense.synthetic import make_dataset
-    from facesense.trainparams import TrainParams
-    from trainer.data import load_data
-    from trainer.train import Start, fit, manifest_for, register
-    faces = base / "faces"
-    if not faces.is_dir():
-        make_dataset(faces, per_class=250)
-    params = TrainParams(image_size=224)  # the size the benchmarks serve at
-    spec = spec_for(params.image_size, params.resize_size)
-    print(f"training a model on {faces} (default params, 224 px) for the agreement check ...", flush=True)
-    data = load_data(LocalStore(faces), val_split=params.val_split, seed=params.seed, spec=spec,
-                     cache_dir=base / "cache", max_pixels=100_000_000)
-    result = fit(data, params, spec, device=torch.device("cpu"), precision="fp32",
-                 on_epoch=lambda row: print(f"  epoch {row['epoch']}: validation accuracy "
-                                            f"{row['val_accuracy']:.3f}", flush=True))
-    manifest = register(registry, result, manifest_for(result, data, params, spec, start=Start("alexnet"),
-                                                       job_id=None, source=str(faces)), data)
-    registry.promote(manifest["version"], "production", by="bench")
-    return manifest, registry
 
 
 def run_batches(fn, batches: list[np.ndarray]) -> tuple[np.ndarray, float]:

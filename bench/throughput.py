@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +34,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from bench.common import OUT, machine, peak_rss_mb, rate, trained_model
 from bench.photos import make_photos
 from facesense.registry import Registry
 from facesense.storage import LocalStore
@@ -46,17 +46,11 @@ from runtime.serving import LoadedModel, forward
 from worker.inference import score
 from worker.model_cache import ModelCache
 
-OUT = Path(__file__).parent / "out"
-
 
 def reference_transform(spec: dict):
     """What a PyTorch user writes: torchvision's classic ImageNet evaluation transform."""
     return T.Compose([T.Resize(spec["resize_size"]), T.CenterCrop(spec["input_size"]),
                       T.ToTensor(), T.Normalize(spec["mean"], spec["std"])])
-
-
-def rate(n: int, seconds: float) -> float:
-    return round(n / seconds, 1)
 
 
 def bench_a(paths, model, spec) -> float:
@@ -173,18 +167,9 @@ def bench_d(root: Path, n: int, base: Path, settings_kw: dict, sample_memory: bo
         stop([redis_proc])
 
 
-def peak_rss_mb(pid: int) -> float:
-    """A process's peak resident set size (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return float("nan")
-
-
 def bench_model(base: Path, store: str | None, photos: list[Path]) -> tuple[Registry, dict]:
     """The trained version at 224 px, as registered, else re-registered with benchmark photos."""
     # Trained at 224 px, its record is on its validation images, as a worker's version is.
-    from bench.precision import trained_model
     trained, source = trained_model(base, store)
     registry = Registry(LocalStore(base / "store"))
     if store is None and trained["preprocess"]["input_size"] == 224 and trained.get("precision"):
@@ -259,22 +244,6 @@ def memory(base: Path, precision: str) -> dict:
     out["rss_ratio_10k_over_1k"] = round(out[10000]["worker_peak_rss_mb"] /
                                          out[1000]["worker_peak_rss_mb"], 3)
     return out
-
-
-def machine() -> dict:
-    """What the figures depend on: CPU model and its bf16 support, cores, torch, GPU."""
-    cpu, flags = platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            cpu = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
-    return {"cpu": cpu, "cpu_bf16": sorted(flags & {"avx512_bf16", "amx_bf16"}),
-            "cores": os.cpu_count(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 def table(figures: dict) -> str:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.throughput import OUT, machine
+from bench.common import OUT, machine
 
 CHILD = """
 import json, resource, sys, time
