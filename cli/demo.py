@@ -15,6 +15,7 @@ import requests
 
 from cli.launcher import free_port
 from facesense.client import Client
+from facesense.state.status import JobStatus
 from facesense.synthetic import make_campaign, make_dataset
 
 TOLERANCE = 0.05  # a variant's happy share must land within 5 points of the truth
@@ -77,14 +78,14 @@ def run_demo(data: Path, port: int | None = None) -> int:
                         f"val accuracy {row['val_accuracy']:.3f}, {row['images_per_s']} img/s")
 
         record = api.wait(job["id"], every=1, on_update=epochs)
-        if record["status"] != "succeeded":
+        if record["status"] != JobStatus.SUCCEEDED:
             say(f"training {record['status']}: {record.get('error')}")
             return 1
         say(f"model {record['model_version']}: validation accuracy "
             f"{record['metrics']['accuracy']:.3f}, promoted to production")
         scoring = api.submit(str(data / "campaign"))
         record = api.wait(scoring["id"])
-        if record["status"] != "succeeded":
+        if record["status"] != JobStatus.SUCCEEDED:
             say(f"scoring {record['status']}: {record.get('error')}")
             return 1
         say(f"\ncampaign scored: {record['progress']['total']} images")
@@ -124,7 +125,7 @@ def starter_on_real_photos(api: Client, data: Path) -> bool:
         Image.fromarray(getattr(photos, name)()).save(folder / f"{name}.jpg", quality=92)
     job = api.submit(str(folder), model="starter-happy-sad")
     record = api.wait(job["id"])
-    if record["status"] != "succeeded":
+    if record["status"] != JobStatus.SUCCEEDED:
         say(f"scoring {record['status']}: {record.get('error')}")
         return False
     labels = {}

@@ -114,7 +114,7 @@ def cmd_models_delete(args, settings: Settings) -> int:
 def pace_text(record: dict) -> str:
     """A running job's rate and time left for the progress line ('' while unknown)."""
     t = record.get("timing") or {}
-    if record.get("status") != "running" or not t.get("rate"):
+    if record.get("status") != JobStatus.RUNNING or not t.get("rate"):
         return ""
     rate = f"{t['rate']:.1f} {t['unit']}/s" if t["rate"] >= 0.1 else \
         f"{t['rate'] * 60:.2f} {t['unit']}/min"

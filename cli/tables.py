@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from cli.manage import pace_text
 from facesense.outputs.stats import ALPHA
+from facesense.state.status import JobStatus
 
 MAX_LISTED = 10  # groups named on the "not compared" line; the rest are counted
 
@@ -65,10 +66,12 @@ def summary_lines(summary: dict) -> list[str]:
     if comparisons is None:  # a summary written before the statistics existed
         return out
     significant = [c for c in comparisons if c["significant"]]
+    video = "timeline_bin_s" in summary  # then groups are compared over viewers
+    test = "Welch t-test over viewers" if video else "Fisher exact"
     out.append("")
     if significant:
         out.append(f"significant differences ({len(significant)} of {len(comparisons)} "
-                   "comparisons; Fisher exact, Holm-adjusted p < 0.05):")
+                   f"comparisons; {test}, Holm-adjusted p < 0.05):")
         out += ["  " + line for line in table(
             [["label", "group", "vs", "share", "vs share", "difference", "p adjusted"],
              *[[c["label"], c["a"] or "(top level)", c["b"] or "(top level)",
@@ -77,10 +80,11 @@ def summary_lines(summary: dict) -> list[str]:
                for c in significant]], right=range(3, 7))]
     elif comparisons:
         out.append(f"no significant differences between groups ({len(comparisons)} comparisons; "
-                   "Fisher exact, Holm-adjusted p < 0.05)")
+                   f"{test}, Holm-adjusted p < 0.05)")
     else:
-        out.append("no comparisons: fewer than two groups with scored images")
-    out += needed_lines(summary, comparisons, "faces" if faces else "images")
+        out.append("no comparisons: fewer than two groups with "
+                   + ("two viewers or more" if video else "scored images"))
+    out += needed_lines(summary, comparisons, "viewers" if video else "faces" if faces else "images")
     left_out = summary.get("comparisons_left_out") or []
     if left_out:
         names = ", ".join(g or "(top level)" for g in left_out[:MAX_LISTED])
@@ -100,7 +104,8 @@ def needed_lines(summary: dict, comparisons: list[dict], unit: str) -> list[str]
     groups = summary["groups"]
 
     def now(c: dict) -> str:  # this job's group sizes, for scale
-        return " / ".join(str(groups[g]["scored"]) if g in groups else "-" for g in (c["a"], c["b"]))
+        return " / ".join(str(groups[g].get("viewers", groups[g]["scored"])) if g in groups else "-"
+                          for g in (c["a"], c["b"]))
 
     def needed(size: dict) -> str:
         return f"{size['per_group']:,}" if size["per_group"] is not None else size["reason"]
@@ -137,7 +142,7 @@ def train_lines(record: dict) -> list[str]:
         promotion = record.get("promotion") or {}
         out += ["", f"model version {record['model_version']}" + _promotion(promotion)]
     metrics = record.get("metrics") or {}
-    if record["status"] == "succeeded" and metrics:
+    if record["status"] == JobStatus.SUCCEEDED and metrics:
         out.append(f"validation: accuracy {_num(metrics.get('accuracy'), '.3f')}, loss "
                    f"{_num(metrics.get('loss'), '.4f')}, best epoch {metrics.get('best_epoch', '-')}"
                    f" of {metrics.get('epochs_run', '-')}")
