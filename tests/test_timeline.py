@@ -176,6 +176,10 @@ def test_each_viewers_overall_share_its_mean_and_the_peaks():
             cell = tally["viewer_shares"][c]
             assert cell["share"] == pytest.approx(mine[c].mean(), abs=1e-6)
             assert cell["ci95"] == pytest.approx(t_ci(mine[c].to_numpy()), abs=2e-6)
+            # the group's label shares are its viewers' too; the pooled one stays beside them
+            label = tally["labels"][c]
+            assert (label["share"], label["ci95"]) == (cell["share"], cell["ci95"])
+            assert label["share_of_faces"] == pytest.approx(label["count"] / tally["scored"], abs=1e-6)
             best = max((b for b in tally["timeline"] if b["viewers"]),
                        key=lambda b: (b["share"][c], -b["t0"]))
             assert tally["peak"][c] == {"t0": best["t0"], "t1": best["t1"],
@@ -202,6 +206,10 @@ def test_baseline_subtracts_each_viewers_resting_face_from_its_own_curve():
     # shares are changes from rest now: some go below zero
     assert any(b["share"][c] < 0 for b in summary["overall"]["timeline"] for c in CLASSES)
     assert summary["overall"]["viewers"] == len(rest)
+    # the label shares stay shares of faces (averaged over all viewers), not changes from rest
+    raw = viewer_shares(df[df["bin"] >= 0].assign(bin=0)).droplevel("bin")
+    for c in CLASSES:
+        assert summary["overall"]["labels"][c]["share"] == pytest.approx(raw[c].mean(), abs=1e-6)
 
 
 def test_frames_before_t0_are_the_resting_face_not_bins_of_the_ad():

@@ -113,6 +113,8 @@ def test_the_record_keeps_peaks_and_viewer_shares_and_wait_prints_the_curves(ser
     with redirect_stdout(text):
         assert main(["--api", server, "status", video_job, "--wait"]) == 0
     lines = text.getvalue().splitlines()
+    assert any("Welch t-test over viewers, Holm-adjusted" in line for line in lines)
+    assert any(line.startswith("viewers per group to detect") for line in lines)
     start = next(i for i, line in enumerate(lines) if line.startswith("timeline over viewers"))
     assert "0.5 s" in lines[start] and "baseline subtracted" in lines[start]
     summary = Client(server).summary(video_job)

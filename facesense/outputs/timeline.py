@@ -6,6 +6,7 @@ a label is the mean over the viewers with a face in that bin of each viewer's ow
 its ci95 is the t-interval of that mean over viewers (Student's t quantile computed in pure
 Python in timeline_stats; no bootstrap), clipped to the shares' possible range. With baseline,
 each viewer's resting shares are subtracted from that viewer's curve and overall shares.
+A video group's label shares (and intervals) in the summary become means over its viewers too.
 Comparisons between groups are Welch's t-tests on viewers' overall shares, Holm-adjusted per
 label, never frames pooled as if independent. Memory: counts per viewer per bin, never rows."""
 
@@ -159,10 +160,10 @@ class Timeline:
     def cells(self, values: list[float]) -> dict:
         return {c: round(values[i], 6) for c, i in self.index.items()}
 
-    def mean_cells(self, values: list[list[float]]) -> dict:
+    def mean_cells(self, values: list[list[float]], low: float | None = None) -> dict:
         """Per label the mean over viewers of their shares and its t-interval (None: no viewer;
-        the interval None under two viewers)."""
-        low = -1.0 if self.baseline else 0.0
+        the interval None under two viewers), clipped to [low, 1]."""
+        low = (-1.0 if self.baseline else 0.0) if low is None else low
         out = {}
         for c, i in self.index.items():
             column = [v[i] for v in values]
@@ -191,12 +192,23 @@ class Timeline:
         viewers between the named groups that have at least two viewers to compare."""
         for group, tally in summary["groups"].items():
             tally.update(self.parts(self.groups.get(group, {})))
+            self.over_viewers(tally, self.groups.get(group, {}))
         everyone = {f"{g}\0{k}": v for g, viewers in self.groups.items() for k, v in viewers.items()}
         summary["overall"].update(self.parts(everyone, per_viewer=False))
+        self.over_viewers(summary["overall"], everyone)
         compared = [g for g in names if len(self.overall_shares(g)) >= 2]
         chosen = set(compared)
         return {**self.header(), **summary, "comparisons": self.compare(compared),
                 "comparisons_left_out": [g for g in summary["groups"] if g not in chosen]}
+
+    def over_viewers(self, tally: dict, viewers: dict[str, _Viewer]) -> None:
+        """A tally with viewers: each label's share becomes the mean over its viewers of each
+        one's share of faces during the ad, its ci95 the t-interval over viewers (a Wilson
+        interval would count frames as independent); the pooled share stays as share_of_faces."""
+        raw = [shares(v.during, None) for v in viewers.values() if v.during[-1]]
+        if raw:
+            for c, cell in self.mean_cells(raw, low=0.0).items():
+                tally["labels"][c].update(share_of_faces=tally["labels"][c]["share"], **cell)
 
     def compare(self, names: list[str]) -> list[dict]:
         """Welch's t-test on viewers' overall shares for each label and pair of groups, Holm-
