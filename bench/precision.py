@@ -31,9 +31,9 @@ import torch
 
 from bench.common import OUT, machine, trained_model
 from bench.photos import make_photos
-from runtime.device import default_batch_size
+from runtime.device import MIN_SPEEDUP, default_batch_size
 from runtime.network import load_model
-from runtime.precision import MAX_PROB_DIFF, MIN_LABEL_AGREEMENT, MIN_SPEEDUP, variant
+from runtime.precision import MAX_PROB_DIFF, MIN_LABEL_AGREEMENT, variant
 from runtime.preprocess import preprocess, spec_for
 from runtime.serving import LoadedModel, forward
 

@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 # and int8 (quantised) are serving variants (runtime.precision); training runs them as bf16, fp32.
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
               "bf16-full": torch.bfloat16, "int8": None}
-BF16_MARGIN = 1.2  # auto picks bf16 on CPU only if at least this much faster than fp32
+# A reduced precision is chosen only when at least this much faster than fp32 (auto's bf16 on
+# CPU here, a serving variant in runtime.precision): a clear margin, so workers on one kind of
+# machine don't split on timing noise.
+MIN_SPEEDUP = 1.2
 
 
 def autocast(device: torch.device, precision: str):
@@ -47,8 +50,7 @@ def resolve_precision(setting: str, device: torch.device, cpu_bf16: bool | None 
     if not (cpu_has_bf16() if cpu_bf16 is None else cpu_bf16):
         return "fp32"  # emulated bf16 runs AlexNet several times slower than fp32
     seconds = (timings or time_cpu_precisions)()
-    # A clear margin, so workers on the same kind of machine don't split on timing noise.
-    return "bf16" if seconds["bf16"] * BF16_MARGIN < seconds["fp32"] else "fp32"
+    return "bf16" if seconds["bf16"] * MIN_SPEEDUP < seconds["fp32"] else "fp32"
 
 
 def cpu_has_bf16() -> bool:

@@ -22,7 +22,7 @@ import torch
 from facesense.errors import FacesenseError
 from facesense.synthetic import draw_photo
 from runtime.architectures import ARCHITECTURES
-from runtime.device import PRECISIONS, autocast, cpu_has_bf16
+from runtime.device import MIN_SPEEDUP, PRECISIONS, autocast, cpu_has_bf16
 from runtime.preprocess import normalize, preprocess
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ CALIBRATION_IMAGES = 16
 # Every architecture's head stays fp32 (its logits decide the labels); a name a network lacks
 # is simply not matched.
 INT8_FLOAT = tuple(name for arch in ARCHITECTURES.values() for name in arch.int8_float)
-MIN_SPEEDUP = 1.2  # a clear margin, so workers on one kind of machine don't split on timing noise
 
 
 def variant(model: torch.nn.Module, precision: str,
