@@ -10,9 +10,8 @@ from flask import Flask
 
 from api.services import EXTENSION, Services
 from facesense.keys import Keyring, check_exposure
-from facesense.queue import make_celery
+from facesense.queue import make_celery, sender, wire
 from facesense.settings import Settings
-from facesense.wiring import wire
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -41,7 +40,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # records read in their natural order
     celery = make_celery(settings)
     # the API's cancel ends jobs too: its records queue their webhooks as a worker's do
-    core = wire(settings, lambda name, args: celery.send_task(name, args=args),
+    core = wire(settings, sender(celery),
                 health_check_interval=30, socket_connect_timeout=5, retry_on_timeout=True)
     app.extensions[EXTENSION] = Services(settings, core.store, core.jobs, core.registry, celery,
                                          core.sched)

@@ -1,12 +1,26 @@
-"""The Celery app shared by the API (which only sends tasks by name) and the workers."""
+"""What the API and the workers both build, wired in one place so they agree: the Celery app
+(the API only sends tasks by name) and the job services on Redis and the store (wire): records
+that queue a finished job's webhook whoever ends it, and a scheduler whose quotas and tokens
+read the same in-flight and depth settings wherever they are asked."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis as redis_lib
 from celery import Celery
 from kombu import Queue
 
-from facesense.redisconn import broker
+from facesense import redisconn
+from facesense.outputs.webhooks import DELIVER as WEBHOOK
+from facesense.registry import Registry
 from facesense.settings import Settings
+from facesense.state.leases import Leases
+from facesense.state.records import JobRecords
+from facesense.state.scheduler import Scheduler
+from facesense.state.shards import ShardBook
+from facesense.storage import Store, store_from_settings
 
 INFERENCE_QUEUE = "inference"  # shard tokens: the data path, served by scoring workers
 TRAINING_QUEUE = "training"
@@ -21,7 +35,7 @@ TRAIN = "facesense.train"
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on the configured Redis: late acks, prefetch 1, requeue on worker loss."""
-    url, transport = broker(settings)  # a Redis URL, or sentinel:// URLs and their master_name
+    url, transport = redisconn.broker(settings)  # a Redis URL, or sentinel:// URLs and their master_name
     app = Celery("facesense", broker=url, set_as_current=False)
     app.conf.update(
         task_queues=[Queue(INFERENCE_QUEUE), Queue(TRAINING_QUEUE), Queue(CONTROL_QUEUE)],
@@ -43,3 +57,38 @@ def make_celery(settings: Settings) -> Celery:
         task_send_sent_event=True,
     )
     return app
+
+
+Send = Callable[[str, list], None]  # send a task by name with positional args
+
+
+def sender(app: Celery) -> Send:
+    """Send a task by name with positional args on app: how the API and workers enqueue."""
+    return lambda name, args: app.send_task(name, args=args)
+
+
+@dataclass
+class CoreServices:
+    """The store, Redis and the job state on it: what the API and every worker share."""
+
+    settings: Settings
+    store: Store
+    redis: redis_lib.Redis
+    jobs: JobRecords
+    registry: Registry
+    sched: Scheduler
+    leases: Leases
+    shards: ShardBook
+
+
+def wire(settings: Settings, send: Send, **redis_options) -> CoreServices:
+    """Build the shared services; send queues tasks (every final status queues its webhook
+    through it). redis_options go to the connection (timeouts, health checks)."""
+    store = store_from_settings(settings)
+    redis = redisconn.connect(settings, **redis_options)
+    jobs = JobRecords(redis, store, settings.job_ttl_s,
+                      on_finished=lambda job_id: send(WEBHOOK, [job_id]))
+    # a picked shard counts for its key for four leases, then for as long as its lease is held
+    sched = Scheduler(redis, settings.job_ttl_s, 4 * settings.lease_ttl_s, settings.queue_depth)
+    return CoreServices(settings, store, redis, jobs, Registry(store), sched, Leases(redis),
+                        ShardBook(redis, settings.job_ttl_s))

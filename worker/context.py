@@ -21,7 +21,7 @@ from facesense.inputs.netguard import allowed_networks
 from facesense.inputs.scopes import scoped_settings
 from facesense.inputs.sources import open_source
 from facesense.logs import setup_logging
-from facesense.queue import make_celery
+from facesense.queue import make_celery, wire
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.state.leases import Leases
@@ -29,7 +29,6 @@ from facesense.state.records import JobRecords
 from facesense.state.scheduler import Scheduler
 from facesense.state.shards import ShardBook
 from facesense.storage import Store, store_from_settings
-from facesense.wiring import wire
 
 
 class SourceCache:
