@@ -160,11 +160,6 @@ def is_secret(name: str) -> bool:
     return name == "api_key" or name.endswith("_secret") or "password" in name
 
 
-def setting_names() -> list[str]:
-    """Every FACESENSE_* variable name."""
-    return [PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]
-
-
 def describe() -> list[tuple[str, str, str]]:
     """(variable, default, help) for each setting."""
     rows = []

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cli.main import parser
-from facesense.settings import setting_names
+from facesense.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -40,7 +40,7 @@ def test_every_facesense_variable_is_a_real_setting(name):
     env = OURS[name].get("environment", {})
     names = [k for k in env if k.startswith("FACESENSE_")]
     assert names, f"{name} sets no FACESENSE_* variable"
-    assert set(names) <= set(setting_names())
+    assert set(names) <= set(Settings().env())
 
 
 @pytest.mark.parametrize("name", sorted(OURS))

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cli.main import parser
 from facesense import redisconn
 from facesense.queue import INFERENCE_QUEUE
-from facesense.settings import Settings, setting_names
+from facesense.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -153,7 +153,7 @@ def test_every_reference_and_variable_resolves_and_names_a_real_setting(overlay)
     data = {(o["kind"], o["metadata"]["name"]): set(o.get("data", {})) for o in objects
             if o["kind"] in ("ConfigMap", "Secret")}
     for kind, name in data:
-        assert {k for k in data[kind, name] if k.startswith("FACESENSE_")} <= set(setting_names())
+        assert {k for k in data[kind, name] if k.startswith("FACESENSE_")} <= set(Settings().env())
     for workload, c in containers(objects):
         defined = set()
         for source in c.get("envFrom", []):
@@ -170,7 +170,7 @@ def test_every_reference_and_variable_resolves_and_names_a_real_setting(overlay)
         for used in re.findall(r"\$\((\w+)\)", " ".join(c.get("args", []))):
             assert used in defined, f"{workload['metadata']['name']}: $({used})"
         names = [v["name"] for v in c.get("env", [])] + sorted(defined)
-        assert {n for n in names if n.startswith("FACESENSE_")} <= set(setting_names())
+        assert {n for n in names if n.startswith("FACESENSE_")} <= set(Settings().env())
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -19,7 +19,7 @@ import yaml
 from cli.launcher import free_port
 from facesense import redisconn
 from facesense.errors import ConfigError
-from facesense.settings import Settings, setting_names
+from facesense.settings import Settings
 from facesense.state.records import JobRecords, public_record
 from tests.sentinels import start_sentinels
 from tests.stack import (
@@ -54,7 +54,7 @@ def test_the_compose_sentinel_layout_names_its_own_sentinels_and_real_settings()
     layout = yaml.safe_load((ROOT / "docker-compose.sentinel.yml").read_text())["services"]
     for name in ("api", "worker", "trainer"):  # every client of Redis follows the sentinels
         env = layout[name]["environment"]
-        assert set(env) <= set(setting_names()) and name in base
+        assert set(env) <= set(Settings().env()) and name in base
         hosts = [host for host, _ in redisconn.sentinel_addresses(Settings(
             redis_sentinels=env["FACESENSE_REDIS_SENTINELS"]))]
         assert len(hosts) == 3 and set(hosts) <= set(layout)
