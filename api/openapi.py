@@ -11,7 +11,7 @@ from flask import Blueprint, current_app, jsonify
 from api.auth import auth_enabled, public
 from facesense.state.joblist import NAME_MAX, TAG_MAX, TAGS_MAX
 from facesense.state.scheduler import PRIORITIES
-from facesense.state.status import COUNTERS, JobStatus
+from facesense.state.status import COUNTERS, FINISHED, JobStatus
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
 
 bp = Blueprint("openapi", __name__)
@@ -68,6 +68,8 @@ TIMELINE_FIELDS = {  # a video job's (facesense.outputs.timeline)
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": "string"}, "message": {"type": "string"}},
                                ("code", "message"))}, ("error",)),
+    "FinishedStatus": {"type": "string", "enum": list(FINISHED), "description": "the statuses "
+                       "a job never leaves (the dashboard stops polling at them)"},
     "Job": obj({
         "id": {"type": "string"}, "type": {"type": "string", "enum": ["classify", "train"]},
         "status": {"type": "string", "enum": [s.value for s in JobStatus]},
