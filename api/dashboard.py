@@ -42,7 +42,10 @@ def index():
 @public
 def static(filename: str):
     """The dashboard's scripts and styles (vendored: no build step, no CDN)."""
-    return send_from_directory(STATIC, filename, max_age=0)
+    # ES modules run only when served as JavaScript (and nosniff is on): say so rather than
+    # trust the host's MIME table (some map .js to text/plain or application/javascript).
+    kind = "text/javascript" if filename.endswith(".js") else None
+    return send_from_directory(STATIC, filename, max_age=0, mimetype=kind)
 
 
 @bp.get("/ui/api/jobs/<job_id>/gallery")
@@ -137,7 +140,12 @@ def openapi_paths() -> dict:
                 "next_offset": {"type": ["integer", "null"]},
                 "rows": {"type": "array", "items": card}},
                ("job_id", "total", "offset", "limit", "next_offset", "rows"))
-    text = {"name": "label", "in": "query", "required": False, "schema": {"type": "string"},
+    # The two filters that are not classes, titled: the dashboard reads them from here.
+    text = {"name": "label", "in": "query", "required": False, "schema": {"anyOf": [
+                {"title": "errors", "const": ERRORS, "description": "the failed images"},
+                {"title": "no_face", "const": NO_FACE, "description": "a faces job's images "
+                 "without a face"},
+                {"type": "string", "description": "a class; empty: all"}]},
             "description": f"a class, {ERRORS} for failed images or {NO_FACE} for a "
                            "faces job's images without a face; empty: all"}
     group = {"name": "group", "in": "query", "required": False, "schema": {"type": "string"},

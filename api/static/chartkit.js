@@ -1,6 +1,5 @@
 // Around every chart: a tooltip that follows the pointer (or a tap) and PNG / SVG downloads
 // for slide decks. Charts keep their <title> elements, which say what a mark is.
-"use strict";
 
 // The chart rules of app.css, inlined into a downloaded SVG (a file has no stylesheet).
 const CHART_STYLE = `
@@ -22,7 +21,7 @@ function tipText(target, root) {
 }
 
 // A standalone copy of a chart: sized, namespaced, with its styles and a white background.
-function svgFile(chart) {
+export function svgFile(chart) {
   const copy = chart.cloneNode(true);
   const [, , w, h] = chart.getAttribute("viewBox").split(" ").map(Number);
   copy.setAttribute("xmlns", "http://www.w3.org/2000/svg");
@@ -71,7 +70,7 @@ function downloadPng(chart, name, scale = 2) {
 }
 
 // chart: an SVG from charts.js; name: the file name of its downloads (no extension).
-function chartBox(chart, name) {
+export function chartBox(chart, name) {
   const box = document.createElement("figure");
   box.className = "chart-box";
   box.dataset.chartBox = name;
@@ -107,4 +106,3 @@ function chartBox(chart, name) {
   return box;
 }
 
-window.chartkit = {chartBox, svgFile};

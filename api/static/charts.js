@@ -1,8 +1,8 @@
-// Tiny hand-written SVG charts: a line chart (training curves) and stacked share bars.
-"use strict";
+// Tiny hand-written SVG charts: a line chart (training curves), stacked share bars and
+// shares with their intervals (a module: the pages import what they draw).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
-const PALETTE = ["#2f7ed8", "#e4572e", "#29a36a", "#f2a541", "#8e5cd9", "#17becf", "#d62f8b",
+export const PALETTE = ["#2f7ed8", "#e4572e", "#29a36a", "#f2a541", "#8e5cd9", "#17becf", "#d62f8b",
                  "#7f7f7f"];
 
 function svg(tag, attrs = {}, text) {
@@ -35,7 +35,7 @@ function fmt(v) {
 
 // series: [{name, points: [[x, y], ...]}]; opts: {id, title, yMin, yMax, xLabel, width}
 // (width: of the drawing in px, so a full-width chart keeps its text at its size)
-function lineChart(series, opts = {}) {
+export function lineChart(series, opts = {}) {
   const W = opts.width || 520, H = 276, m = {l: 48, r: 16, t: 28, b: 66};
   const pts = series.flatMap((s) => s.points);
   const xs = pts.map((p) => p[0]), ys = pts.map((p) => p[1]);
@@ -78,7 +78,7 @@ function lineChart(series, opts = {}) {
 }
 
 // rows: [{name, images, shares: {label: share}}]; classes: label order
-function shareBars(rows, classes, opts = {}) {
+export function shareBars(rows, classes, opts = {}) {
   const W = opts.width || 560, bar = 26, gap = 10, m = {l: 140, r: 16, t: 10, b: 34};
   const H = m.t + rows.length * (bar + gap) + m.b;
   const root = svg("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart", role: "img",
@@ -117,7 +117,7 @@ function shareBars(rows, classes, opts = {}) {
 
 // rows: [{name, cells: {label: {share, ci95: [low, high] | null}}}]; one dot per group and label
 // at its share, its Wilson 95 % interval drawn as an error bar around it.
-function intervalChart(rows, classes, opts = {}) {
+export function intervalChart(rows, classes, opts = {}) {
   const W = opts.width || 560, line = 14, pad = 10, narrow = W < 480;
   const m = {l: 140, r: 16, t: 10, b: narrow ? 68 : 52}; // narrow: the key on a line of its own
   const band = classes.length * line + pad;
@@ -168,4 +168,3 @@ function intervalChart(rows, classes, opts = {}) {
   return root;
 }
 
-window.charts = {lineChart, shareBars, intervalChart, PALETTE};
