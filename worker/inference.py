@@ -16,10 +16,10 @@ from PIL import Image
 
 from facesense.errors import ObjectNotFound, TransientError
 from facesense.inputs.netguard import FetchError
-from facesense.inputs.keys import group_of
+from facesense.outputs.rows import error_row, scored_row
 from facesense.outputs.thumbnails import ThumbnailWriter
 from facesense.storage import TooLarge
-from runtime.faces import CutFaces, held, in_photo
+from runtime.faces import CutFaces, face_copy, in_photo
 from runtime.gpu_decode import decode_batch_gpu, is_jpeg
 from runtime.preprocess import ImageRejected, decode, open_image, plain_jpeg, preprocess
 from runtime.serving import LoadedModel, forward
@@ -27,65 +27,85 @@ from worker import metrics
 
 log = logging.getLogger(__name__)
 
+
 class Jpeg(bytes):
     """JPEG bytes whose header passed the checks, left for the GPU to decode with its batch."""
 
 
-def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], bytes], *,
-          batch_size: int, threads: int, max_pixels: int, max_bytes: int,
-          should_stop: Callable[[], bool] = lambda: False, decoder: str = "cpu",
-          thumbs: ThumbnailWriter | None = None, faces: CutFaces | None = None) -> Iterator[dict]:
-    """Result rows for keys, in order; decoding of batch k+1 overlaps the forward of batch k.
+class Scorer:
+    """Scores image keys with one loaded model under a worker's limits, in batches: decoding
+    (and finding faces) of batch k+1 overlaps the forward of batch k.
 
     fetch(key, max_bytes) returns an image's bytes (e.g. functools.partial(read_limited, store)).
     decoder 'gpu' leaves JPEGs to nvJPEG on the device, in batches (see runtime.gpu_decode).
-    Stops early (fewer rows than keys) when should_stop() turns true between batches.
-    thumbs gets each decoded image for the gallery, and is closed (flushed) at the end.
     faces (runtime.faces.cut_faces with its detector and options) scores each face found:
-    a row per face, or one row with face None for an image without any; faces of batch k+1 are
-    found in a thread of their own while batch k runs forward.
+    a row per face, or one row with face None for an image without any; a batch's faces are
+    found in a thread of their own.
     """
-    def to_input(key: str, data: bytes):
-        if faces:  # the upright photo, held smaller: faces are found and cut from it per batch
-            img = decode(data, max_pixels=max_pixels)
-            if thumbs:
-                thumbs.add(key, img)
-            return Photo(*held(img))
-        if decoder == "gpu" and is_jpeg(data):
-            img = open_image(data, max_pixels=max_pixels)  # header only: the pixel limit
-            if plain_jpeg(img, data):  # CMYK, truncated: the CPU path gets them right
-                return Jpeg(data)
-        return preprocess(data, loaded.spec, max_pixels=max_pixels,
-                          on_decoded=thumbs and partial(thumbs.add, key))
 
-    def load(key: str):
+    def __init__(self, loaded: LoadedModel, fetch: Callable[[str, int], bytes], *,
+                 batch_size: int, threads: int, max_pixels: int, max_bytes: int,
+                 decoder: str = "cpu", faces: CutFaces | None = None):
+        self.loaded, self.fetch, self.decoder, self.faces = loaded, fetch, decoder, faces
+        self.batch_size, self.threads = batch_size, threads
+        self.max_pixels, self.max_bytes = max_pixels, max_bytes
+        # Whole photos are held until their faces are cut: fewer of them per batch bounds memory.
+        self.per_batch = max(1, batch_size // 4) if faces else batch_size
+
+    def score(self, keys: Iterable[str], should_stop: Callable[[], bool] = lambda: False,
+              thumbs: ThumbnailWriter | None = None) -> Iterator[dict]:
+        """Result rows for keys, in order; stops early (fewer rows than keys) when
+        should_stop() turns true between batches. thumbs gets each decoded image for the
+        gallery, and is closed (flushed) at the end."""
+        keys = iter(keys)
+        with (ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool,
+              ThreadPoolExecutor(1, thread_name_prefix="faces") as finder,
+              _closing(thumbs), metrics.shard_meter()):
+            pending = self._submit(keys, pool, finder, thumbs)
+            while pending and not should_stop():
+                upcoming = self._submit(keys, pool, finder, thumbs)  # runs during this forward
+                if self.faces:
+                    yield from _score_faces(pending.result(), self.loaded, self.batch_size)
+                else:
+                    yield from _score_batch(pending, self.loaded, thumbs)
+                pending = upcoming
+
+    def _submit(self, keys: Iterator[str], pool: ThreadPoolExecutor, finder: ThreadPoolExecutor,
+                thumbs: ThumbnailWriter | None):
+        """The next batch queued: (key, future input) pairs, or with faces one future of them
+        all, faces found; empty when the keys are done."""
+        pending = [(k, pool.submit(self._load, k, thumbs)) for k in islice(keys, self.per_batch)]
+        if self.faces and pending:
+            return finder.submit(_find_faces, pending, self.faces, self.loaded.spec)
+        return pending
+
+    def _load(self, key: str, thumbs: ThumbnailWriter | None):
+        """An image's model input (a photo with faces on, JPEG bytes left for the GPU), or why
+        it can't be scored."""
         try:
-            return to_input(key, fetch(key, max_bytes))  # fetch stops past the byte limit
+            data = self.fetch(key, self.max_bytes)  # fetch stops past the byte limit
+            if self.faces:  # the upright photo, held smaller: faces are cut from it per batch
+                img = decode(data, max_pixels=self.max_pixels)
+                if thumbs:
+                    thumbs.add(key, img)
+                return Photo(*face_copy(img))
+            if self.decoder == "gpu" and is_jpeg(data):
+                img = open_image(data, max_pixels=self.max_pixels)  # header only: the pixel limit
+                if plain_jpeg(img, data):  # CMYK, truncated: the CPU path gets them right
+                    return Jpeg(data)
+            return preprocess(data, self.loaded.spec, max_pixels=self.max_pixels,
+                              on_decoded=thumbs and partial(thumbs.add, key))
         except (ImageRejected, TooLarge, FetchError) as e:  # FetchError: a URL item's reason
             return str(e)
         except ObjectNotFound:
             return "image not found in the source"
 
-    keys = iter(keys)
-    # Whole photos are held until their faces are cut: fewer of them per batch bounds memory.
-    per_batch = max(1, batch_size // 4) if faces else batch_size
-    with (ThreadPoolExecutor(threads, thread_name_prefix="decode") as pool,
-          ThreadPoolExecutor(1, thread_name_prefix="faces") as finder,
-          _closing(thumbs), metrics.shard_meter()):
-        def submit():
-            pending = [(k, pool.submit(load, k)) for k in islice(keys, per_batch)]
-            if faces and pending:
-                return finder.submit(_find_faces, pending, faces, loaded.spec)
-            return pending
 
-        pending = submit()
-        while pending and not should_stop():
-            upcoming = submit()  # queued now, decoded while this batch runs forward
-            if faces:
-                yield from _score_faces(pending.result(), loaded, batch_size)
-            else:
-                yield from _score_batch(pending, loaded, thumbs)
-            pending = upcoming
+def score(keys: Iterable[str], loaded: LoadedModel, fetch: Callable[[str, int], bytes], *,
+          should_stop: Callable[[], bool] = lambda: False, thumbs: ThumbnailWriter | None = None,
+          **options) -> Iterator[dict]:
+    """One pass of a Scorer(loaded, fetch, **options) over keys (see Scorer.score)."""
+    return Scorer(loaded, fetch, **options).score(keys, should_stop, thumbs)
 
 
 def _resolved(pending: list[tuple[str, Future]]) -> list[tuple[str, object]]:
@@ -112,19 +132,11 @@ def _score_batch(pending: list[tuple[str, Future]], loaded: LoadedModel,
         if isinstance(value, str):
             yield error_row(key, value)
             continue
-        yield {"image": key, "group": group_of(key), **_label(next(probs), loaded.classes)}
-
-
-def _label(p: np.ndarray, classes: list[str]) -> dict:
-    """A scored row's label, confidence, probabilities and (no) error."""
-    best = int(p.argmax())
-    return {"label": classes[best], "confidence": round(float(p[best]), 6),
-            "probs": {c: round(float(x), 6) for c, x in zip(classes, p, strict=True)},
-            "error": None}
+        yield scored_row(key, next(probs), loaded.classes)
 
 
 class Photo(NamedTuple):
-    """A decoded photo as held for its faces (runtime.faces.held), and its own size."""
+    """A decoded photo as held for its faces (runtime.faces.face_copy), and its own size."""
 
     image: Image.Image
     size: tuple[int, int]
@@ -173,8 +185,8 @@ def _score_faces(found: list, loaded: LoadedModel, batch_size: int) -> Iterator[
             yield error_row(key, value or None, faces=True)
             continue
         for n, (face, box, _) in enumerate(value):
-            yield {"image": key, "group": group_of(key), "face": n, "box": box,
-                   "face_score": face.score, **_label(next(probs), loaded.classes)}
+            yield scored_row(key, next(probs), loaded.classes, face=n, box=box,
+                             face_score=face.score)
 
 
 @contextmanager
@@ -185,13 +197,6 @@ def _closing(thumbs: ThumbnailWriter | None):
     finally:
         if thumbs:
             thumbs.close()
-
-
-def error_row(key: str, reason: str | None, faces: bool = False) -> dict:
-    """The row of an image that could not be scored (with faces on: or had no face, reason None)."""
-    where = {"face": None, "box": None, "face_score": None} if faces else {}
-    return {"image": key, "group": group_of(key), **where, "label": None, "confidence": None,
-            "probs": None, "error": reason}
 
 
 def _decode_jpegs_on_gpu(decoded: list, loaded: LoadedModel,
