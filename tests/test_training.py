@@ -10,13 +10,13 @@ import pytest
 import redis
 
 from cli.launcher import start_workers, stop
-from facesense.queue import TRAIN, make_celery
-from facesense.state import leases
+from facesense.queue import TRAIN, TRAINING_QUEUE, make_celery
+from facesense.state import leases, redis_keys
 from facesense.state.leases import Leases
 from facesense.storage import store_from_settings
 from facesense.storage.layout import checkpoint_key
 from facesense.synthetic import make_dataset
-from tests.conftest import BUCKET, wait_for_job, wait_for_workers
+from tests.conftest import BUCKET, messages_for, wait_for_job, wait_for_workers
 from tests.imagegen import make_folder, upload_folder
 
 pytestmark = pytest.mark.slow
@@ -219,6 +219,62 @@ def test_an_unfinished_job_keeps_its_checkpoints_for_its_retry(trainer_settings,
     assert not store.exists(checkpoint_key(record["id"]))
 
 
+def test_a_redelivered_copy_waits_while_a_live_worker_holds_the_lease(client, training_worker,
+                                                                      faces, trainer_settings):
+    # Given a training job whose lease a live worker holds (another host's heartbeat renews it)
+    jobs = client.application.extensions["facesense"].jobs
+    job_id = jobs.create("train", dataset=faces.as_uri(), params={**SMALL, "epochs": 40},
+                         promote="never", owner=None)["id"]
+    r = redis.Redis.from_url(trainer_settings.redis_url)
+    lease_key = redis_keys.lease(job_id, leases.TRAINING)
+    r.set(lease_key, "live-host:1:1", ex=60)
+    # When a copy of its task is delivered to this worker
+    make_celery(trainer_settings).send_task(TRAIN, args=[job_id])
+    # Then the copy waits to retry (marked so, for the watchdog) and touches nothing
+    deadline = time.monotonic() + 60
+    while not r.exists(redis_keys.requeued(job_id, leases.TRAINING)):
+        assert time.monotonic() < deadline, "the copy neither waited nor trained"
+        time.sleep(0.05)
+    record = client.get(f"/v1/jobs/{job_id}").get_json()
+    assert record["status"] == "queued" and not record.get("epoch"), record
+    assert r.get(lease_key) == b"live-host:1:1"
+    # When the live worker's lease lapses (it died), Then the copy takes the job over
+    r.delete(lease_key)
+    while client.get(f"/v1/jobs/{job_id}").get_json()["status"] != "running":
+        assert time.monotonic() < deadline + 60, "the copy did not take the job over"
+        time.sleep(0.05)
+    assert r.get(lease_key) not in (None, b"live-host:1:1")  # under its own lease
+    # (training it to the end would only repeat the first test: cancel, and wait for the end)
+    assert client.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
+    while r.exists(lease_key):
+        assert time.monotonic() < deadline + 120, "the copy went on training after the cancel"
+        time.sleep(0.05)
+
+
+def test_a_worker_that_loses_its_lease_stops_and_publishes_nothing(client, training_worker,
+                                                                   faces, trainer_settings):
+    job_id = train_until_first_epoch(client, faces, epochs=40)
+    # When another worker holds the lease (this one stalled past it and a copy took over)
+    r = redis.Redis.from_url(trainer_settings.redis_url)
+    r.set(redis_keys.lease(job_id, leases.TRAINING), "other-host:2:2", ex=60)
+    # Then this worker stops at its next batch: its task returns (its message is acked)
+    deadline = time.monotonic() + 60
+    while messages_for(r, job_id, TRAINING_QUEUE):
+        assert time.monotonic() < deadline, "the worker went on training without its lease"
+        time.sleep(0.05)
+    record = client.get(f"/v1/jobs/{job_id}").get_json()
+    try:
+        # and publishes nothing: no version, no final status, the other worker's lease kept
+        assert record["status"] == "running" and "model_version" not in record, record
+        assert record["epoch"] < 40
+        assert job_id not in [v.get("job_id") for v in client.get("/v1/models").get_json()[
+            "versions"]]
+        assert r.get(redis_keys.lease(job_id, leases.TRAINING)) == b"other-host:2:2"
+    finally:  # nobody trains it any more: end it, so no watchdog brings it back
+        client.post(f"/v1/jobs/{job_id}/cancel")
+        r.delete(redis_keys.lease(job_id, leases.TRAINING))
+
+
 def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, training_worker,
                                                                   faces, model_version):
     # Given a key allowed one running job, whose training run is under way
@@ -275,6 +331,7 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_se
     trainer_settings = trainer_settings.replace(checkpoint_interval_s=0)  # every epoch's
     victim = start_trainer(trainer_settings)
     job_id = train_until_first_epoch(client, faces, epochs=2)
+    assert store_from_settings(trainer_settings).exists(checkpoint_key(job_id))  # epoch 1's
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     killed_at = time.time()
@@ -286,6 +343,9 @@ def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_se
     assert record["status"] == "succeeded", record
     history = record["history"]
     assert [row["epoch"] for row in history] == [1, 2]
+    # the checkpoints it resumed from are deleted once the version is registered
+    wait_gone(store_from_settings(trainer_settings), checkpoint_key(job_id),
+              checkpoint_key(job_id).replace(".pt", "-best.safetensors"))
     # Epoch 1 came from the checkpoint written before the kill: it was not trained again.
     assert history[0]["finished_at"] < killed_at and history[0]["resumed"] is False
     assert all(row["resumed"] for row in history if row["finished_at"] > killed_at)
