@@ -231,6 +231,7 @@ def trained(settings, base_dir, model_version):
     ~4.5 s to disk, ~1.4 s to tmpfs. Yields the finished record, the URL of an app on that
     store (same Redis) and its settings."""
     from worker.context import build_context
+    from worker.model_cache import add_models
     from worker.training import run_training
 
     root = base_dir / "dashboard-faces"
@@ -240,7 +241,7 @@ def trained(settings, base_dir, model_version):
                                    dir=shm if shm.is_dir() else base_dir))
     local = settings.replace(store=str(folder))
     try:
-        ctx = build_context(local, lambda name, args: None)
+        ctx = add_models(build_context(local, lambda name, args: None))
         params = TrainParams.parse({"epochs": EPOCHS, "batch_size": BATCH, "image_size": SIDE,
                                     "patience": 0, "min_steps": 0, "val_split": 0.34})
         record = ctx.jobs.create("train", dataset=str(root), params=params.to_dict(),
