@@ -118,6 +118,27 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
     face, if given, cuts each image to its largest face; images without one are skipped and
     counted as no_face.
     """
+    classes, train_keys, val_keys = split_keys(source, val_split, seed)
+    decoding = Decoding(_cached_fetch(source, cache_dir, max_bytes), spec, cache_dir,
+                        max_pixels=max_pixels, threads=threads, face=face)
+    train_x, train_y, _ = decoding.split(train_keys, classes, spec["resize_size"])
+    val_x, val_y, val_names = decoding.split(val_keys, classes, None)
+    counts = {c: {"train": int((train_y == i).sum()), "val": int((val_y == i).sum())}
+              for i, c in enumerate(classes)}
+    unusable = [c for c, n in counts.items() if n["train"] == 0]
+    if unusable:
+        raise DatasetError(f"class(es) with no usable training images: {', '.join(unusable)} "
+                           f"({len(decoding.skipped)} corrupt images skipped"
+                           + (f", {len(decoding.no_face)} without a face)" if face else ")"))
+    if len(val_y) == 0:
+        raise DatasetError("no usable validation images" + (" (with a face)" if face else ""))
+    return Dataset(classes, train_x, train_y, val_x, val_y, val_names, decoding.digest.hexdigest(),
+                   counts, decoding.skipped, len(decoding.no_face), face and face.entry)
+
+
+def split_keys(source: Store, val_split: float, seed: int):
+    """The classes, and the training and validation keys by class, of a labelled folder
+    (split here, or as its train/ and val/ folders say)."""
     keys = [k for k in source.list() if is_image_key(k)]
     layout, by_class, val_by_class = find_layout(keys)
     if layout == "folders":
@@ -126,60 +147,56 @@ def load_data(source: Store, *, val_split: float, seed: int, spec: dict, cache_d
             small = [c for c in classes if len(by_class[c]) < 2]
             raise DatasetError(f"class(es) with fewer than 2 images, too few to split: "
                                f"{', '.join(small)}")
-        train_keys, val_keys = stratified_split(by_class, val_split, seed)
-    else:
-        classes = check_classes(by_class, val_by_class, class_folders(source, layout))
-        train_keys, val_keys = by_class, {c: sorted(val_by_class.get(c, [])) for c in classes}
-    fetch = _cached_fetch(source, cache_dir, max_bytes)
-    # Face crops are other data, and other options cut other crops.
-    digest = hashlib.sha256(json.dumps(face.entry, sort_keys=True).encode() if face else b"")
-    skipped: list[dict] = []
-    no_face: list[str] = []
+        return classes, *stratified_split(by_class, val_split, seed)
+    classes = check_classes(by_class, val_by_class, class_folders(source, layout))
+    return classes, by_class, {c: sorted(val_by_class.get(c, [])) for c in classes}
 
-    def decode(key: str, crop: int | None):
-        try:
-            data = fetch(key)
-            digest_part = hashlib.sha256(data).hexdigest()
-            if face is None:
-                return key, preprocess(data, spec, max_pixels=max_pixels, crop=crop), digest_part
-            cut = face(decode_image(data, max_pixels=max_pixels))
-            if cut is None:
-                return key, NO_FACE, None
-            return key, fit(cut, spec, crop=crop), digest_part
-        except (ImageRejected, ObjectNotFound, TooLarge) as e:
-            return key, str(e), None
 
-    def decode_all(split: dict[str, list[str]], crop: int | None):
-        items = [(k, classes.index(c)) for c in classes for k in sorted(split.get(c, []))]
+class Decoding:
+    """Decodes a dataset's images into the disk cache, split by split, keeping one digest of
+    every image used (and of the face options: face crops are other data) and the images
+    skipped: unreadable (skipped, with the reason) or without a face (no_face)."""
+
+    def __init__(self, fetch, spec: dict, cache_dir: Path, *, max_pixels: int, threads: int,
+                 face: LargestFace | None):
+        self.fetch, self.spec, self.cache_dir = fetch, spec, cache_dir
+        self.max_pixels, self.threads, self.face = max_pixels, threads, face
+        self.digest = hashlib.sha256(json.dumps(face.entry, sort_keys=True).encode()
+                                     if face else b"")
+        self.skipped: list[dict] = []
+        self.no_face: list[str] = []
+
+    def split(self, keys: dict[str, list[str]], classes: list[str], crop: int | None):
+        """One split's images (on disk), labels and keys, in class then key order."""
+        items = [(k, classes.index(c)) for c in classes for k in sorted(keys.get(c, []))]
         ys, names = [], []
-        with DiskImagesWriter(cache_dir / "decoded", crop or spec["input_size"]) as images:
-            for (key, label), (_, arr, part) in zip(
-                    items, ordered_map(lambda it: decode(it[0], crop), items, threads), strict=True):
+        with DiskImagesWriter(self.cache_dir / "decoded", crop or self.spec["input_size"]) as images:
+            decoded = ordered_map(lambda it: self.one(it[0], crop), items, self.threads)
+            for (key, label), (arr, part) in zip(items, decoded, strict=True):
                 if arr is NO_FACE:
-                    no_face.append(key)
-                    continue
-                if part is None:
-                    skipped.append({"image": key, "error": arr})
-                    continue
-                digest.update(f"{key}:{part}\n".encode())
-                images.append(arr)
-                ys.append(label)
-                names.append(key)
+                    self.no_face.append(key)
+                elif part is None:
+                    self.skipped.append({"image": key, "error": arr})
+                else:
+                    self.digest.update(f"{key}:{part}\n".encode())
+                    images.append(arr)
+                    ys.append(label)
+                    names.append(key)
             return images.finish(), torch.tensor(ys, dtype=torch.long), names
 
-    train_x, train_y, _ = decode_all(train_keys, spec["resize_size"])
-    val_x, val_y, val_names = decode_all(val_keys, None)
-    counts = {c: {"train": int((train_y == i).sum()), "val": int((val_y == i).sum())}
-              for i, c in enumerate(classes)}
-    unusable = [c for c, n in counts.items() if n["train"] == 0]
-    if unusable:
-        raise DatasetError(f"class(es) with no usable training images: {', '.join(unusable)} "
-                           f"({len(skipped)} corrupt images skipped"
-                           + (f", {len(no_face)} without a face)" if face else ")"))
-    if len(val_y) == 0:
-        raise DatasetError("no usable validation images" + (" (with a face)" if face else ""))
-    return Dataset(classes, train_x, train_y, val_x, val_y, val_names, digest.hexdigest(),
-                   counts, skipped, len(no_face), face and face.entry)
+    def one(self, key: str, crop: int | None):
+        """(the image's model input, its bytes' digest), or (why it is skipped, None)."""
+        try:
+            data = self.fetch(key)
+            part = hashlib.sha256(data).hexdigest()
+            if self.face is None:
+                return preprocess(data, self.spec, max_pixels=self.max_pixels, crop=crop), part
+            cut = self.face(decode_image(data, max_pixels=self.max_pixels))
+            if cut is None:
+                return NO_FACE, None
+            return fit(cut, self.spec, crop=crop), part
+        except (ImageRejected, ObjectNotFound, TooLarge) as e:
+            return str(e), None
 
 
 def _cached_fetch(source: Store, cache_dir: Path, max_bytes: int):
