@@ -249,7 +249,12 @@ def test_comparisons_use_viewers_where_pooling_frames_would_find_a_difference():
     assert happy["p_value"] == pytest.approx(want, rel=1e-9) and want > 0.3
     assert happy["significant"] is False
     assert happy["difference"] == pytest.approx(0.15, abs=1e-6)
-    assert happy["sample_size"]["unit"] == "viewers" and happy["sample_size"]["per_group"] > 2
+    # viewers per group for 80 % power at 0.05 (one pair): 2 ((z_a + z_b) s / d)^2 + z_a^2 / 4
+    z_a, z_b = stats.norm.ppf(0.975), stats.norm.ppf(0.8)
+    var = (np.var([0.70, 0.40], ddof=1) + np.var([0.55, 0.25], ddof=1)) / 2
+    need = math.ceil(2 * (z_a + z_b) ** 2 * var / 0.15 ** 2 + z_a ** 2 / 4)
+    assert happy["sample_size"] == {"per_group": need, "alpha": 0.05, "power": 0.8, "reason": None,
+                                    "unit": "viewers"} and need == 33
 
 
 def test_comparisons_match_welch_and_holm_over_three_variants():

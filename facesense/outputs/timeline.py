@@ -16,12 +16,10 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 from itertools import combinations
-from statistics import NormalDist
 
 from facesense.errors import BadRequest
-from facesense.outputs.power import MAX_PER_GROUP, POWER
 from facesense.outputs.stats import ALPHA, holm
-from facesense.outputs.timeline_stats import mean_var, t_interval, welch
+from facesense.outputs.timeline_stats import Moments, mean_interval, t_interval, viewers_needed, welch
 
 BIN_S, BIN_MIN_S, BIN_MAX_S = 1.0, 0.1, 60.0  # timeline_bin_s: its default and allowed range
 SLACK = 1e-9  # t = 0.3 s in 0.1 s bins is bin 3, though 0.3 / 0.1 is 2.9999999999999996
@@ -121,20 +119,16 @@ class Timeline:
             return None
         return shares(viewer.rest, None) if viewer.rest[-1] else False
 
-    def parts(self, viewers: dict[str, _Viewer], per_viewer: bool = True) -> dict:
-        """A group's (or the whole job's) timeline, peak, viewers and their mean overall shares."""
-        kept, listed = [], []
-        for key in sorted(viewers):
-            v = viewers[key]
-            if not v.during[-1]:
-                continue  # faces only before the ad: nothing to show for it
-            rest = self.rest(v)
-            overall = None if rest is False else shares(v.during, rest)
-            listed.append({"video": key, "faces": v.during[-1], "resting_faces": v.rest[-1],
-                           "share": None if overall is None else self.cells(overall)})
-            if overall is not None:
-                kept.append((v, rest, overall))
-        curve = self.curve(kept)
+    def parts(self, viewers: dict[str, _Viewer], per_viewer: bool = True,
+              bins: dict[int, Moments] | None = None) -> dict:
+        """A group's (or the whole job's) timeline, peak, viewers and their mean overall shares;
+        bins: the curve's moments, if already added up (else these viewers' own)."""
+        kept = self.kept(viewers)
+        listed = [{"video": key, "faces": v.during[-1], "resting_faces": v.rest[-1],
+                   "share": None if self.rest(v) is False else self.cells(
+                       shares(v.during, self.rest(v)))}
+                  for key, v in sorted(viewers.items()) if v.during[-1]]
+        curve = self.curve(self.moments(kept) if bins is None else bins)
         out = {"viewers": len(kept), "viewer_shares": self.mean_cells([o for *_, o in kept]),
                "timeline": curve, "peak": peak(curve, self.classes)}
         if self.baseline:
@@ -143,18 +137,44 @@ class Timeline:
             out["per_viewer"] = listed
         return out
 
-    def curve(self, kept: list) -> list[dict]:
-        """The bins from 0 to the last with a face: per bin the mean over its viewers."""
-        last = max((max(v.bins) for v, *_ in kept), default=-1)
+    def moments(self, kept: list, into: dict[int, Moments] | None = None) -> dict[int, Moments]:
+        """Per bin the running moments of the kept viewers' shares, in one pass (memory per bin,
+        not per viewer-bin); into: add them to these too (the whole job's)."""
+        bins: dict[int, Moments] = {}
+        for v, rest, _ in kept:
+            for index, counts in v.bins.items():
+                values = shares(counts, rest)
+                for target in (bins, into) if into is not None else (bins,):
+                    m = target.get(index)
+                    if m is None:
+                        m = target[index] = Moments(len(self.classes))
+                    m.add(values, counts[-1])
+        return bins
+
+    def kept(self, viewers: dict[str, _Viewer]) -> list[tuple]:
+        """The viewers that count (a face during the ad; a resting face, with baseline): each
+        with its resting shares and its overall shares."""
         out = []
-        for index in range(last + 1):
-            inside = [(v.bins[index], rest) for v, rest, _ in kept if index in v.bins]
-            values = [shares(counts, rest) for counts, rest in inside]
-            cells = self.mean_cells(values)
+        for v in viewers.values():
+            rest = self.rest(v)
+            if v.during[-1] and rest is not False:  # faces only before the ad: nothing to show
+                out.append((v, rest, shares(v.during, rest)))
+        return out
+
+    def curve(self, bins: dict[int, Moments]) -> list[dict]:
+        """The bins from 0 to the last with a face: per bin the mean over its viewers and the
+        t-interval, clipped to the shares' possible range."""
+        low, out = -1.0 if self.baseline else 0.0, []
+        for index in range(max(bins, default=-1) + 1):
+            m = bins.get(index) or Moments(len(self.classes))
+            share, ci95 = {}, {}
+            for c, i in self.index.items():
+                share[c] = round(m.mean[i], 6) if m.n else None
+                interval = mean_interval(m.mean[i], m.m2[i] / (m.n - 1), m.n) if m.n > 1 else None
+                ci95[c] = None if interval is None else [round(max(low, interval[0]), 6),
+                                                         round(min(1.0, interval[1]), 6)]
             out.append({"t0": round(index * self.bin_s, 6), "t1": round((index + 1) * self.bin_s, 6),
-                        "viewers": len(values), "faces": sum(c[-1] for c, _ in inside),
-                        "share": {c: x["share"] for c, x in cells.items()},
-                        "ci95": {c: x["ci95"] for c, x in cells.items()}})
+                        "viewers": m.n, "faces": m.faces, "share": share, "ci95": ci95})
         return out
 
     def cells(self, values: list[float]) -> dict:
@@ -175,12 +195,7 @@ class Timeline:
 
     def overall_shares(self, group: str) -> list[list[float]]:
         """The overall shares of a group's viewers that count (baseline subtracted if asked)."""
-        out = []
-        for v in self.groups.get(group, {}).values():
-            rest = self.rest(v)
-            if v.during[-1] and rest is not False:
-                out.append(shares(v.during, rest))
-        return out
+        return [overall for *_, overall in self.kept(self.groups.get(group, {}))]
 
     def header(self) -> dict:
         """The summary's top-level timeline fields."""
@@ -190,11 +205,13 @@ class Timeline:
     def extend(self, summary: dict, names: list[str]) -> dict:
         """summary with the timeline parts per group and overall, and its comparisons over
         viewers between the named groups that have at least two viewers to compare."""
-        for group, tally in summary["groups"].items():
-            tally.update(self.parts(self.groups.get(group, {})))
-            self.over_viewers(tally, self.groups.get(group, {}))
         everyone = {f"{g}\0{k}": v for g, viewers in self.groups.items() for k, v in viewers.items()}
-        summary["overall"].update(self.parts(everyone, per_viewer=False))
+        bins: dict[int, Moments] = {}  # the whole job's curve, added up with the groups'
+        for group, tally in summary["groups"].items():
+            viewers = self.groups.get(group, {})
+            tally.update(self.parts(viewers, bins=self.moments(self.kept(viewers), into=bins)))
+            self.over_viewers(tally, viewers)
+        summary["overall"].update(self.parts(everyone, per_viewer=False, bins=bins))
         self.over_viewers(summary["overall"], everyone)
         compared = [g for g in names if len(self.overall_shares(g)) >= 2]
         chosen = set(compared)
@@ -231,27 +248,6 @@ class Timeline:
                     xa, xb, ALPHA / len(rows))
             out += rows
         return out
-
-
-def viewers_needed(a: list[float], b: list[float], alpha: float, power: float = POWER) -> dict:
-    """Viewers per group for a two-sided test at alpha with this power to detect the observed
-    difference of means, given the observed spread: 2 ((z_a + z_b) s / d)^2 + z_a^2 / 4 with s^2
-    the mean of the two sample variances (the normal approximation, Guenther's t correction)."""
-    out = {"per_group": None, "alpha": round(alpha, 6), "power": power, "reason": None,
-           "unit": "viewers"}
-    (ma, va), (mb, vb) = mean_var(a), mean_var(b)
-    d, var = ma - mb, (va + vb) / 2
-    if d == 0:
-        out["reason"] = "no difference observed: no number of viewers can detect it"
-        return out
-    z_a, z_b = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
-    n = math.ceil(2 * ((z_a + z_b) ** 2) * var / (d * d) + z_a * z_a / 4 - 1e-9)
-    if n > MAX_PER_GROUP:
-        out["reason"] = (f"over {MAX_PER_GROUP:,} per group: the difference is too small to "
-                         "detect in practice")
-    else:
-        out["per_group"] = max(2, n)
-    return out
 
 
 def peak(curve: list[dict], classes: list[str]) -> dict:

@@ -1,6 +1,7 @@
 """Statistics over viewers for the video timeline: Student's t distribution (its two-sided tail
 and quantile, from the regularized incomplete beta function by Lentz's continued fraction, as
-in Numerical Recipes 6.4), the t-interval of a mean and Welch's unequal-variance t-test. Pure
+in Numerical Recipes 6.4), the t-interval of a mean, Welch's unequal-variance t-test, a bin's
+running moments over viewers, and the viewers a difference needs. Pure
 Python like the rest of the summary's statistics: scipy is not a dependency of the core (the
 tests check every figure here against scipy.stats)."""
 
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from statistics import NormalDist
+
+from facesense.outputs.power import MAX_PER_GROUP, POWER
 
 TINY = 1e-300  # keeps the continued fraction's denominators off zero
 EPS = 1e-15  # a continued fraction's step this close to 1 ends it
@@ -82,8 +86,12 @@ def t_interval(values: list[float], q: float = 0.975) -> tuple[float, float] | N
     n = len(values)
     if n < 2:
         return None
-    mean, var = mean_var(values)
-    half = t_quantile(q, n - 1) * math.sqrt(var / n)
+    return mean_interval(*mean_var(values), n, q)
+
+
+def mean_interval(mean: float, var: float, n: int, q: float = 0.975) -> tuple[float, float]:
+    """The t-interval of a mean of n >= 2 values with this sample variance."""
+    half = t_quantile(q, n - 1) * math.sqrt(max(0.0, var) / n)
     return mean - half, mean + half
 
 
@@ -98,3 +106,43 @@ def welch(a: list[float], b: list[float]) -> float:
     # Welch-Satterthwaite degrees of freedom; a side with no spread adds nothing to it
     df = (sa + sb) ** 2 / (sa * sa / (len(a) - 1) + sb * sb / (len(b) - 1))
     return t_two_sided(t, df)
+
+
+class Moments:
+    """One bin's viewers, faces, and per label the running mean and sum of squared deviations
+    of the viewers' shares (Welford's update: stable, one pass)."""
+
+    __slots__ = ("faces", "m2", "mean", "n")
+
+    def __init__(self, labels: int):
+        self.n = self.faces = 0
+        self.mean, self.m2 = [0.0] * labels, [0.0] * labels
+
+    def add(self, values: list[float], faces: int) -> None:
+        self.n += 1
+        self.faces += faces
+        for i, x in enumerate(values):
+            d = x - self.mean[i]
+            self.mean[i] += d / self.n
+            self.m2[i] += d * (x - self.mean[i])
+
+
+def viewers_needed(a: list[float], b: list[float], alpha: float, power: float = POWER) -> dict:
+    """Viewers per group for a two-sided test at alpha with this power to detect the observed
+    difference of means, given the observed spread: 2 ((z_a + z_b) s / d)^2 + z_a^2 / 4 with s^2
+    the mean of the two sample variances (the normal approximation, Guenther's t correction)."""
+    out = {"per_group": None, "alpha": round(alpha, 6), "power": power, "reason": None,
+           "unit": "viewers"}
+    (ma, va), (mb, vb) = mean_var(a), mean_var(b)
+    d, var = ma - mb, (va + vb) / 2
+    if d == 0:
+        out["reason"] = "no difference observed: no number of viewers can detect it"
+        return out
+    z_a, z_b = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+    n = math.ceil(2 * ((z_a + z_b) ** 2) * var / (d * d) + z_a * z_a / 4 - 1e-9)
+    if n > MAX_PER_GROUP:
+        out["reason"] = (f"over {MAX_PER_GROUP:,} per group: the difference is too small to "
+                         "detect in practice")
+    else:
+        out["per_group"] = max(2, n)
+    return out
