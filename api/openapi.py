@@ -235,9 +235,9 @@ def query_int(name: str, default: int, note: str) -> dict:
             "schema": {"type": "integer", "default": default}}
 
 
-def document() -> dict:
-    """The OpenAPI document for this app (security reflects whether keys are configured)."""
-    job_id, version = path_param("job_id"), path_param("version")
+def _job_paths() -> dict:
+    """The job routes: submit and list, one job, its results, retry and cancel."""
+    job_id = path_param("job_id")
     page = (query_int("offset", 0, "first row"), query_int("limit", 100, "clamped to 1..1000"))
     submit_body = {"required": True, "content": {
         "application/json": {"schema": {"oneOf": [ref("ClassifyRequest"), ref("TrainRequest")],
@@ -269,6 +269,18 @@ def document() -> dict:
                                  closed=True))})},
         "/v1/jobs/{job_id}/cancel": {"post": op("Cancel a queued or running job", 200,
                                                 ref("Job"), (404, 409, 503), params=(job_id,))},
+    }
+    paths["/v1/jobs"]["post"]["responses"]["202"]["headers"] = location
+    paths["/v1/jobs/{job_id}/retry"]["post"]["responses"]["202"]["headers"] = location
+    paths["/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]["text/csv"] = {
+        "schema": {"type": "string"}}
+    return paths
+
+
+def _model_paths() -> dict:
+    """The model routes: every version and alias, one version, promote."""
+    version = path_param("version")
+    return {
         "/v1/models": {"get": op("Every version (newest first) and every alias", 200, obj(
             {"versions": {"type": "array", "items": ref("Manifest")},
              "aliases": {"type": "object", "additionalProperties": ref("Alias")}},
@@ -284,10 +296,15 @@ def document() -> dict:
             (400, 404, 409, 503) + ((403,) if auth_enabled() else ()), params=(version,),
             body={"required": True, "content": json_content(
                 obj({"alias": {"type": "string"}, "force": {"type": "boolean"}}, closed=True))})},
-        "/healthz": {"get": op("Redis and storage answer (503 names what failed)", 200,
-                               ref("Health"), open_=True)},
-        "/openapi.json": {"get": op("This document", 200, {"type": "object"}, open_=True)},
     }
+
+
+def document() -> dict:
+    """The OpenAPI document for this app (security reflects whether keys are configured)."""
+    paths = {**_job_paths(), **_model_paths(),
+             "/healthz": {"get": op("Redis and storage answer (503 names what failed)", 200,
+                                    ref("Health"), open_=True)},
+             "/openapi.json": {"get": op("This document", 200, {"type": "object"}, open_=True)}}
     for blueprint in current_app.blueprints.values():  # e.g. the dashboard's own routes
         extra = getattr(sys.modules.get(blueprint.import_name), "openapi_paths", None)
         if extra and blueprint.import_name != __name__:  # merged: a path may gain a method
@@ -295,10 +312,6 @@ def document() -> dict:
                 paths.setdefault(path, {}).update(operations)
     paths["/healthz"]["get"]["responses"]["503"] = {
         "description": "Redis or storage down", "content": json_content(ref("Health"))}
-    paths["/v1/jobs"]["post"]["responses"]["202"]["headers"] = location
-    paths["/v1/jobs/{job_id}/retry"]["post"]["responses"]["202"]["headers"] = location
-    paths["/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]["text/csv"] = {
-        "schema": {"type": "string"}}
     doc = {"openapi": "3.1.0",
            "info": {"title": "FaceSense", "version": "1",
                     "description": "Bulk image scoring and retraining jobs. Every error is "
