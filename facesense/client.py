@@ -23,7 +23,7 @@ from typing import BinaryIO
 import requests
 
 from facesense.errors import BadRequest
-from facesense.inputs.keys import is_image_key
+from facesense.inputs.keys import is_scored_key
 from facesense.inputs.uploads import check_unique
 from facesense.state.status import FINISHED
 
@@ -95,7 +95,7 @@ class Client:
         for path in map(Path, folders_or_files):
             if path.is_dir():
                 pairs += [(p, p.relative_to(path).as_posix()) for p in sorted(path.rglob("*"))
-                          if p.is_file() and is_image_key(p.relative_to(path).as_posix())]
+                          if p.is_file() and is_scored_key(p.relative_to(path).as_posix())]
             else:
                 pairs.append((path, path.name))
         data = {"type": "classify", **_optional(model=model, callback_url=callback_url,
@@ -115,7 +115,7 @@ class Client:
     def _upload_zip(self, pairs: list[tuple[Path, str]], data: dict) -> dict:
         """Send files as one stored (not deflated: images are compressed already) .zip."""
         check_unique([(name, name) for _, name in pairs], "upload file name")  # before zipping
-        bad = [name for _, name in pairs if not is_image_key(name)]
+        bad = [name for _, name in pairs if not is_scored_key(name)]
         if bad:  # the server skips a .zip's non-images; named files must be images, as unzipped
             raise BadRequest(f"not image file(s): {', '.join(map(repr, bad[:5]))}")
         boundary = uuid.uuid4().hex

@@ -13,18 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesense.errors import ConfigError
-from facesense.inputs.video import (
-    VideoError,
-    VideoInfo,
-    VideoLimits,
-    check_fps,
-    frames,
-    is_video,
-    probe,
-    sample,
-    shard_ranges,
-)
+from facesense.errors import BadRequest, ConfigError
+from facesense.inputs.video import frames
+from facesense.inputs.video.frames import sample, shard_ranges
+from facesense.inputs.video.limits import VideoLimits, check_fps, is_video, job_fields
+from facesense.inputs.video.probe import VideoError, VideoInfo, probe
 from facesense.settings import Settings
 from tests import videogen as gen
 from tests.videogen import read_stamp
@@ -235,6 +228,11 @@ def test_hostile_files_are_refused_with_a_clear_reason(tmp_path, make, says):
     assert says in str(info.value)
 
 
+def test_an_empty_reader_is_refused_as_an_empty_file():
+    with pytest.raises(VideoError, match="the file is empty"):
+        probe(io.BytesIO(b""), LIMITS)
+
+
 def test_a_truncated_mp4_without_its_index_cannot_be_opened(videos):
     with pytest.raises(VideoError, match="not a readable video"):
         probe(videos["cut_moov_last"], LIMITS)
@@ -260,3 +258,17 @@ def test_video_fps_outside_the_cap_is_refused(fps):
     with pytest.raises(ValueError, match="at most 30"):
         check_fps(fps, LIMITS)
     assert check_fps(30, LIMITS) == 30.0 and check_fps(0.5, LIMITS) == 0.5
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({}, {}), ({"video_fps": None}, {}), ({"video_fps": 10}, {"video_fps": 10.0}),
+    ({"video_fps": "2.5"}, {"video_fps": 2.5}),
+])
+def test_a_jobs_video_fps_is_recorded_as_a_number(body, fields):
+    assert job_fields(body, LIMITS) == fields
+
+
+@pytest.mark.parametrize("raw", ["fast", "0", 60, [5], True])
+def test_a_bad_video_fps_is_a_400_naming_the_field_and_the_cap(raw):
+    with pytest.raises(BadRequest, match=r"video_fps must be a number above 0 and at most 30"):
+        job_fields({"video_fps": raw}, LIMITS)

@@ -8,18 +8,27 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from facesense.inputs.urls import is_url_key, split_url_key
+from facesense.inputs.video.limits import VIDEO_EXTENSIONS
 from facesense.storage import check_key
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+SCORED_VIDEOS = frozenset(VIDEO_EXTENSIONS)  # a scoring job's videos (facesense.inputs.video)
 URL = re.compile(r"^https?://\S+$", re.IGNORECASE)
 
 
 def is_image_key(key: str) -> bool:
     """True for keys with an image extension (any case), skipping hidden files and folders."""
-    parts = key.split("/")
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return False
-    return PurePosixPath(key).suffix.lower() in IMAGE_EXTENSIONS
+    return _visible(key) and PurePosixPath(key).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_scored_key(key: str) -> bool:
+    """True for the keys a scoring job scores: images and videos (hidden files skipped)."""
+    return _visible(key) and PurePosixPath(key).suffix.lower() in IMAGE_EXTENSIONS | SCORED_VIDEOS
+
+
+def _visible(key: str) -> bool:
+    """False for a hidden file or folder (a dot name, a macOS __MACOSX folder) on the way."""
+    return not any(p.startswith(".") or p == "__MACOSX" for p in key.split("/"))
 
 
 def valid_key(key: str) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from facesense.errors import BadRequest, SourceError
-from facesense.inputs.keys import is_image_key, valid_key
+from facesense.inputs.keys import is_scored_key, valid_key
 from facesense.inputs.manifest_source import ManifestSource
 from facesense.inputs.paths import (
     LocalSource,
@@ -29,10 +29,10 @@ MANIFEST_SCHEME = "manifest:"  # a manifest job's checked copy (facesense.inputs
 
 
 def list_images(store: Store) -> Iterator[str]:
-    """Image keys under a source store, recursively, in a stable sorted order."""
+    """Image and video keys under a source store, recursively, in a stable sorted order."""
     if isinstance(store, (UrlSource, ManifestSource)):  # every item listed is an image to score
         return iter(store.list())
-    return (key for key in store.list() if is_image_key(key))
+    return (key for key in store.list() if is_scored_key(key))
 
 
 def normalize_source(source: str, settings: Settings) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import BinaryIO
 
 from facesense.errors import BadRequest, PayloadTooLarge, SourceError
-from facesense.inputs.keys import IMAGE_EXTENSIONS, is_image_key
+from facesense.inputs.keys import IMAGE_EXTENSIONS, SCORED_VIDEOS, is_scored_key
 from facesense.settings import Settings
 from facesense.storage import LocalStore, Store, check_key
 
@@ -76,10 +76,10 @@ def save_uploads(files: list[tuple[str, BinaryIO]], target: Store, settings: Set
     if len(files) == 1 and files[0][0].lower().endswith(".zip"):
         return save_zip(files[0][1], target, settings, skipped)
     keys = [upload_key(filename) for filename, _ in files]  # all names checked before any write
-    bad = [name for (name, _), key in zip(files, keys, strict=True) if not is_image_key(key)]
+    bad = [name for (name, _), key in zip(files, keys, strict=True) if not is_scored_key(key)]
     if bad:
         raise BadRequest(f"not image file(s): {', '.join(map(shown, bad[:5]))} "
-                         f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+                         f"(extensions: {', '.join(sorted(IMAGE_EXTENSIONS | SCORED_VIDEOS))})")
     if not files:
         raise SourceError("the upload holds no files")
     check_unique([(name, key) for (name, _), key in zip(files, keys, strict=True)],
@@ -162,7 +162,7 @@ def save_zip(stream: BinaryIO, target: Store, settings: Settings,
     images = []
     for member in members:
         key = _zip_member_key(member, settings)
-        if not is_image_key(key):
+        if not is_scored_key(key):
             if skipped is not None:
                 hidden = any(p.startswith(".") or p == "__MACOSX" for p in key.split("/"))
                 skipped.append({"name": member.filename,

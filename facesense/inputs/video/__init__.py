@@ -1,19 +1,6 @@
-"""Reaction videos as inputs: probe (limits, length, rotation) and frames sampled by time.
+"""Reaction videos as inputs: limits (no decoding), probe (length, size, rotation) and frames
+sampled by presentation time, shard by shard (frames), read from any source (reader).
 
-May import PyAV, Pillow and the core's base modules (no torch): the API may probe a video too.
+May import PyAV, Pillow and the core's base modules (no torch); limits imports no PyAV, so the
+API checks a job's video fields without it.
 """
-
-from facesense.inputs.video.frames import sample, shard_ranges
-from facesense.inputs.video.probe import (
-    VIDEO_EXTENSIONS,
-    Sample,
-    VideoError,
-    VideoInfo,
-    VideoLimits,
-    check_fps,
-    is_video,
-    probe,
-)
-
-__all__ = ["VIDEO_EXTENSIONS", "Sample", "VideoError", "VideoInfo", "VideoLimits", "check_fps",
-           "is_video", "probe", "sample", "shard_ranges"]

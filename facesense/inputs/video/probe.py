@@ -16,7 +16,8 @@ from typing import BinaryIO
 import av
 from PIL import Image
 
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
+from facesense.inputs.video.limits import VideoLimits
+
 MIN_SIDE = 16  # smaller frames hold no face worth scoring: a 1x1 video is refused
 EPS = 1e-6  # seconds: presentation times are rounded to their time base
 SEEK_BACK = 0.5  # seconds before the sample preceding a shard that its keyframe seek aims at
@@ -30,24 +31,6 @@ class VideoError(ValueError):
     def __init__(self, message: str, at: float | None = None):
         super().__init__(message)
         self.at = at
-
-
-@dataclass(frozen=True)
-class VideoLimits:
-    """The settings' video limits (FACESENSE_VIDEO_*)."""
-
-    max_seconds: float = 3600.0
-    max_side: int = 4096
-    max_frames: int = 1_000_000
-    fps: float = 5.0
-    max_fps: float = 30.0
-    shard_seconds: float = 30.0
-
-    @classmethod
-    def from_settings(cls, settings) -> VideoLimits:
-        """The limits a Settings object holds."""
-        return cls(settings.video_max_seconds, settings.video_max_side, settings.video_max_frames,
-                   settings.video_fps, settings.video_max_fps, settings.video_shard_seconds)
 
 
 @dataclass(frozen=True)
@@ -76,23 +59,10 @@ class Sample:
     image: Image.Image
 
 
-def is_video(name: str) -> bool:
-    """True for a file name with a video extension (any case)."""
-    return name.lower().endswith(VIDEO_EXTENSIONS)
-
-
-def check_fps(fps: float, limits: VideoLimits) -> float:
-    """fps as a float if it is a sampling rate the limits allow, else ValueError."""
-    if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= limits.max_fps:
-        raise ValueError(f"video_fps must be a number above 0 and at most {limits.max_fps:g}"
-                         " (FACESENSE_VIDEO_MAX_FPS)")
-    return float(fps)
-
-
 @contextmanager
 def opened(src: Source):
     """An open PyAV container and its video stream, or VideoError saying why there is none."""
-    if isinstance(src, str | Path) and Path(src).stat().st_size == 0:
+    if _empty(src):
         raise VideoError("not a video: the file is empty")
     try:
         container = av.open(src if not isinstance(src, Path) else str(src), "r", metadata_errors="ignore")
@@ -107,6 +77,15 @@ def opened(src: Source):
         yield container, stream
     finally:
         container.close()
+
+
+def _empty(src: Source) -> bool:
+    """True for a file (or a seekable reader of one) of zero bytes."""
+    if isinstance(src, str | Path):
+        return Path(src).stat().st_size == 0
+    end = src.seek(0, 2)
+    src.seek(0)
+    return end == 0
 
 
 def probe(src: Source, limits: VideoLimits) -> VideoInfo:
