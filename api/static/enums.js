@@ -35,7 +35,7 @@ function read(doc) {
     CLASSIFY: need(schemas.ClassifyRequest?.properties?.type?.const, "ClassifyRequest.type"),
     priorities: need(priority.enum, "Job.priority's enum"),
     defaultPriority: need(priority.default, "Job.priority's default"),
-    promotePolicies: need(schemas.TrainRequest.properties.promote?.enum, "TrainRequest.promote"),
+    promotePolicies: need(schemas.TrainRequest?.properties?.promote?.enum, "TrainRequest.promote"),
     ERRORS: need(special.errors, "the gallery's errors label"),
     NO_FACE: need(special.no_face, "the gallery's no_face label"),
     pageSize: need(gallery.find((p) => p.name === "limit")?.schema?.default, "the gallery's limit"),
