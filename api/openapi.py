@@ -63,7 +63,10 @@ TIMELINE_FIELDS = {  # a video job's (facesense.outputs.timeline)
     "timeline_bin_s": {"type": "number", "minimum": 0.1, "maximum": 60, "description": "the "
                        "summary's timeline bins, in seconds of video (default 1)"},
     "baseline": {"type": "boolean", "description": "subtract each viewer's label shares before "
-                 "the ad's start (t0) from that viewer's curve (default false)"}}
+                 "the ad's start (t0) from that viewer's curve (default false)"},
+    "video_fps": {"type": "number", "exclusiveMinimum": 0, "description": "frames a second "
+                  "sampled from each video, by presentation time (default FACESENSE_VIDEO_FPS, "
+                  "at most FACESENSE_VIDEO_MAX_FPS)"}}
 
 SCHEMAS = {
     "Error": obj({"error": obj({"code": {"type": "string"}, "message": {"type": "string"}},
@@ -89,6 +92,8 @@ SCHEMAS = {
         "faces": {"type": "boolean", "description": "faces are found and each scored (rows per "
                   "face); else whole images are scored"},
         **TIMELINE_FIELDS,
+        "videos": {"type": "boolean", "description": "the job lists videos (results.csv has t "
+                   "and frame)"},
         "scope": obj({"roots": {"type": "array", "items": {"type": "string"}},
                       "s3": {"type": "array", "items": {"type": "string"}}})
         | {"description": "the folders and S3 prefixes its API key may read, if the key is "
@@ -156,6 +161,7 @@ SCHEMAS = {
                    "faces": {"type": "string", "enum": ["true", "false"]},
                    "timeline_bin_s": {"type": "string", "description": "a number, as in JSON"},
                    "baseline": {"type": "string", "enum": ["true", "false"]},
+                   "video_fps": {"type": "string", "description": "a number, as in JSON"},
                    "files": {"type": "array", "items": {"type": "string",
                                                         "contentMediaType":
                                                             "application/octet-stream"}},

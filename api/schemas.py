@@ -13,12 +13,13 @@ from facesense.errors import BadRequest, PayloadTooLarge
 CLASSIFY_FIELDS = {"type": str, "source": str, "urls": list, "manifest": str, "group_by": str,
                    "model": str, "callback_url": str, "priority": str, "faces": bool,
                    "name": str, "tags": list,
-                   "timeline_bin_s": Real, "baseline": bool}  # videos: facesense.outputs.timeline
+                   "timeline_bin_s": Real, "baseline": bool,  # videos: facesense.outputs.timeline
+                   "video_fps": Real}  # facesense.inputs.video.limits
 TRAIN_FIELDS = {"type": str, "dataset": str, "params": dict, "promote": str, "alias": str,
                 "callback_url": str, "name": str, "tags": list}
 UPLOAD_FIELDS = {"type": str, "model": str, "callback_url": str, "priority": str, "group_by": str,
                  "faces": str, "name": str, "tags": str,  # tags: comma-separated
-                 "timeline_bin_s": str, "baseline": str}
+                 "timeline_bin_s": str, "baseline": str, "video_fps": str}
 
 
 def json_body(request: Request, allow_empty: bool = False) -> dict:

@@ -57,12 +57,15 @@ def bounded(summary: dict, max_groups: int) -> dict:
 
 
 FACE_COLUMNS = ["face", "x0", "y0", "x1", "y1", "face_score"]  # a faces job's, after group
+VIDEO_COLUMNS = ["t", "frame"]  # a job with videos: after group (blank for its photos)
 
 
-def csv_header(classes: list[str], meta: list[str] = (), faces: bool = False) -> list[str]:
+def csv_header(classes: list[str], meta: list[str] = (), faces: bool = False,
+               videos: bool = False) -> list[str]:
     """results.csv columns: one probability column per class, then a manifest's columns (its
-    names are the analyst's: guarded as any text cell)."""
-    return [text_cell(c) for c in ("image", "group", *(FACE_COLUMNS if faces else []), "label",
+    names are the analyst's: guarded as any text cell); a job with videos has t and frame."""
+    return [text_cell(c) for c in ("image", "group", *(VIDEO_COLUMNS if videos else []),
+                                   *(FACE_COLUMNS if faces else []), "label",
                                    "confidence", *[f"p_{c}" for c in classes], "error", *meta)]
 
 
@@ -75,8 +78,9 @@ def text_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
-def csv_row(row: dict, classes: list[str], faces: bool = False) -> list:
-    """One result row as CSV cells (faces: a faces job's, with the face columns)."""
+def csv_row(row: dict, classes: list[str], faces: bool = False, videos: bool = False) -> list:
+    """One result row as CSV cells (faces: a faces job's, with the face columns; videos: with
+    t and frame, blank for a photo)."""
     probs = row.get("probs") or {}
     conf = row.get("confidence")
     face = []
@@ -84,11 +88,17 @@ def csv_row(row: dict, classes: list[str], faces: bool = False) -> list:
         box, score = row.get("box") or [""] * 4, row.get("face_score")
         face = ["" if row.get("face") is None else row["face"], *box,
                 "" if score is None else score]
-    return [text_cell(row["image"]), text_cell(row["group"]), *face,
+    video = [_blank(row.get("t")), _blank(row.get("frame"))] if videos else []
+    return [text_cell(row["image"]), text_cell(row["group"]), *video, *face,
             text_cell(row.get("label") or ""),
             "" if conf is None else f"{conf:.6f}",
             *["" if c not in probs else f"{probs[c]:.6f}" for c in classes],
             text_cell(row.get("error") or ""), *map(meta_cell, (row.get("meta") or {}).values())]
+
+
+def _blank(value) -> str:
+    """A number's cell; blank for None."""
+    return "" if value is None else str(value)
 
 
 def meta_cell(value) -> str:
@@ -185,22 +195,24 @@ def shard_rows(store: Store, job_id: str, shards: Iterable[int]) -> Iterator[dic
 
 def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list[str], *,
                   compare_max_groups: int = COMPARE_MAX_GROUPS, faces: bool = False,
-                  timeline_bin_s: float = BIN_S, baseline: bool = False) -> dict:
+                  timeline_bin_s: float = BIN_S, baseline: bool = False,
+                  videos: bool = False) -> dict:
     """Stream rows into results.jsonl and results.csv (via temp files), then summary.json
     (with comparisons between at most compare_max_groups groups); faces: rows are per face;
-    video rows add the timeline in bins of timeline_bin_s (baseline: resting face subtracted)."""
+    video rows add the timeline in bins of timeline_bin_s (baseline: resting face subtracted);
+    videos: the job has videos, so results.csv has their t and frame."""
     summary = Summary(classes, faces, Timeline(classes, timeline_bin_s, baseline))
     rows, meta = with_meta(store, job_id, rows)  # a manifest job's groups and columns joined in
     # backslashreplace: a file name that isn't valid UTF-8 must not fail the whole job
     text = {"newline": "", "encoding": "utf-8", "errors": "backslashreplace"}
     with tempfile.TemporaryFile() as jf, tempfile.TemporaryFile("w+", **text) as cf:
         writer = csv.writer(cf)
-        writer.writerow(csv_header(classes, meta, faces))
+        writer.writerow(csv_header(classes, meta, faces, videos))
         pages = PageIndex()
         for index, row in enumerate(rows):
             pages.add(index, jf.tell(), row)
             jf.write(dumps(row, separators=(",", ":")).encode() + b"\n")  # a NaN model's: null
-            writer.writerow(csv_row(row, classes, faces))
+            writer.writerow(csv_row(row, classes, faces, videos))
             summary.add(row)
         jf.seek(0)
         store.put_stream(job_key(job_id, RESULTS_JSONL), jf)
