@@ -307,7 +307,9 @@ def test_memory_holds_counts_per_viewer_and_bin_not_rows():
         timeline.add(frame_row("ad", f"v{i % 2}", (i // 2) / 1000, CLASSES[i % 3]))
     viewers = timeline.groups["ad"]
     assert sorted(viewers) == ["ad/v0.mp4", "ad/v1.mp4"]
-    assert [len(v.bins) for v in viewers.values()] == [30, 30]
+    assert [[i for i, _ in v.items()] for v in viewers.values()] == [list(range(30))] * 2
+    # 30 bins of 3 labels and a total, 4 bytes a count: 480 bytes a viewer for 30,000 rows
+    assert [v.bins.itemsize * len(v.bins) for v in viewers.values()] == [480, 480]
     assert sum(v.during[-1] for v in viewers.values()) == 60_000
 
 
