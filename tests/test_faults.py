@@ -7,6 +7,7 @@ so killing things never disturbs the session's shared servers.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
@@ -14,6 +15,7 @@ import pytest
 
 from cli.launcher import start_redis, stop
 from facesense.state import redis_keys
+from tests.loopback import Loopback
 from tests.servers import TcpProxy, s3_client, start_seaweed
 from tests.stack import Stack, assert_each_image_once, register_small_model, tiny_folder, wait_until
 
@@ -101,10 +103,13 @@ def test_poison_input_fails_alone_after_k_deaths_on_its_shard(stack):
     assert stack.attempts(job_id) == {1: 4}  # shards 0 and 2 counted at their first delivery
 
 
-def test_cancel_keeps_partial_results(stack):
+def test_cancel_keeps_partial_results(stack, receiver):
     keys = tiny_folder(stack.root / "cancel", 1500)
     stack.ensure_workers(1)
-    job_id = stack.submit(stack.root / "cancel")
+    resp = stack.api.post("/v1/jobs", json={"type": "classify", "source": str(stack.root / "cancel"),
+                                            "callback_url": receiver.url("/cancelled")})
+    assert resp.status_code == 202, resp.get_json()
+    job_id = resp.get_json()["id"]
     wait_until(lambda: stack.job(job_id)["progress"]["shards_done"] >= 3, 60, "3 shards")
     assert stack.api.post(f"/v1/jobs/{job_id}/cancel").status_code == 200
     record = wait_until(lambda: (r := stack.job(job_id)).get("partial") and r, 30,
@@ -120,6 +125,19 @@ def test_cancel_keeps_partial_results(stack):
     # Every shard still queued at the cancel is delivered and skipped: nothing more is counted.
     wait_until(lambda: stack.settled(job_id), 60, "the queued shards to be delivered")
     assert stack.job(job_id)["progress"]["done"] == done
+    # The webhook waited for the merge: its one delivery carries the partial results
+    (seen,) = wait_until(lambda: receiver.requests_to("/cancelled"), 30, "the webhook")
+    body = json.loads(seen.body)
+    assert body["status"] == "cancelled" and body["partial"] is True
+    assert body["progress"]["done"] == body["summary"]["overall"]["images"] == done
+    assert body["results"] == record["results"]
+
+
+@pytest.fixture
+def receiver():
+    """A loopback webhook receiver (the stack's settings allow 127.0.0.1)."""
+    with Loopback() as srv:
+        yield srv
 
 
 def test_object_store_outage(tmp_path_factory, stack):

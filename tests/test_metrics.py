@@ -42,6 +42,19 @@ def value(page: dict, name: str, **labels) -> float:
     return page.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def finalize_logged(text: str) -> bool:
+    """True once a JSON log holds Celery's line for a finaliser that succeeded."""
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:  # a line still being written
+            continue
+        if record.get("task") == "facesense.classify.finalize" and "succeeded" in record.get(
+                "message", ""):
+            return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def run(settings, model_version, base_dir, redis_url):
     """A worker of our own (JSON logs to a file, metrics on a port) on a Redis database of its
@@ -73,7 +86,11 @@ def run(settings, model_version, base_dir, redis_url):
             time.sleep(0.2)
         client.get("/no/such/route")
         client.get("/nor/this/one")
-        time.sleep(0.5)  # the worker logs "succeeded" just after the record says so
+        # the worker logs its finaliser's "succeeded" just after the record says so: wait for it
+        deadline = time.monotonic() + 60
+        while not finalize_logged(log_path.read_bytes()[log_offset:].decode(errors="replace")):
+            assert time.monotonic() < deadline, "the worker never logged its finaliser's end"
+            time.sleep(0.05)
         yield {"job_id": job_id, "record": record, "polls": polls,
                "api_before": api_before, "api_after": samples(client.get("/metrics").get_data(
                    as_text=True)),
