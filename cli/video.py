@@ -32,15 +32,18 @@ def print_curves(api: Client, record: dict) -> None:
     """After a finished video job's report: its curves, from the whole summary (the record's
     summary leaves the curves out)."""
     summary = record.get("summary") or {}
-    if "timeline_bin_s" in summary:
-        print("\n".join(curve_lines(api.summary(record["id"]))))
+    if "timeline_bin_s" in summary:  # the record's groups: the largest, if there are many
+        print("\n".join(curve_lines(api.summary(record["id"]), list(summary["groups"]))))
 
 
-def curve_lines(summary: dict) -> list[str]:
-    """Per group: viewers, each label's mean over viewers of their overall share with its
-    t-interval, then a line per label with one character per bin (or run of bins) and the peak."""
+def curve_lines(summary: dict, only: list[str] | None = None) -> list[str]:
+    """Per group (those named in only, if given): viewers, each label's mean over viewers of
+    their overall share with its t-interval, then a line per label with one character per bin
+    (or run of bins) and the peak."""
     classes, bin_s = summary["classes"], summary["timeline_bin_s"]
-    groups = {g: t for g, t in summary["groups"].items() if t.get("timeline")}
+    groups = {g: t for g, t in summary["groups"].items() if t.get("timeline")
+              and (only is None or g in only)}
+    left = sum(1 for t in summary["groups"].values() if t.get("timeline")) - len(groups)
     if not groups:
         return ["", "no timeline: no viewer had a face during the ad"]
     runs = max(1, math.ceil(max(len(t["timeline"]) for t in groups.values()) / WIDTH))
@@ -65,6 +68,9 @@ def curve_lines(summary: dict) -> list[str]:
             at = "" if peak is None else (f"peak {peak['share'] * 100:.1f}% at "
                                           f"{peak['t0']:g}-{peak['t1']:g} s")
             out.append(f"  {c:<{max(map(len, classes))}}  |{draw(curves[g][c], *scale[c])}|  {at}")
+    if left:
+        out.append(f"and {left} more group{'s' if left > 1 else ''}: their curves are in timeline.csv "
+                   "(facesense results JOB --timeline-csv FILE)")
     return out
 
 

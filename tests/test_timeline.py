@@ -362,6 +362,27 @@ def test_job_fields_are_checked_and_read_from_forms_too():
     assert options({}) == {"timeline_bin_s": 1.0, "baseline": False}
 
 
+def test_the_text_curve_draws_a_character_per_bin_on_each_labels_scale():
+    from cli.video import RAMP, curve_lines
+
+    # ad_a smiles more and more over 4 s; ad_b not at all; 2 viewers each, 5 frames a second
+    rows = [frame_row(g, f"v{v}", t / 5, "happy" if g == "ad_a" and t % 5 < t // 5 + 1 else "sad")
+            for g in ("ad_a", "ad_b") for v in range(2) for t in range(20)]
+    summary = summarize(rows)
+    happy = [b["share"]["happy"] for b in summary["groups"]["ad_a"]["timeline"]]
+    assert happy == [0.2, 0.4, 0.6, 0.8]
+    lines = curve_lines(summary)
+    curve = next(line for line in lines[lines.index(next(x for x in lines if x.startswith("ad_a"))):]
+                 if line.split()[0] == "happy")
+    low, high = 0.0, 0.8  # the label's scale spans both variants: ad_b's 0 to ad_a's 80 %
+    assert curve.split("|")[1] == "".join(RAMP[min(9, int((x - low) / (high - low) * 10))]
+                                          for x in happy) == ":+#@"
+    assert "peak 80.0% at 3-4 s" in curve
+    only = curve_lines(summary, ["ad_b"])
+    assert not any(x.startswith("ad_a") for x in only)
+    assert only[-1].startswith("and 1 more group: their curves are in timeline.csv")
+
+
 # --- the t distribution, against scipy ----------------------------------------------------
 
 
