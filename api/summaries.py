@@ -55,7 +55,10 @@ def openapi_paths() -> dict:
     number, interval = {"type": "number"}, {"type": ["array", "null"], "items": {"type": "number"},
                                             "minItems": 2, "maxItems": 2}
     cell = obj({"count": {"type": "integer"}, "share": number, "ci95": interval,
-                "mean_confidence": {"type": ["number", "null"]}}, ("count", "share", "ci95"))
+                "mean_confidence": {"type": ["number", "null"]},
+                "share_of_faces": {"type": "number", "description": "a video group's pooled share "
+                                   "of faces; its share and ci95 are then means over viewers"}},
+               ("count", "share", "ci95"))
     tally = obj({"images": {"type": "integer"}, "scored": {"type": "integer"},
                  "failed": {"type": "integer"},
                  "labels": {"type": "object", "additionalProperties": cell}, **video_tally()},
