@@ -1,0 +1,275 @@
+"""Reaction videos' speed: the engine's video path against the loop a Python user would write.
+
+`python -m bench.video [--seconds 60] [--long-minutes 10] [--out bench/out/video.json]`
+
+A 640x480, 30 fps webcam-like video of one face (scikit-image's astronaut, moving a little) is
+encoded here with PyAV (H.264). Measured in one run, on the same machine and model (AlexNet at
+224 px, fp32, random weights: the speed does not depend on them):
+
+  engine     worker.video.video_rows: frames sampled by time (seek, decode forward, convert only
+             the kept frames), fit and, with faces, detected in batches, decoding in a thread
+             while the model runs
+  naive      a PyAV loop decoding every frame, keeping every Nth, converting it, and calling the
+             model (and with faces the detector) one frame at a time
+  stages     the engine's stages timed apart on the same frames: decode + sample, fit, detect,
+             forward (their shares of the stages' sum; pipelined, the engine overlaps them)
+  decoders   decode + sample alone: PyAV (the engine's sampler, and an every-Nth loop) and
+             torchcodec (get_frames_played_at) when it is importable
+  workers    a long video (--long-minutes) scored through the API by 1 and by 2 worker
+             processes (each pinned to a core, as bench.scaling does), and each worker's peak RSS
+             for that video and for a 1-minute one
+
+at video_fps 5 and 30, faces on and off (each rate on at most --frames sampled frames).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from fractions import Fraction
+from functools import partial
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.common import OUT, machine, peak_rss_mb
+from bench.face_photos import astronaut
+from facesense.inputs.video.frames import sample
+from facesense.inputs.video.limits import VideoLimits
+from facesense.inputs.video.probe import probe
+from runtime.faces import FaceDetector, FaceOptions, cut_faces, face_copy
+from runtime.network import build_alexnet
+from runtime.preprocess import fit, spec_for
+from runtime.serving import LoadedModel, forward
+from worker.video import video_rows
+
+SIZE, RATE = (640, 480), 30
+
+
+def make_video(path: Path, seconds: float) -> Path:
+    """A webcam-like H.264 MP4: the astronaut drifting a few pixels, 30 frames a second."""
+    face = astronaut().resize((360, 360))
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=RATE, options={"preset": "veryfast"})
+        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
+        for i in range(round(seconds * RATE)):
+            canvas = Image.new("RGB", SIZE, (90, 100, 110))
+            canvas.paste(face, (140 + round(10 * np.sin(i / 15)), 60 + round(5 * np.cos(i / 20))))
+            frame = av.VideoFrame.from_image(canvas)
+            frame.pts, frame.time_base = i, Fraction(1, RATE)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path
+
+
+def engine(path: Path, loaded: LoadedModel, fps: float, frames: int, faces) -> float:
+    """Sampled frames/s of the engine's video path on the first `frames` samples."""
+    info = probe(path, VideoLimits())
+    plan = {"video": path.name, "info": info.__dict__, "fps": fps, "k0": 0, "k1": frames, "t0": 0}
+    start = time.perf_counter()
+    rows = list(video_rows(plan, loaded, _Folder(path.parent), batch_size=64, faces=faces))
+    assert {r["frame"] for r in rows} == set(range(frames)), "every sample scored"
+    return round(frames / (time.perf_counter() - start), 1)
+
+
+class _Folder:
+    """The video's folder as a store (open only: all the engine reads)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def open(self, key: str, start: int = 0):
+        f = (self.root / key).open("rb")
+        f.seek(start)
+        return f
+
+
+def naive(path: Path, loaded: LoadedModel, fps: float, frames: int, detector, options) -> float:
+    """Sampled frames/s of the every-Nth-frame loop, one model (and detector) call per frame."""
+    every, kept = round(RATE / fps), 0
+    start = time.perf_counter()
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % every:
+                continue
+            image = frame.to_image()
+            if detector:
+                for _, pixels in cut_faces([image], loaded.spec, detector=detector, options=options)[0]:
+                    forward(loaded, pixels[None])
+            else:
+                forward(loaded, fit(image, loaded.spec)[None])
+            kept += 1
+            if kept == frames:
+                break
+    return round(kept / (time.perf_counter() - start), 1)
+
+
+def stages(path: Path, loaded: LoadedModel, fps: float, frames: int, cut) -> dict:
+    """Seconds per sampled frame of each stage, timed apart, and each one's share of their sum."""
+    info, spent = probe(path, VideoLimits()), {}
+    start = time.perf_counter()
+    images = [s.image for s in sample(path, info, fps, 0, frames)]
+    spent["decode"] = time.perf_counter() - start
+    start = time.perf_counter()
+    if cut:
+        copies = [face_copy(img)[0] for img in images]
+        found = [f for i in range(0, len(copies), 16) for f in cut(copies[i:i + 16], loaded.spec)]
+        inputs = [pixels for faces in found for _, pixels in faces]
+        spent["detect"] = time.perf_counter() - start
+    else:
+        inputs = [fit(img, loaded.spec) for img in images]
+        spent["fit"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for i in range(0, len(inputs), 64):
+        forward(loaded, np.stack(inputs[i:i + 64]))
+    spent["forward"] = time.perf_counter() - start
+    total = sum(spent.values())
+    return {name: {"ms_per_frame": round(1000 * s / frames, 2), "share": round(s / total, 3)}
+            for name, s in spent.items()}
+
+
+def decoders(path: Path, fps: float, frames: int) -> dict:
+    """Sampled frames/s of decode + sample alone, per decoder."""
+    info, out = probe(path, VideoLimits()), {}
+    start = time.perf_counter()
+    n = sum(1 for _ in sample(path, info, fps, 0, frames))
+    out["pyav_sampler"] = round(n / (time.perf_counter() - start), 1)
+    start, kept = time.perf_counter(), 0
+    with av.open(str(path)) as container:
+        container.streams.video[0].thread_type = "AUTO"
+        for i, frame in enumerate(container.decode(video=0)):
+            if i % round(RATE / fps) == 0:
+                frame.to_ndarray(format="rgb24")
+                kept += 1
+                if kept == frames:
+                    break
+    out["pyav_every_nth"] = round(kept / (time.perf_counter() - start), 1)
+    try:
+        from torchcodec.decoders import VideoDecoder
+    except Exception as e:  # not installed, or FFmpeg's shared libraries missing
+        out["torchcodec"] = f"not measured: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        return out
+    for mode in ("exact", "approximate"):
+        start = time.perf_counter()
+        decoder = VideoDecoder(str(path), seek_mode=mode)
+        times = [k / fps for k in range(frames)]
+        n = sum(decoder.get_frames_played_at(times[i:i + 64]).data.shape[0]
+                for i in range(0, frames, 64))
+        out[f"torchcodec_{mode}"] = round(n / (time.perf_counter() - start), 1)
+    return out
+
+
+def per_frame_figures(path: Path, frames: int) -> dict:
+    """Engine vs naive loop, stage shares and decoders, at 5 and 30 fps, faces off and on."""
+    torch.manual_seed(0)
+    loaded = LoadedModel("bench", ["happy", "sad"], spec_for(224), build_alexnet(2).eval(),
+                         torch.device("cpu"), "fp32")
+    detector, options = FaceDetector("cpu"), FaceOptions()
+    cut = partial(cut_faces, detector=detector, options=options)
+    forward(loaded, np.zeros((8, 224, 224, 3), np.uint8))  # warm-up
+    out = {}
+    for fps in (5, 30):
+        for faces in (False, True):
+            name = f"fps{fps}_{'faces' if faces else 'frames'}"
+            n = frames if not faces else frames // 2  # the detector is the slow part
+            got = {"frames": n, "engine": engine(path, loaded, fps, n, cut if faces else None),
+                   "naive": naive(path, loaded, fps, n, detector if faces else None, options),
+                   "stages": stages(path, loaded, fps, n, cut if faces else None)}
+            got["ratio"] = round(got["engine"] / got["naive"], 2)
+            out[name] = got
+            print(name, json.dumps(got), flush=True)
+        out[f"decoders_fps{fps}"] = decoders(path, fps, frames)
+        print(f"decoders fps {fps}", json.dumps(out[f"decoders_fps{fps}"]), flush=True)
+    return out
+
+
+def workers_figures(base: Path, minutes: float) -> dict:
+    """A long video scored through the API by 1 and by 2 pinned workers (wall time), and one
+    worker's peak RSS for it and for a 1-minute video."""
+    from facesense.registry import Registry
+    from facesense.settings import Settings
+    from facesense.storage import store_from_settings
+    from runtime.network import register_state
+
+    for folder in ("long", "short", "warm-up"):
+        (base / folder).mkdir()
+    long = make_video(base / "long" / "viewer.mp4", 60 * minutes)
+    make_video(base / "short" / "viewer.mp4", 60)
+    astronaut().save(base / "warm-up" / "one.jpg")
+    torch.manual_seed(0)
+    registry = Registry(store_from_settings(Settings(store=str(base / "store"))))
+    version = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"])
+    registry.promote(version["version"], "production", by="bench")
+    one, two = run_stack(1, base / "long", base), run_stack(2, base / "long", base)
+    short = run_stack(1, base / "short", base)
+    return {"long_video_s": round(probe(long, VideoLimits(max_seconds=1e9)).duration, 1),
+            "video_fps": 5, "one_worker": one, "two_workers": two, "short_one_worker": short,
+            "time_ratio_2_vs_1": round(two["wall_s"] / one["wall_s"], 2),
+            "rss_ratio_long_vs_short": round(one["peak_rss_mb"][0] / short["peak_rss_mb"][0], 2)}
+
+
+def run_stack(workers: int, folder: Path, base: Path) -> dict:
+    """Score a folder's videos at 5 fps with this many pinned workers on a private Redis."""
+    from api import create_app
+    from bench.scaling import pinned_worker, wait
+    from cli.launcher import start_redis, stop
+    from facesense.queue import make_celery
+    from facesense.settings import Settings
+
+    redis_proc, url = start_redis(base / f"redis-{workers}-{folder.name}")
+    settings = Settings.from_env(redis_url=url, store=str(base / "store"),
+                                 allowed_roots=(str(base),), decode_threads=1)
+    procs = [pinned_worker(settings, core) for core in range(workers)]
+    try:
+        while len(make_celery(settings).control.ping(timeout=1)) < workers:
+            time.sleep(0.2)
+        client = create_app(settings).test_client()
+        for _ in range(workers):  # each worker loads the model before the timed job
+            wait(client, submit(client, base / "warm-up"))
+        start = time.perf_counter()
+        job_id = submit(client, folder)
+        wait(client, job_id)
+        wall = time.perf_counter() - start
+        record = client.get(f"/v1/jobs/{job_id}").get_json()
+        assert record["status"] == "succeeded", record
+        frames = record["progress"]["done"]
+        return {"workers": workers, "frames": frames, "wall_s": round(wall, 1),
+                "frames_per_s": round(frames / wall, 1),
+                "peak_rss_mb": [peak_rss_mb(p.pid) for p in procs]}
+    finally:
+        stop(procs)
+        stop([redis_proc])
+
+
+def submit(client, folder: Path) -> str:
+    resp = client.post("/v1/jobs", json={"type": "classify", "source": str(folder),
+                                         "video_fps": 5, "faces": False})
+    assert resp.status_code == 202, resp.get_json()
+    return resp.get_json()["id"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60, help="the per-frame video's length")
+    parser.add_argument("--frames", type=int, default=240, help="sampled frames per rate")
+    parser.add_argument("--long-minutes", type=float, default=10)
+    parser.add_argument("--out", default=str(OUT / "video.json"))
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        short = make_video(base / "webcam.mp4", args.seconds)
+        figures = {"machine": machine(), "video": f"{SIZE[0]}x{SIZE[1]} {RATE} fps H.264, one face",
+                   **per_frame_figures(short, args.frames)}
+        if args.long_minutes:
+            figures["workers"] = workers_figures(base, args.long_minutes)
+    print(json.dumps(figures, indent=2))
+    Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
