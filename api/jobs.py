@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import BinaryIO
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, jsonify, request, stream_with_context
 from werkzeug.exceptions import Forbidden
 
 from api.auth import caller, require_admin, visible
@@ -26,13 +26,17 @@ from facesense.inputs.manifests import read_manifest, save_manifest
 from facesense.inputs.sources import normalize_source, open_source, upload_source
 from facesense.inputs.uploads import save_uploads, upload_or_nothing
 from facesense.inputs.urls import save_url_list
+from facesense.inputs.video.limits import VideoLimits
+from facesense.inputs.video.limits import job_fields as video_fields
 from facesense.outputs.results import failed_images, read_page, rows_in
 from facesense.outputs.timeline import job_fields as timeline_fields
 from facesense.outputs.webhooks import check_callback_url
 from facesense.pretrained import check_available
-from facesense.queue import FINALIZE_CLASSIFY, PLAN_CLASSIFY, TRAIN
+from facesense.queue import PLAN_CLASSIFY, TRAIN, sender
+from facesense.queue import lifecycle as lifecycle_of
 from facesense.registry import check_name
 from facesense.state.joblist import labels
+from facesense.state.lifecycle import Lifecycle
 from facesense.state.records import public_record
 from facesense.state.scheduler import PRIORITIES
 from facesense.state.status import JobStatus, new_job_id
@@ -69,7 +73,7 @@ def submit_classify(body: dict) -> dict:
     """A scoring job on an S3 prefix, a server-side folder, or a list of image URLs."""
     s = services()
     extra = {**callback(body), **priority(body), **faces_choice(body), **labels(body),
-             **timeline_fields(body)}
+             **timeline_fields(body), **video_fields(body, VideoLimits.from_settings(s.settings))}
     if sum(k in body for k in ("source", "urls", "manifest")) != 1:
         raise BadRequest("give exactly one of 'source', 'urls' and 'manifest'")
     if "group_by" in body and "manifest" not in body:
@@ -146,7 +150,7 @@ def submit_upload() -> dict:
     if form["type"] != "classify":
         raise BadRequest("multipart uploads are for type 'classify'")
     extra = {**callback(form), **priority(form), **faces_choice(form), **labels(form),
-             **timeline_fields(form)}
+             **timeline_fields(form), **video_fields(form, VideoLimits.from_settings(s.settings))}
     if "manifest" in request.files:
         return submit_manifest_upload(form, extra)
     if "group_by" in form:
@@ -209,10 +213,15 @@ def send(record: dict, task: str) -> dict:
     try:
         s.celery.send_task(task, args=[record["id"]])
     except Exception as e:
-        s.jobs.set_status(record["id"], JobStatus.FAILED, error=f"could not queue the job: {e}")
+        lifecycle(s).fail(record["id"], f"could not queue the job: {e}")
         raise TransientError(f"could not queue the job: {type(e).__name__}") from None
     confirm(record["id"], "its submission")
     return record
+
+
+def lifecycle(s) -> Lifecycle:
+    """The app's services as the job lifecycle (the workers' own) uses them."""
+    return lifecycle_of(s.jobs, s.sched, sender(s.celery))
 
 
 def confirm(job_id: str, what: str) -> None:
@@ -277,6 +286,7 @@ def retry(job_id: str):
         old["model_version"], s.registry.manifest(old["model_version"]))
     fields["scope"] = old.get("scope")  # read as the first job was, whoever retries it
     fields.update(timeline_fields(old))  # a video job's bins and baseline, as they were
+    fields.update({"video_fps": old["video_fps"]} if old.get("video_fps") else {})
     record = queue_classify(new_id, old["source"], model, retry_of=job_id, **fields,
                             faces=old.get("faces", False),
                             **priority({"priority": body.get("priority", old.get("priority", "normal"))}))
@@ -290,16 +300,9 @@ def cancel(job_id: str):
     """Stop a job: queued work is skipped, running work stops at its next batch."""
     s = services()
     record = visible(s.jobs.get(job_id))
-    scoring = record["type"] == "classify"  # its webhook waits for the partial results
-    if not s.jobs.set_status(job_id, JobStatus.CANCELLED, notify=not scoring,
-                             error="cancelled by request"):
+    # a scoring job's webhook waits for a worker to merge its partial results
+    if not lifecycle(s).cancel(job_id):
         raise Conflict(f"job {job_id} already finished (status: {record['status']})")
-    if scoring:
-        try:  # a worker merges the shards scored so far into results marked partial
-            s.celery.send_task(FINALIZE_CLASSIFY, args=[job_id])
-        except Exception as e:
-            current_app.logger.warning("job %s: could not queue its partial results: %s", job_id, e)
-            s.jobs.announce_finished(job_id)
     confirm(job_id, "its cancel")
     return jsonify(public_record(s.jobs.archive(job_id)))
 
@@ -321,7 +324,7 @@ def get_job(job_id: str):
         standing = s.sched.standing(job_id)
         if standing is not None:
             why = held_reason(standing["held"], record.get("quota") or {})
-            if why is None and standing["training_ahead"] and record["status"] == "queued":
+            if why is None and standing["training_ahead"] and record["status"] == JobStatus.QUEUED:
                 why = (f"waiting: {standing['training_ahead']} training job(s) hold workers that "
                        "also serve the inference queue (a worker runs one task at a time); its "
                        "shards start when a training ends or a scoring worker is free")

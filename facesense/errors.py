@@ -77,3 +77,9 @@ class TrainingDiverged(FacesenseError):
     """A training run's loss stopped being a finite number: more epochs would not help."""
 
     code = "diverged"
+
+
+def backoff(attempt: int, base_s: float, cap_s: float) -> float:
+    """Seconds to wait after failed attempt n (1-based): base, 2x base, 4x base ... up to cap.
+    The one retry schedule: worker steps and webhook deliveries both wait by it."""
+    return min(cap_s, base_s * 2 ** (attempt - 1))

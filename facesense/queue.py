@@ -17,6 +17,7 @@ from facesense.outputs.webhooks import DELIVER as WEBHOOK
 from facesense.registry import Registry
 from facesense.settings import Settings
 from facesense.state.leases import Leases
+from facesense.state.lifecycle import Lifecycle
 from facesense.state.records import JobRecords
 from facesense.state.scheduler import Scheduler
 from facesense.state.shards import ShardBook
@@ -92,3 +93,10 @@ def wire(settings: Settings, send: Send, **redis_options) -> CoreServices:
     sched = Scheduler(redis, settings.job_ttl_s, 4 * settings.lease_ttl_s, settings.queue_depth)
     return CoreServices(settings, store, redis, jobs, Registry(store), sched, Leases(redis),
                         ShardBook(redis, settings.job_ttl_s))
+
+
+def lifecycle(jobs: JobRecords, sched: Scheduler, send: Send) -> Lifecycle:
+    """A job's lifecycle (state.lifecycle), sending the shard tokens and the finaliser by name:
+    how the API's cancel and the workers' runner end jobs alike."""
+    return Lifecycle(jobs, sched, send, token=CLASSIFY_SHARD, token_queue=INFERENCE_QUEUE,
+                     finalize=FINALIZE_CLASSIFY)

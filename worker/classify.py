@@ -1,6 +1,6 @@
-"""A scoring job's data step: score the shard the scheduler picks (or a retried one).
+"""A scoring job's data step: score the shard the scheduler picked (or a retried one).
 
-Counted once whatever the deliveries; the finaliser is queued after the last shard.
+Counted once whatever the deliveries; the runner queues the finaliser after the last shard.
 """
 
 from __future__ import annotations
@@ -9,73 +9,32 @@ import json
 import logging
 from functools import partial
 
+from facesense.inputs.video.plan import is_video_plan
 from facesense.outputs.thumbnails import writer_for
-from facesense.queue import FINALIZE_CLASSIFY
-from facesense.state import leases
-from facesense.state.leases import Lease, LeaseBusy
 from facesense.state.status import JobStatus
 from facesense.storage import read_limited
 from facesense.storage.layout import plan_key, shard_key
 from worker.context import Context
 from worker.inference import error_row, score
-from worker.jobs import top_up
+from worker.video import video_poison_row, video_rows
 
 log = logging.getLogger(__name__)
 
 
-def take_turn(ctx: Context) -> tuple[str, int] | None:
-    """A token's turn: the shard the scheduler picks now, or None when none may start
-    (another token got it, or a quota holds the rest back)."""
-    picked = ctx.sched.pick()
-    if picked is not None:
-        try:
-            top_up(ctx)  # this token is spent: keep the queue at its depth while work waits
-        except Exception as e:  # never lose the shard picked: the watchdog tops up later
-            log.warning("job %s: could not send tokens: %s", picked[0], e)
-    return picked
-
-
-def run_next(ctx: Context) -> tuple[str, int] | None:
-    """Take a turn and score the shard picked; returns it (None: nothing to run)."""
-    picked = take_turn(ctx)
-    if picked is not None:
-        try:
-            run_shard(ctx, *picked)
-        finally:
-            ended(ctx, *picked)
-    return picked
-
-
-def ended(ctx: Context, job_id: str, index: int) -> None:
-    """A shard run ended (scored, skipped or failed): free its quota slot, refill tokens."""
-    try:
-        ctx.sched.done(job_id, index)
-        top_up(ctx)
-    except Exception as e:  # Redis away: the in-flight note lapses, the watchdog tops up
-        log.warning("job %s: shard %d: could not tell the scheduler it ended: %s", job_id, index, e)
-
-
 def run_shard(ctx: Context, job_id: str, index: int) -> bool:
-    """Score one shard and count it once; queues the finaliser after the last shard.
+    """Score one shard (under its lease, taken by the runner) and count it once.
 
-    A shard already counted, or held by a live worker, is skipped; one redelivered before it
-    was counted overwrites its own rows (the output key is deterministic) and the count bitmap
-    adds it once: no duplicate rows, no double counting. After FACESENSE_SHARD_MAX_ATTEMPTS
-    deliveries that never finished (the worker died each time), its images are scored one at a
-    time, and an image a worker dies on becomes an error row.
+    A shard already counted is skipped (one a live worker holds never gets here); one
+    redelivered before it was counted overwrites its own rows (the output key is
+    deterministic) and the count bitmap adds it once: no duplicate rows, no double counting.
+    After FACESENSE_SHARD_MAX_ATTEMPTS deliveries that never finished (the worker died each
+    time), its images are scored one at a time, and an image a worker dies on becomes an
+    error row.
     Returns True if rows were written.
     """
     record = ctx.jobs.get(job_id)
     if JobStatus(record["status"]).finished or ctx.shards.is_counted(job_id, index):
         return False  # a late or repeated delivery: its rows are already in
-    try:
-        with Lease(ctx.leases, job_id, ctx.settings.lease_ttl_s, leases.shard(index)):
-            return _run_leased_shard(ctx, job_id, index, record)
-    except LeaseBusy:
-        return False  # a live worker is on it; the watchdog requeues it if that worker dies
-
-
-def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bool:
     keys = json.loads(ctx.store.get(plan_key(job_id, index)))
     # Counted before scoring: a delivery whose worker dies mid-shard is never taken back.
     attempts = ctx.shards.count_attempt(job_id, index)
@@ -85,7 +44,9 @@ def _run_leased_shard(ctx: Context, job_id: str, index: int, record: dict) -> bo
             ctx.jobs.set_status(job_id, JobStatus.RUNNING, precision=loaded.precision,
                                 precision_reason=loaded.reason,
                                 device=str(ctx.models.device), decoder=ctx.decoder)
-        if attempts > ctx.settings.shard_max_attempts:
+        if attempts > ctx.settings.shard_max_attempts and is_video_plan(keys):
+            rows = [video_poison_row(keys, bool(record.get("faces")))]  # its range, one row
+        elif attempts > ctx.settings.shard_max_attempts:
             rows = _score_one_at_a_time(ctx, job_id, index, record, keys)
         else:
             rows = _score_shard(ctx, job_id, record, keys)
@@ -133,11 +94,16 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
     loaded = ctx.models.get(record["model_version"])
     source = ctx.sources.get(record["source"], record.get("scope"))
     faces = ctx.faces.cutter(loaded) if record.get("faces") else None
+    if is_video_plan(keys):  # a time range of one video (worker.video)
+        stop = lambda: ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED  # noqa: E731
+        rows = list(video_rows(keys, loaded, source, batch_size=batch_size or ctx.batch_size,
+                               faces=faces, should_stop=stop))
+        return None if stop() else rows
     rows = list(score(keys, loaded, partial(read_limited, source),
                       batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,
                       max_pixels=ctx.settings.max_image_pixels,
                       max_bytes=ctx.settings.max_image_bytes,
-                      should_stop=lambda: ctx.jobs.get_field(job_id, "status") == "cancelled",
+                      should_stop=lambda: ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED,
                       decoder=ctx.decoder,
                       thumbs=writer_for(ctx.store, job_id, ctx.settings.thumbnails),
                       faces=faces))
@@ -150,11 +116,8 @@ def images_in(rows: list[dict]) -> int:
 
 
 def _save_and_count(ctx: Context, job_id: str, index: int, record: dict, rows: list[dict]):
-    """Write the shard's rows under its deterministic key, count it once, maybe finalise."""
+    """Write the shard's rows under its deterministic key and count it once."""
     failed = sum(1 for r in rows if r["error"])  # an error row is one whole image
     body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     ctx.store.put(shard_key(job_id, index), body.encode())
-    _, counted = ctx.shards.count(job_id, index, images_in(rows), failed)
-    shards = ctx.jobs.get_field(job_id, "shards")  # 0 while the plan is still listing
-    if shards and counted >= shards:
-        ctx.enqueue(FINALIZE_CLASSIFY, [job_id])
+    ctx.shards.count(job_id, index, images_in(rows), failed)

@@ -1,4 +1,5 @@
-"""The scoring and training worker's tasks: thin shells over the plain job functions."""
+"""The scoring and training worker: its context, its start and stop, and the table's tasks
+for the inference and training queues (thin shells over worker.runner)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ import logging
 
 from celery.signals import worker_ready, worker_shutdown
 
-from facesense.logs import bind_job
-from facesense.queue import CLASSIFY_SHARD, TRAIN
-from facesense.state import leases
-from worker import classify, metrics, sidecar, training
+from facesense.queue import INFERENCE_QUEUE, TRAINING_QUEUE, sender
+from worker import metrics, runner, sidecar
 from worker.celery_app import app, settings
 from worker.context import Context, build_context
-from worker.jobs import TRANSIENT, run_job_step
+from worker.model_cache import add_models
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ log = logging.getLogger(__name__)
 @functools.cache
 def context() -> Context:
     """This process's context, built on first use (after any fork)."""
-    ctx = build_context(settings, lambda name, args: app.send_task(name, args=args))
+    ctx = add_models(build_context(settings, sender(app)))
     ctx.serves = frozenset(app.amqp.queues.consume_from or ())  # the worker's -Q, once set
     return ctx
 
@@ -45,32 +44,6 @@ def on_shutdown(**_):
     sidecar.stop()
 
 
-@app.task(name=CLASSIFY_SHARD, bind=True, max_retries=None)
-def classify_shard(self, job_id: str | None = None, index: int | None = None):
-    """Score a shard: the one the scheduler picks now (a token), or the one named (a retry)."""
-    ctx = context()
-    if job_id is None:
-        try:
-            picked = classify.take_turn(ctx)
-        except TRANSIENT as e:  # Redis away: keep the token, try again shortly
-            raise self.retry(countdown=min(60, 2 ** self.request.retries), exc=e) from None
-        if picked is None:
-            return
-        job_id, index = picked
-        bind_job(job_id, self.name)
-    try:
-        run_job_step(self, context, settings, job_id, leases.shard(index), classify.run_shard,
-                     index)
-    finally:
-        classify.ended(ctx, job_id, index)
-
-
-@app.task(name=TRAIN, bind=True, max_retries=None)
-def train(self, job_id: str):
-    """Train a model version from a labelled folder (resumes from its last checkpoint)."""
-    # a retry raises out of run_job_step, so a run that will resume keeps its checkpoint
-    run_job_step(self, context, settings, job_id, leases.TRAINING, training.run_training)
-    try:
-        training.drop_checkpoints(context(), job_id)
-    except Exception as e:  # the job's end stands; the files are only disk
-        log.warning("job %s: could not delete its checkpoints: %s", job_id, e)
+# The table's rows on the scoring and training queues: a shard (a token, or a retry naming
+# it) and a training run; each a thin shell over the runner (worker.steps).
+runner.register(app, context, (INFERENCE_QUEUE, TRAINING_QUEUE))

@@ -1,11 +1,11 @@
-"""A training job in the worker: a lease, the job record's updates, and the one pipeline."""
+"""A training job in the worker: the job record's updates around the one pipeline."""
 
 from __future__ import annotations
 
 import logging
 
 from facesense.queue import INFERENCE_QUEUE
-from facesense.state.leases import Lease, LeaseLost
+from facesense.state.leases import Lease
 from facesense.state.status import JobStatus
 from facesense.storage.layout import checkpoint_key
 from facesense.trainparams import TrainParams
@@ -14,32 +14,28 @@ from trainer.engine import Stopped
 from trainer.pipeline import train_version
 from trainer.train import Checkpoints
 from worker.context import Context
-from worker.jobs import Held
+from worker.runner import Held, lifecycle
 
 log = logging.getLogger(__name__)
 
 
-def run_training(ctx: Context, job_id: str) -> dict | None:
+def run_training(ctx: Context, job_id: str, lease: Lease | None = None) -> dict | None:
     """Train, register and maybe promote; resumes from the last checkpoint when redelivered.
 
-    A lease in Redis, renewed by a heartbeat, keeps a redelivered copy of the task from
-    training beside a live worker; once the lease lapses (the worker died), a copy takes over.
+    The runner holds the job's lease (renewed by a heartbeat), so a redelivered copy of the
+    task never trains beside a live worker; once it lapses (the worker died), a copy takes
+    over. lease: checked between batches, so a worker that lost it stops.
     """
     record = ctx.jobs.get(job_id)
     if JobStatus(record["status"]).finished:
         return None
     shared = INFERENCE_QUEUE in ctx.serves  # this worker scores too: it holds scoring back
+    claim(ctx, job_id, record)
     try:
-        with Lease(ctx.leases, job_id, ctx.settings.lease_ttl_s) as lease:
-            claim(ctx, job_id, record)
-            try:
-                return _train(ctx, job_id, record, lease, shared)
-            finally:
-                if shared:
-                    ctx.sched.training_on_shared_workers(job_id, False, 0)
-    except LeaseLost:
-        log.warning("job %s: lease lost; leaving the job to the worker that holds it", job_id)
-        return None
+        return _train(ctx, job_id, record, lease, shared)
+    finally:
+        if shared:
+            ctx.sched.training_on_shared_workers(job_id, False, 0)
 
 
 def claim(ctx: Context, job_id: str, record: dict) -> None:
@@ -55,7 +51,7 @@ def claim(ctx: Context, job_id: str, record: dict) -> None:
     raise Held(f"job {job_id}: its key's running-jobs quota is full")
 
 
-def _train(ctx: Context, job_id: str, record: dict, lease: Lease,
+def _train(ctx: Context, job_id: str, record: dict, lease: Lease | None,
            shared: bool = False) -> dict | None:
     params = TrainParams.parse(record["params"])
     ctx.jobs.set_status(job_id, JobStatus.RUNNING, device=str(ctx.models.device),
@@ -77,7 +73,8 @@ def _train(ctx: Context, job_id: str, record: dict, lease: Lease,
                         metrics={k: v for k, v in row.items() if k != "epoch"})
 
     def cancelled() -> bool:  # between batches
-        lease.check()
+        if lease is not None:
+            lease.check()
         if shared:  # renewed, so a worker that died stops being named
             ctx.sched.training_on_shared_workers(job_id, True, 4 * ctx.settings.lease_ttl_s)
         return ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED.value
@@ -93,14 +90,12 @@ def _train(ctx: Context, job_id: str, record: dict, lease: Lease,
             alias=record.get("alias", "production"), promoted_by=f"job {job_id}")
     except Stopped:
         log.info("job %s cancelled during training", job_id)
-        ctx.jobs.archive(job_id)
-        return None  # the task's drop_checkpoints deletes what the run wrote
+        lifecycle(ctx).cancelled(job_id, announce=False)  # the cancel sent its webhook
+        return None  # the row's cleanup (drop_checkpoints) deletes what the run wrote
     manifest = trained.manifest
-    if ctx.jobs.set_status(job_id, JobStatus.SUCCEEDED, model_version=manifest["version"],
-                           metrics=manifest["metrics"], chance=manifest.get("chance"),
-                           promotion=trained.promotion,
-                           history=trained.result.history):
-        ctx.jobs.archive(job_id)
+    if lifecycle(ctx).finish(job_id, model_version=manifest["version"],
+                             metrics=manifest["metrics"], chance=manifest.get("chance"),
+                             promotion=trained.promotion, history=trained.result.history):
         checkpoints.delete()  # ~1 GB of optimiser state, useless once the version exists
     return manifest
 
@@ -108,7 +103,7 @@ def _train(ctx: Context, job_id: str, record: dict, lease: Lease,
 def drop_checkpoints(ctx: Context, job_id: str) -> bool:
     """Delete a training job's checkpoints once it has ended, in any state; True if it had.
 
-    Called after each run of the training task: a run that will be retried (a transient
+    The training row's cleanup, after each run of its task: a run that will be retried (a transient
     error, a lost lease, a killed worker) leaves its job unfinished, so the checkpoint it
     resumes from stays until the job ends (its retries spent, it fails, or it is cancelled).
     """
@@ -118,5 +113,4 @@ def drop_checkpoints(ctx: Context, job_id: str) -> bool:
     # Each run leaves ~1 GB (weights, optimiser state, best weights): any key could fill the
     # disk by starting and cancelling runs.
     Checkpoints(ctx.store, checkpoint_key(job_id)).delete()
-    ctx.sched.forget(job_id)  # its slot in the key's quota (no shards: nothing else)
     return True

@@ -10,26 +10,21 @@ import threading
 import time
 
 from facesense.errors import JobNotFound
-from facesense.queue import (
-    CLASSIFY_SHARD,
-    CONTROL_QUEUE,
-    FINALIZE_CLASSIFY,
-    INFERENCE_QUEUE,
-    PLAN_CLASSIFY,
-    TRAIN,
-    TRAINING_QUEUE,
-)
+from facesense.queue import CONTROL_QUEUE, INFERENCE_QUEUE, TRAINING_QUEUE
 from facesense.state import leases, redis_keys
 from facesense.state.purge import Purger
+from facesense.state.status import JobStatus
+from worker import steps
 from worker.context import Context
-from worker.jobs import top_up
+from worker.runner import lifecycle
 
 log = logging.getLogger(__name__)
 RETAIN_EVERY_S = 60.0  # the retention rule lists the store's jobs/: not at every sweep
 
 
 class Watchdog:
-    """Requeues the work of active jobs whose worker vanished.
+    """Requeues the work of active jobs whose worker vanished (a shard back through the
+    scheduler, ahead of new ones and under its key's quotas; any other step as its task).
 
     Work in progress holds a lease renewed by a heartbeat: work that was started (it counted a
     delivery) but whose lease lapsed lost its worker. A job that holds no lease and has not
@@ -60,18 +55,29 @@ class Watchdog:
                 record = self.jobs.get(job_id)
             except JobNotFound:
                 record = {"status": "gone"}
-            if record["status"] not in ("queued", "running"):
+            if record["status"] not in (JobStatus.QUEUED, JobStatus.RUNNING):
                 self.jobs.forget_active(job_id)
                 continue
-            for name, task, args in self._lost_work(record):
+            for step, args in self._lost_work(record):
+                name = step.lease(*args)
                 if self.leases.mark_requeued(job_id, name, self.ctx.settings.visibility_timeout):
                     log.warning("job %s: requeued %s (its worker vanished)", job_id,
                                 leases.describe(name))
-                    self.ctx.enqueue(task, args)
+                    self._requeue(step, job_id, args)
                     requeued.append((job_id, name))
         self._seen = {k: v for k, v in self._seen.items() if k in active}
-        top_up(self.ctx)  # tokens lost with a worker or a Redis restart are sent again
+        # tokens lost with a worker or a Redis restart, and for the shards requeued, go out
+        lifecycle(self.ctx).after_step()
         return requeued
+
+    def _requeue(self, step: steps.Step, job_id: str, args: list) -> None:
+        """A shard goes back to the scheduler (ahead of new ones, under its key's quotas; its
+        in-flight slot freed); any other step is queued as its task again."""
+        if step.shard:
+            self.ctx.sched.done(job_id, args[0])
+            self.ctx.sched.retry(job_id, args)
+        else:
+            self.ctx.enqueue(step.task, [job_id, *args])
 
     def _stalled(self, record: dict) -> bool:
         """True once the job has not moved for stall_s while its queue stood empty."""
@@ -85,39 +91,44 @@ class Watchdog:
         return time.monotonic() - seen[1] > self.stall_s
 
     def _lost_work(self, record: dict):
-        """(lease name, task, args) of each piece of the job that lost its worker."""
-        job_id, held = record["id"], self.leases.held
-        stalled = self._stalled(record)
-        if record["type"] == "train":
-            if (record["status"] == "running" or stalled) and not held(job_id, leases.TRAINING):
-                yield leases.TRAINING, TRAIN, [job_id]
+        """(step row, args after the job id) of each piece of the job that lost its worker."""
+        job_id, kind, stalled = record["id"], record["type"], self._stalled(record)
+        if kind == "train":
+            train = steps.of(kind, "train")
+            if (record["status"] == JobStatus.RUNNING or stalled) and not self._held(train, job_id):
+                yield train, []
             return
         shards = record.get("shards") or 0
         if not shards:  # queued, or planning
-            started = record["status"] == "running" or "planned" in record  # listing began
-            if (started or stalled) and not held(job_id, leases.PLAN):
-                yield leases.PLAN, PLAN_CLASSIFY, [job_id]
+            plan = steps.of(kind, "plan")
+            started = record["status"] == JobStatus.RUNNING or "planned" in record  # listing began
+            if (started or stalled) and not self._held(plan, job_id):
+                yield plan, []
             # shards already queued by a plan still listing: a started one that lost its worker
-            yield from self._lost_shards(job_id, record.get("planned") or 0, stalled=False)
+            yield from self._lost_shards(record, record.get("planned") or 0, stalled=False)
         elif record["shards_done"] >= shards:  # queued by the last shard: lost only if stalled
-            if stalled and not held(job_id, leases.FINALIZE):
-                yield leases.FINALIZE, FINALIZE_CLASSIFY, [job_id]
+            final = steps.of(kind, "finalize")
+            if stalled and not self._held(final, job_id):
+                yield final, []
         else:
-            yield from self._lost_shards(job_id, shards, stalled)
+            yield from self._lost_shards(record, shards, stalled)
 
-    def _lost_shards(self, job_id: str, shards: int, stalled: bool):
+    def _held(self, step: steps.Step, job_id: str, *args) -> bool:
+        return self.leases.alive(job_id, step.lease(*args))
+
+    def _lost_shards(self, record: dict, shards: int, stalled: bool):
         """Uncounted shards among the first `shards` that were started (or, in a stalled job,
-        released by the scheduler) and hold no lease: each goes back as a retry naming it."""
+        released by the scheduler) and hold no lease: each goes back to the scheduler."""
         if not shards:
             return
+        job_id, shard = record["id"], steps.shard_of(record["type"])
         attempts = self.ctx.shards.attempts(job_id)
         released = self.ctx.sched.released(job_id) if stalled else 0
         picked = self.ctx.sched.picked_before(job_id, self.pick_grace_s)
         for index in self.ctx.shards.uncounted(job_id, shards):
-            name = leases.shard(index)
             started = attempts.get(index, 0) > 0 or index in picked or index < released
-            if started and not self.leases.held(job_id, name):
-                yield name, CLASSIFY_SHARD, [job_id, index]
+            if started and not self._held(shard, job_id, index):
+                yield shard, [index]
 
 
 def interval(ctx: Context) -> float:

@@ -12,6 +12,7 @@ import logging
 import time
 
 from facesense.errors import BadRequest, FacesenseError
+from facesense.errors import backoff as retry_backoff
 from facesense.inputs.netguard import FetchError, Limits, Refused, post, vet
 from facesense.settings import Settings
 from facesense.state.records import JobRecords, dumps, public_record
@@ -62,7 +63,7 @@ def body_of(record: dict) -> bytes:
 
 def backoff(settings: Settings, attempt: int) -> int:
     """Seconds to wait after failed attempt n (1-based): base, 2x base, 4x base ..."""
-    return min(MAX_DELAY_S, settings.webhook_backoff_s * 2 ** (attempt - 1))
+    return retry_backoff(attempt, settings.webhook_backoff_s, MAX_DELAY_S)
 
 
 def deliver(jobs: JobRecords, settings: Settings, job_id: str, attempt: int) -> int | None:
