@@ -94,7 +94,7 @@ class LeaseLost(Exception):
 class Lease:
     """A lease on a job (or on a part of it: name), kept alive while the work runs."""
 
-    def __init__(self, leases: Leases, job_id: str, ttl_s: int, name: str = TRAINING):
+    def __init__(self, leases: Leases, job_id: str, ttl_s: int, name: str):
         self.leases, self.job_id, self.ttl, self.name = leases, job_id, ttl_s, name
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
         self.lost = False
