@@ -228,6 +228,25 @@ def test_hostile_files_are_refused_with_a_clear_reason(tmp_path, make, says):
     assert says in str(info.value)
 
 
+def test_a_video_in_s3_is_read_by_ranges_a_late_shard_never_reading_it_whole(videos, s3_endpoint,
+                                                                           unique):
+    from facesense.inputs.video.reader import RangedReader, open_video
+    from facesense.storage import open_store
+    from tests.conftest import BUCKET
+
+    store = open_store(f"s3://{BUCKET}/videos-{unique}", endpoint_url=s3_endpoint)
+    data = videos["long"].read_bytes()  # 12 s, moov (the index) at the end
+    store.put("viewer.mkv", data)
+    with open_video(store, "viewer.mkv") as f:
+        assert isinstance(f, RangedReader) and f.size == len(data)
+        info = probe(f, LIMITS)
+    with open_video(store, "viewer.mkv") as f:
+        got = [(s.frame, read_stamp(s.image)) for s in sample(f, info, 5, 55, 60)]
+        assert got == [(55, 330), (56, 336), (57, 342), (58, 348), (59, 354)]
+        assert f.opens <= 6  # the header, the index, the seek: a few ranged GETs
+        assert f.read_bytes < len(data) / 2  # 11 s to 11.8 s of 12 s: not the whole object
+
+
 def test_an_empty_reader_is_refused_as_an_empty_file():
     with pytest.raises(VideoError, match="the file is empty"):
         probe(io.BytesIO(b""), LIMITS)
