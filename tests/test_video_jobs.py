@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import signal
+import zipfile
 
 import pytest
 
@@ -123,6 +124,28 @@ def test_a_manifest_t0_shifts_each_viewers_time_to_the_ads_start(client, worker,
     assert [r["t"] for r in v1] == [round(k / 5 - 1.2, 3) for k in range(len(v1))]
     assert v1[0]["t"] == -1.2 and v1[0]["frame"] == 0 and v1[0]["group"] == "ad_a"
     assert [r["t"] for r in v2] == [round(k / 5, 3) for k in range(len(v2))]  # empty t0: 0
+
+
+def test_uploaded_videos_are_stored_then_sampled_as_sent_files_and_in_a_zip(client, worker, tmp_path):
+    clip = gen.write_video(tmp_path / "clip.webm", gen.steady(1.0)).read_bytes()
+    resp = client.post("/v1/jobs", data={"type": "classify", "video_fps": "5", "files": [
+        (io.BytesIO(clip), "ad_a/viewer1.webm"), (io.BytesIO(clip), "ad_b/viewer2.webm")]})
+    assert resp.status_code == 202, resp.get_json()
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ad_a/viewer3.webm", clip)
+        zf.writestr("notes.txt", "not a video")
+    archive.seek(0)
+    zipped = client.post("/v1/jobs", data={"type": "classify", "video_fps": "2",
+                                           "files": (archive, "batch.zip")})
+    assert zipped.status_code == 202, zipped.get_json()
+    for job, fps, names in ((resp, 5, {"ad_a/viewer1.webm", "ad_b/viewer2.webm"}),
+                            (zipped, 2, {"ad_a/viewer3.webm"})):
+        record = wait_for_job(client, job.get_json()["id"])
+        assert record["status"] == "succeeded" and record["video_fps"] == fps, record
+        rows = rows_of(client, record["id"])
+        assert {r["image"] for r in rows} == names  # read back from the store (S3) by ranges
+        assert sorted(r["frame"] for r in rows if r["image"] == min(names)) == list(range(fps))
 
 
 @pytest.mark.parametrize("fps", [0, 31, "fast", True])
