@@ -9,19 +9,19 @@ import sys
 from pathlib import Path
 
 from cli import config_view, manage, options
+from cli.follow import follow, outcome, queued
 from cli.local import add_model_parsers, cmd_classify, cmd_keys_hash, cmd_keys_new
-from cli.options import client
+from cli.options import EXIT_FAILED, EXIT_OK, EXIT_USAGE, client
 from cli.results import cmd_results
 from cli.tables import job_text
-from cli.video import add_video_options, print_curves, video_fields
+from cli.video import add_video_options, video_fields
 from facesense import redisconn
-from facesense.client import ApiError, Client
+from facesense.client import ApiError
 from facesense.errors import ConfigError, FacesenseError
 from facesense.keys import check_exposure
 from facesense.settings import Settings
 from facesense.state.scheduler import PRIORITIES
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3  # 2 is also argparse's
+from facesense.state.status import JobStatus
 
 
 class Usage(FacesenseError):
@@ -53,10 +53,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser, one sub-command per action."""
+    """The argument parser, one sub-command per action (listed in this order in --help)."""
     p = argparse.ArgumentParser(prog="facesense", description=__doc__)
     sub = p.add_subparsers(required=True, metavar="COMMAND")
+    for add in (_add_stack, _add_submit, _add_train, _add_job_commands, _add_models, _add_keys):
+        add(sub)
+    demo = sub.add_parser("demo", help="train on synthetic faces, score a campaign, compare")
+    demo.add_argument("--data", default="var/demo", help="folder for the demo (default var/demo)")
+    demo.add_argument("--port", type=int, help="API port for the demo stack (default: free)")
+    demo.set_defaults(func=cmd_demo)
+    config_view.add_parser(sub)
+    options.add_global_options(p)  # --api, --key, --json before or after any command
+    return p
 
+
+def _add_stack(sub) -> None:
+    """up and worker: start the embedded stack, or one worker."""
     up = sub.add_parser("up", help="start the embedded stack: private Redis, workers, API")
     up.add_argument("--host", help="API address (default 127.0.0.1)")
     up.add_argument("--port", type=int, help="API port (default 8000)")
@@ -69,6 +81,9 @@ def parser() -> argparse.ArgumentParser:
                         help="queues to serve (default inference,training)")
     worker.set_defaults(func=cmd_worker)
 
+
+def _add_submit(sub) -> None:
+    """submit: queue a scoring job on a source, URLs, uploads or a manifest."""
     submit = sub.add_parser("submit", help="queue a scoring job; prints its id")
     submit.add_argument("source", nargs="*",
                         help="s3://bucket/prefix or a folder the server may read; or image "
@@ -98,6 +113,9 @@ def parser() -> argparse.ArgumentParser:
     manage.add_label_options(submit)
     add_video_options(submit)
 
+
+def _add_train(sub) -> None:
+    """train: queue a training job on a labelled folder."""
     train = sub.add_parser("train", help="queue a training job on a labelled folder")
     train.add_argument("dataset", help="s3://bucket/prefix or a server-side folder "
                                        "(root/<class>/<image>, or root/train + root/val)")
@@ -116,6 +134,9 @@ def parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
     manage.add_label_options(train)
 
+
+def _add_job_commands(sub) -> None:
+    """retry, cancel, status, results and jobs: what follows a job once it is queued."""
     retry = sub.add_parser("retry", help="score again the images that failed in a job")
     retry.add_argument("job_id", help="the finished job whose failed images are scored again")
     retry.add_argument("--model", help="model version or alias (default: the job's version)")
@@ -151,6 +172,9 @@ def parser() -> argparse.ArgumentParser:
                       "(default 20)")
     manage.add_job_list_options(jobs)  # --name, --tag, --status, --since, --until; delete
 
+
+def _add_models(sub) -> None:
+    """models (list, promote, delete; import, starter, measure run here) and classify."""
     models = sub.add_parser("models", help="list model versions and aliases")
     models.set_defaults(func=cmd_models)
     msub = models.add_subparsers(metavar="ACTION")
@@ -173,6 +197,9 @@ def parser() -> argparse.ArgumentParser:
                           "(default: as the model was trained)")
     classify.set_defaults(func=cmd_classify)
 
+
+def _add_keys(sub) -> None:
+    """keys new / hash: API keys and their configuration lines."""
     keys = sub.add_parser("keys", help="make API keys and their configuration lines")
     ksub = keys.add_subparsers(required=True, metavar="ACTION")
     knew = ksub.add_parser("new", help="print a new random key and its configuration line")
@@ -182,14 +209,6 @@ def parser() -> argparse.ArgumentParser:
         action.add_argument("--admin", action="store_true",
                             help="an admin key: sees every job, may promote models")
         action.set_defaults(func=func)
-
-    demo = sub.add_parser("demo", help="train on synthetic faces, score a campaign, compare")
-    demo.add_argument("--data", default="var/demo", help="folder for the demo (default var/demo)")
-    demo.add_argument("--port", type=int, help="API port for the demo stack (default: free)")
-    demo.set_defaults(func=cmd_demo)
-    config_view.add_parser(sub)
-    options.add_global_options(p)  # --api, --key, --json before or after any command
-    return p
 
 
 def cmd_up(args, settings: Settings) -> int:
@@ -249,16 +268,6 @@ def cmd_submit(args, settings: Settings) -> int:
     return queued(api, job, args)
 
 
-def queued(api: Client, job: dict, args) -> int:
-    """After a submission: the id (or with --json the record), or with --wait the outcome."""
-    if args.wait:
-        if not args.json:
-            print(job["id"], flush=True)
-        return follow(api, job["id"], as_json=args.json)
-    print(json.dumps(job, indent=2) if args.json else job["id"])
-    return 0
-
-
 def cmd_train(args, settings: Settings) -> int:
     """Queue a training job and print its id."""
     params = {}
@@ -299,38 +308,7 @@ def cmd_status(args, settings: Settings) -> int:
         return follow(api, args.job_id, as_json=args.json)
     record = api.job(args.job_id)
     print(json.dumps(record, indent=2) if args.json else job_text(record))
-    return outcome(record) if record["status"] in ("failed", "cancelled") else EXIT_OK
-
-
-def follow(api: Client, job_id: str, as_json: bool = False) -> int:
-    """Draw a progress bar (on stderr) until the job finishes, then print its report (a table,
-    or the record as JSON); returns the exit code of how it ended."""
-    def draw(record: dict):
-        p = record["progress"]
-        total, done = p["total"], p["done"]
-        width = 30
-        filled = int(width * done / total) if total else 0
-        bar = "#" * filled + "-" * (width - filled)
-        queue = record.get("queue") or {}  # while it waits: what starts before it, or why held
-        waiting = (f", {queue['held']}" if queue.get("held") else
-                   f", {queue['shards_ahead']} shards ahead" if queue.get("shards_waiting") else "")
-        print(f"\r{record['status']:<9} [{bar}] {done}/{total or '?'} "
-              f"({p['failed']} failed){manage.pace_text(record)}{waiting}\033[K", end="",
-              file=sys.stderr, flush=True)
-
-    record = api.wait(job_id, on_update=draw)
-    print(file=sys.stderr)
-    if record["status"] != "succeeded":
-        print(f"job {job_id} {record['status']}: {record.get('error') or ''}", file=sys.stderr)
-    print(json.dumps(record, indent=2) if as_json else job_text(record))
-    if not as_json:  # a video job: its curves per variant
-        print_curves(api, record)
-    return outcome(record)
-
-
-def outcome(record: dict) -> int:
-    """The exit code of a finished job: 0 succeeded, 3 cancelled, 1 failed."""
-    return {"succeeded": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(record["status"], EXIT_FAILED)
+    return outcome(record) if record["status"] in (JobStatus.FAILED, JobStatus.CANCELLED) else EXIT_OK
 
 
 def cmd_models(args, settings: Settings) -> int:

@@ -10,6 +10,7 @@ import sys
 from facesense.client import Client
 from facesense.settings import Settings
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 3  # 2 is also argparse's
 EXIT_PIPE = 141  # 128 + SIGPIPE: what `yes | head` reports for `yes` under pipefail
 
 # dest -> the value when the option is given nowhere
