@@ -60,13 +60,8 @@ def start(cmd_args: list[str], stats: Path, rate: float, settings, log) -> subpr
 
 def run(root: Path, workers: int, store: str, endpoint: str | None, shard: int = SHARD) -> dict:
     """One measured run; returns its figures."""
-    import redis
-
-    from api import create_app
-    from bench import cp_worker
     from cli.launcher import start_redis, stop
     from facesense.settings import Settings
-    from tests.conftest import wait_for_workers
     from tests.servers import s3_client
     from tests.stack import register_small_model
 
@@ -84,45 +79,72 @@ def run(root: Path, workers: int, store: str, endpoint: str | None, shard: int =
     per_job = 8 * shard  # 8 shards a job
     source = make_source(root, s3, bucket, per_job)
     jobs = max(4, -(-workers * 4 // 8))  # about 4 shards per worker
-    log = (root / "workers.log").open("wb")
-    procs = [start(["-A", "worker.celery_app", "worker", "-Q", "inference", "-P", "threads",
-                    "-c", str(workers), "-n", f"cp-{workers}@%h", "--without-gossip",
-                    "--without-mingle", "-l", "WARNING"], root / "worker.json",
-                   GPU_IMAGES_PER_S, settings, log),
-             start(["-A", "worker.control", "worker", "-Q", "control", "-P", "threads", "-c", "8",
-                    "-n", f"control-{workers}@%h", "--without-gossip", "--without-mingle",
-                    "--without-heartbeat", "-l", "WARNING"], root / "control.json", 0,
-                   settings, log)]
+    procs = start_workers(root, workers, settings)
     try:
-        wait_for_workers(settings, procs[:1])
-        cp_worker.install(None)  # the API's store requests count too
-        api = create_app(settings).test_client()
-        r = redis.Redis.from_url(url)
-        r.config_resetstat()
-        cp_worker.counts.clear()  # what this process did before (the model, a previous run)
-        before, started = r.info(), time.monotonic()
-        ids = []
-        for _ in range(jobs):
-            resp = api.post("/v1/jobs", json={"type": "classify", "source": source})
-            assert resp.status_code == 202, resp.get_json()
-            ids.append(resp.get_json()["id"])
-        pending = list(ids)  # one job polled at a time, twice a second: little Redis of ours
-        while pending:
-            time.sleep(0.5)
-            while pending and (status := api.get(f"/v1/jobs/{pending[0]}").get_json()["status"]) in FINAL:
-                assert status == "succeeded", status
-                pending.pop(0)
-        wall = time.monotonic() - started
-        after, stats = r.info(), r.info("commandstats")
+        wall, before, after, stats = measure(settings, procs, source, jobs)
     finally:
         stop(procs, timeout=30)
         stop([redis_proc])
+    return figures(root, store, workers, shard, jobs * per_job, jobs, wall,
+                   (before, after, stats))
+
+
+def start_workers(root: Path, workers: int, settings) -> list[subprocess.Popen]:
+    """A scoring worker of `workers` threads and a control worker, logging to workers.log."""
+    log = (root / "workers.log").open("wb")
+    return [start(["-A", "worker.celery_app", "worker", "-Q", "inference", "-P", "threads",
+                   "-c", str(workers), "-n", f"cp-{workers}@%h", "--without-gossip",
+                   "--without-mingle", "-l", "WARNING"], root / "worker.json",
+                  GPU_IMAGES_PER_S, settings, log),
+            start(["-A", "worker.control", "worker", "-Q", "control", "-P", "threads", "-c", "8",
+                   "-n", f"control-{workers}@%h", "--without-gossip", "--without-mingle",
+                   "--without-heartbeat", "-l", "WARNING"], root / "control.json", 0,
+                  settings, log)]
+
+
+def measure(settings, procs: list[subprocess.Popen], source: str, jobs: int):
+    """Submit the jobs through the API and wait for them all: (wall seconds, Redis INFO before
+    and after, Redis commandstats)."""
+    import redis
+
+    from api import create_app
+    from bench import cp_worker
+    from tests.conftest import wait_for_workers
+
+    wait_for_workers(settings, procs[:1])
+    cp_worker.install(None)  # the API's store requests count too
+    api = create_app(settings).test_client()
+    r = redis.Redis.from_url(settings.redis_url)
+    r.config_resetstat()
+    cp_worker.counts.clear()  # what this process did before (the model, a previous run)
+    before, started = r.info(), time.monotonic()
+    ids = []
+    for _ in range(jobs):
+        resp = api.post("/v1/jobs", json={"type": "classify", "source": source})
+        assert resp.status_code == 202, resp.get_json()
+        ids.append(resp.get_json()["id"])
+    pending = list(ids)  # one job polled at a time, twice a second: little Redis of ours
+    while pending:
+        time.sleep(0.5)
+        while pending and (status := api.get(f"/v1/jobs/{pending[0]}").get_json()["status"]) in FINAL:
+            assert status == "succeeded", status
+            pending.pop(0)
+    wall = time.monotonic() - started
+    return wall, before, r.info(), r.info("commandstats")
+
+
+def figures(root: Path, store: str, workers: int, shard: int, images: int, jobs: int,
+            wall: float, redis_info: tuple[dict, dict, dict]) -> dict:
+    """A run's figures: rates, Redis commands and CPU, store requests, pick times."""
+    from bench import cp_worker
+
+    before, after, stats = redis_info
     totals, picks = Counter(cp_worker.counts), []
     for name in ("worker.json", "control.json"):
         data = json.loads((root / name).read_text())
         totals.update(data["counts"])
         picks += data["picks_s"]
-    images, shards = jobs * per_job, jobs * 8
+    shards = jobs * 8
     commands = after["total_commands_processed"] - before["total_commands_processed"]
     cpu = redis_cpu(after) - redis_cpu(before)
     kind = "s3." if store == "s3" else "local."

@@ -88,7 +88,7 @@ def install(images_per_s: float | None) -> None:
 
 def _stand_in(images_per_s: float) -> None:
     from worker import classify, model_cache
-    from worker.inference import error_row
+    from facesense.outputs.rows import error_row
 
     def score(keys, loaded, fetch, *, batch_size, should_stop=lambda: False, thumbs=None, **_):
         keys = list(keys)
