@@ -89,9 +89,10 @@ def _card(job_id: str, record: dict, index: int, row: dict) -> dict:
     # Named by row number: the thumbnail route reads the row to know the image, so a URL can
     # name nothing but an image of this job's results.
     thumb = f"/ui/api/jobs/{job_id}/thumbs/{index}" if thumbs().has_thumb(record, row) else None
-    faces = {k: row[k] for k in ("face", "box") if k in row}  # a faces job's row: which face
+    extra = {k: row[k] for k in ("face", "box") if k in row}  # a faces job's row: which face
+    extra.update({k: row[k] for k in ("t", "frame") if row.get(k) is not None})  # a video's frame
     return {"index": index, "image": row["image"], "group": row["group"], "label": row["label"],
-            "confidence": row["confidence"], "error": row.get("error"), "thumb": thumb, **faces}
+            "confidence": row["confidence"], "error": row.get("error"), "thumb": thumb, **extra}
 
 
 @bp.get("/ui/api/jobs/<job_id>/thumbs/<int:index>")
@@ -133,7 +134,11 @@ def openapi_paths() -> dict:
                 "confidence": {"type": ["number", "null"]}, "error": nullable, "thumb": nullable,
                 "face": {"type": ["integer", "null"], "description": "a faces job's: the "
                          "face's number in its image (null: no face)"},
-                "box": {"type": ["array", "null"], "items": {"type": "integer"}}},
+                "box": {"type": ["array", "null"], "items": {"type": "integer"}},
+                "t": {"type": "number", "description": "a video frame's: seconds from the ad's "
+                      "start"},
+                "frame": {"type": "integer", "description": "a video frame's: its sample's "
+                          "index in the video"}},
                ("index", "image", "group", "label", "confidence", "error", "thumb"))
     page = obj({"job_id": {"type": "string"}, "total": {"type": "integer"},
                 "offset": {"type": "integer"}, "limit": {"type": "integer"},

@@ -8,7 +8,7 @@ const CHART_STYLE = `
   .tick, .legend, .axis-label { font-size: 11px; fill: #4b5468; }
   .chart-title { font-size: 13px; font-weight: 600; fill: #1d2330; }
   .line { fill: none; stroke-width: 2; }
-  .ci { stroke-width: 2; } .ci-cap { stroke-width: 1.5; }
+  .ci { stroke-width: 2; } .ci-cap { stroke-width: 1.5; } .peak-line { stroke-width: 1; opacity: .7; }
   .bar-label { font-size: 11px; fill: #fff; font-weight: 600; }`;
 
 // The text of a mark's tooltip: its own <title>, or its group's.

@@ -1,18 +1,19 @@
 // Tiny hand-written SVG charts: a line chart (training curves), stacked share bars and
-// shares with their intervals (a module: the pages import what they draw).
+// shares with their intervals (a module: the pages import what they draw), and the helpers
+// other chart modules draw with (svg, niceTicks, fit, fmt, PALETTE).
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 export const PALETTE = ["#2f7ed8", "#e4572e", "#29a36a", "#f2a541", "#8e5cd9", "#17becf", "#d62f8b",
                  "#7f7f7f"];
 
-function svg(tag, attrs = {}, text) {
+export function svg(tag, attrs = {}, text) {
   const el = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
   if (text !== undefined) el.textContent = text;
   return el;
 }
 
-function niceTicks(lo, hi, n = 5) {
+export function niceTicks(lo, hi, n = 5) {
   if (hi <= lo) hi = lo + 1;
   const raw = (hi - lo) / n, mag = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw);
@@ -24,12 +25,12 @@ function niceTicks(lo, hi, n = 5) {
 }
 
 // A label cut to about px wide (the tooltip keeps it whole), so a narrow chart never clips it.
-function fit(text, px) {
+export function fit(text, px) {
   const most = Math.max(4, Math.floor(px / 6.4));
   return text.length > most ? `${text.slice(0, most - 1)}…` : text;
 }
 
-function fmt(v) {
+export function fmt(v) {
   return Math.abs(v) >= 100 ? v.toFixed(0) : Number(v.toPrecision(3)).toString();
 }
 

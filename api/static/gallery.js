@@ -1,5 +1,6 @@
-// A scoring job's gallery: its images as cards with thumbnails, filtered by label (a class,
-// or the API's errors / no-face filters) and group, a page at a time; and its errors list.
+// A scoring job's gallery: its images (and videos' sampled frames, with their time t) as cards
+// with thumbnails, filtered by label (a class, or the API's errors / no-face filters) and
+// group, a page at a time; and its errors list.
 import {api, apiKey, getJSON} from "./api.js";
 import {h, notice} from "./dom.js";
 import {enums} from "./enums.js";
@@ -78,13 +79,16 @@ async function loadPage(job, state, grid, pager) {
 
 async function imageCard(job, row) {
   return h("figure", {class: `card-image${row.error ? " failed" : ""}`, "data-index": row.index,
-                      "data-label": row.label || "", "data-group": row.group},
+                      "data-label": row.label || "", "data-group": row.group,
+                      "data-t": row.t ?? null, "data-frame": row.frame ?? null},
     // No thumb: a failed image (✕), or a URL-list job's image outside its kept sample (…).
     row.thumb ? await thumbnailImage(row.thumb, row.image)
       : h("div", {class: "no-thumb", title: row.error ? "not scored" : "no preview kept"},
           row.error ? "✕" : "…"),
     h("figcaption", {},
       h("span", {class: "name", title: row.image}, row.image),
+      row.t === undefined ? null : h("span", {class: "at", "data-t": row.t},
+        `t = ${row.t.toFixed(1)} s${row.frame === undefined ? "" : ` · frame ${row.frame}`}`),
       row.error ? h("span", {class: "reason"}, row.error)
         : row.face === null ? h("span", {class: "no-face"}, "no face")
         : h("span", {class: `label label-${classIndex(job, row.label)}`},

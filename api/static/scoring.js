@@ -6,11 +6,11 @@ import {comparisonsCard} from "./comparisons.js";
 import {h} from "./dom.js";
 import {chartWidth, groupName, interval, pct} from "./format.js";
 import {errorsCard, galleryCard} from "./gallery.js";
+import {timelineCard} from "./timeline.js";
 
 // The cards drawn from the summary, in page order: each takes the page's context (below) and
-// returns a section, or null when the summary has nothing for it. Another view of the summary
-// (e.g. a video job's timeline per group) is one more module and one more entry here.
-const SUMMARY_CARDS = [sharesCard, comparisonsCard];
+// returns a section, or null when the summary has nothing for it (a photo job has no timeline).
+const SUMMARY_CARDS = [sharesCard, timelineCard, comparisonsCard];
 
 export async function renderScoring(el, job, query) {
   const summary = job.summary || {overall: {images: 0, failed: 0, labels: {}}, groups: {}};
