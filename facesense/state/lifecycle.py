@@ -76,10 +76,12 @@ class Lifecycle:
     def fail(self, job_id: str, reason: str) -> bool:
         """Mark a job (of any type) failed with a reason, unless it already finished; archive
         it and free its share of the scheduler. False if it had already finished."""
-        log.warning("job %s failed: %s", job_id, reason)
         if not (self.jobs.exists(job_id)
                 and self.jobs.set_status(job_id, JobStatus.FAILED, error=reason)):
+            log.warning("job %s: not failed (%s): it had already finished or is gone", job_id,
+                        reason)
             return False
+        log.warning("job %s failed: %s", job_id, reason)
         self.ended(job_id)
         return True
 
