@@ -1,29 +1,37 @@
 """A video job's page in headless Chromium: the timeline card draws, per ad variant, the chosen
 label's share over the ad as a line with its 95% band and its peak where the summary puts it; a
-label chooser redraws it; a photo job has no such card; the gallery shows each frame's t."""
+label chooser redraws it; a photo job has no such card; the gallery shows each frame's t, and
+its thumbnail is that frame (a face row's: its face) decoded from the job's video."""
 
 from __future__ import annotations
 
+import io
 import random
 import re
+from pathlib import Path
 
 import pytest
 import redis
 import requests
+from PIL import Image
 
 from api import create_app
+from facesense.imaging import face_square
 from facesense.outputs.results import bounded, write_results
+from facesense.outputs.thumbnails import FACE_MARGIN
 from facesense.state.records import JobRecords
 from facesense.state.status import JobStatus
 from facesense.storage import store_from_settings
 from facesense.storage.layout import job_key
 from tests.servers import serving
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job
+from tests.videogen import BITS, BLOCK, read_stamp, steady, write_video
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ["happy", "sad"]
 FPS, SECONDS = 5, 8  # frames sampled a second; the ad's length
+BOX = [10, 20, 130, 140]  # a face's box in the 320 x 240 test video's frames
 DASH = "\u2013"  # the en dash the page writes between a bin's start and end
 
 
@@ -253,3 +261,37 @@ def test_a_photo_job_has_no_timeline_card(page, server, settings):
     assert page.query_selector("table.summary") is not None
     assert page.query_selector("#timeline") is None
     assert page.query_selector("#gallery .at") is None
+
+
+def test_a_video_frames_thumbnail_is_that_frame_decoded_from_the_jobs_video(client, settings,
+                                                                           unique):
+    # Given a finished video job on a folder: a 3 s 30 fps video, each frame's number drawn in
+    # its top-left corner, sampled at 5 fps (sample k is frame 6k); a row for sample 7 whole,
+    # one for a face in it and one for a face in sample 10 (faces near the corner)
+    folder = Path(settings.allowed_roots[0]) / f"video-thumbs-{unique}"
+    write_video(folder / "ad" / "viewer.mp4", steady(3.0))
+    at = {"image": "ad/viewer.mp4", "group": "ad", "t": 1.4, "frame": 7, "error": None}
+    scored = {"label": "happy", "confidence": 0.8, "probs": {"happy": 0.8, "sad": 0.2}}
+    rows = [{**at, "face": None, "label": None, "confidence": None, "probs": None},
+            {**at, "face": 0, "box": BOX, "face_score": 0.99, **scored},
+            {**at, "t": 2.0, "frame": 10, "face": 0, "box": BOX, "face_score": 0.99, **scored}]
+    job_id = finished_job(settings, rows, source=folder.as_uri(), faces=True, video_fps=FPS)
+
+    # When the gallery lists its rows, Then each card has the frame's t, frame and a thumbnail
+    cards = client.get(f"/ui/api/jobs/{job_id}/gallery").get_json()["rows"]
+    assert [(c["t"], c["frame"]) for c in cards] == [(1.4, 7), (1.4, 7), (2.0, 10)]
+    assert all(c["thumb"] == f"/ui/api/jobs/{job_id}/thumbs/{c['index']}" for c in cards)
+
+    # and the whole frame's thumbnail is video frame 42 (sample 7 at 5 fps of 30), shrunk
+    whole = client.get(cards[0]["thumb"])
+    assert whole.status_code == 200 and whole.mimetype == "image/jpeg"
+    image = Image.open(io.BytesIO(whole.data))
+    assert image.size == (128, 96)
+    assert read_stamp(image.resize((320, 240), Image.BILINEAR)) == 42
+
+    # and a face row's is its face's square (the numbers' corner in it), of its own frame
+    x0, y0, x1, y1 = face_square(BOX, (320, 240), FACE_MARGIN)
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0 >= BLOCK * BITS
+    faces = [Image.open(io.BytesIO(client.get(c["thumb"]).data)) for c in cards[1:]]
+    assert [f.size for f in faces] == [(128, 128)] * 2
+    assert [read_stamp(f.resize((x1, y1), Image.BILINEAR)) for f in faces] == [42, 60]

@@ -15,8 +15,9 @@ from facesense.errors import NotFound, ObjectNotFound, SourceError
 from facesense.imaging import ImageRejected
 from facesense.inputs.scopes import scoped_settings
 from facesense.inputs.sources import MANIFEST_SCHEME, UPLOAD_SCHEME, open_source
+from facesense.inputs.video.limits import VideoLimits
 from facesense.outputs.pages import read_rows
-from facesense.outputs.thumbnails import make_thumbnail, sampled, thumb_key, web_item
+from facesense.outputs.thumbnails import frame_thumbnail, make_thumbnail, sampled, thumb_key, web_item
 from facesense.settings import Settings
 from facesense.storage import Store, TooLarge, read_limited
 
@@ -96,8 +97,11 @@ class GalleryThumbs:
         if not self.has_thumb(record, row):
             raise NotFound(f"row {index} of job {job_id} has no thumbnail"
                            + (" (the image failed)" if row.get("error") else ""))
-        data = self._from_source(record["source"], row["image"], row.get("box"),
-                                 record.get("scope"))
+        if row.get("frame") is not None:  # a video's sampled frame: decoded from the video
+            data = self._video_frame(record, row)
+        else:
+            data = self._from_source(record["source"], row["image"], row.get("box"),
+                                     record.get("scope"))
         if data is None:
             data = self._stored(job_id, row["image"])
         self.cache.put((job_id, index), data)
@@ -119,6 +123,32 @@ class GalleryThumbs:
                 return None
             except (ImageRejected, TooLarge) as e:  # the worker scored it: it changed since
                 raise NotFound(f"no thumbnail for {image!r}: {e}") from None
+
+    def _video_frame(self, record: dict, row: dict) -> bytes | None:
+        """The thumbnail of a video row's frame (a face row's: its face), decoded from the video
+        in the job's source as the worker sampled it (seek to the keyframe before, decode on);
+        None if the source can't be read here."""
+        # PyAV (FFmpeg) is loaded by the first video thumbnail, not by every API process
+        from facesense.inputs.video.frames import sample
+        from facesense.inputs.video.probe import VideoError, probe
+        from facesense.inputs.video.reader import open_video
+
+        source, image = str(record.get("source", "")), row["image"]
+        if not self._readable(source, image):
+            return None
+        fps = record.get("video_fps") or self.settings.video_fps
+        with self._slots:
+            try:
+                with open_video(self._source(source, record.get("scope")), image) as f:
+                    info = probe(f, VideoLimits.from_settings(self.settings))
+                    got = next(sample(f, info, fps, row["frame"], row["frame"] + 1), None)
+            except (ObjectNotFound, SourceError, OSError):  # gone, moved, unreadable here
+                return None
+            except VideoError as e:  # the worker scored it: it changed since
+                raise NotFound(f"no thumbnail for frame {row['frame']} of {image!r}: {e}") from None
+        if got is None:
+            raise NotFound(f"{image!r} has no frame {row['frame']} any more")
+        return frame_thumbnail(got.image, row.get("box"))
 
     def _stored(self, job_id: str, image: str) -> bytes:
         """A thumbnail a worker wrote: a URL-list job's sample, or any image of a job scored

@@ -81,6 +81,14 @@ def make_thumbnail(data: bytes, *, max_pixels: int, box: list[int] | None = None
         raise ImageRejected(f"cannot decode image: {type(e).__name__}: {e}") from None
 
 
+def frame_thumbnail(image: Image.Image, box: list[int] | None = None) -> bytes:
+    """A thumbnail JPEG of a decoded, upright video frame; box: a face's, in the frame: the
+    thumbnail is that face's square, as for a photo."""
+    if box is not None:
+        image = image.crop(face_square(box, image.size, FACE_MARGIN))
+    return encode(image)
+
+
 def _rgb(img: Image.Image) -> Image.Image:
     """RGB good enough to look at (the model's exact conversion needs numpy, which the core
     does without): 16-bit scaled to 8, alpha on white, CMYK without Adobe's marker un-inverted."""
