@@ -129,6 +129,14 @@ def warmup_epochs(epochs: int) -> int:
     return max(1, math.ceil(epochs / 10))
 
 
+def network(start: Start, n_classes: int, device: torch.device) -> torch.nn.Module:
+    """The start's network with its weights (if any), on device in its memory format."""
+    model = build(start.arch, n_classes)
+    if start.state is not None:
+        model.load_state_dict(start.state)
+    return model.to(device, memory_format=architecture(start.arch).memory_format)
+
+
 def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device, precision: str,
         start: Start | None = None, epochs: int | None = None,
         checkpoints: Checkpoints | None = None,
@@ -139,10 +147,7 @@ def fit(data: Dataset, params: TrainParams, spec: dict, *, device: torch.device,
     torch.manual_seed(params.seed)
     start = start or Start(DEFAULT_ARCH)
     epochs = epochs or params.epochs
-    model = build(start.arch, len(data.classes))
-    if start.state is not None:
-        model.load_state_dict(start.state)
-    model = model.to(device, memory_format=architecture(start.arch).memory_format)
+    model = network(start, len(data.classes), device)
     steps = epochs * math.ceil(len(data.train_y) / params.batch_size)
     optimizer, scheduler = make_optimizer(
         model, params, steps, epochs=epochs,
