@@ -91,48 +91,12 @@ def measure(args, figures: dict, out: Path) -> bool:
     """Run every stage not skipped, writing the figures after each; False if any raised."""
     import torch
 
-    from bench import gpu_bench as gb
     from runtime.device import default_batch_size
     device = torch.device("cuda" if figures["cuda"] else "cpu")
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="facesense-gpu-"))
     base.mkdir(parents=True, exist_ok=True)
     stages, ok, held = figures["stages"], True, {}
-    threads = os.cpu_count() or 2
-    batch = args.batch or default_batch_size(device)
-
-    def model_and_loaded():
-        """The model stage: the version, how it is served, and why."""
-        failed = {}
-        try:
-            registry, manifest = gb.model(base, device, args.per_class, args.epochs)
-        except Exception as e:  # the stages after it still measure speed, on an untrained model
-            failed = {"error": f"training failed, an untrained model measured instead: "
-                               f"{type(e).__name__}: {e}",
-                      "traceback": traceback.format_exc()[-3000:]}
-            registry, manifest = gb.model(base / "untrained", device, 0, 0)
-        held["loaded"] = gb.loaded_model(registry, manifest["version"], device, batch)
-        held["version"], held["base"] = manifest["version"], base if not failed else base / "untrained"
-        return {"version": manifest["version"], "trained": "metrics" in manifest and not failed,
-                "metrics": manifest.get("metrics"), "served_as": held["loaded"].precision,
-                "reason": held["loaded"].reason,
-                "agreement": (manifest.get("precision") or {}).get("variants"), **failed}
-
-    plan = {
-        "tests": lambda: run_tests(base / "cuda-tests.xml"),
-        "model": model_and_loaded,
-        "precision": lambda: gb.precision(held["base"], args.precision_n, args.big_batch, device),
-        "model_only": lambda: gb.model_only(held["loaded"], args.big_batch),
-        # the first decode_n of the engine's photos: drawing 2 MP photos takes 0.2 s each
-        "decode": lambda: gb.decode(gb.photos(base, args.n)[:args.decode_n], device, threads,
-                                    batch),
-        "forward": lambda: gb.forward_rates(held["loaded"], gb.photos(base, args.n), batch,
-                                            0.5 if args.dry_run else 3.0),
-        "engine": lambda: gb.engine(gb.photo_folder(base, args.n), held["loaded"],
-                                    ["cpu", "gpu"] if figures["cuda"] else ["cpu"],
-                                    gb.default_threads(), batch),
-        "system": lambda: gb.system(gb.photo_folder(base, args.n), args.n, base,
-                                    held["version"], args.batch),
-    }
+    plan = stage_plan(args, figures, base, device, args.batch or default_batch_size(device), held)
     for name in STAGES:
         if name in args.skip:
             stages[name] = "not run: --skip"
@@ -157,6 +121,50 @@ def measure(args, figures: dict, out: Path) -> bool:
         figures["targets"] = judge(figures)
         out.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return ok
+
+
+def model_stage(args, base: Path, device, batch: int, held: dict) -> dict:
+    """The model stage: the version, how it is served, and why; held gets the loaded model,
+    its version and its folder, for the stages after it."""
+    from bench import gpu_bench as gb
+
+    failed = {}
+    try:
+        registry, manifest = gb.model(base, device, args.per_class, args.epochs)
+    except Exception as e:  # the stages after it still measure speed, on an untrained model
+        failed = {"error": f"training failed, an untrained model measured instead: "
+                           f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc()[-3000:]}
+        registry, manifest = gb.model(base / "untrained", device, 0, 0)
+    held["loaded"] = gb.loaded_model(registry, manifest["version"], device, batch)
+    held["version"], held["base"] = manifest["version"], base if not failed else base / "untrained"
+    return {"version": manifest["version"], "trained": "metrics" in manifest and not failed,
+            "metrics": manifest.get("metrics"), "served_as": held["loaded"].precision,
+            "reason": held["loaded"].reason,
+            "agreement": (manifest.get("precision") or {}).get("variants"), **failed}
+
+
+def stage_plan(args, figures: dict, base: Path, device, batch: int, held: dict) -> dict:
+    """Each stage's run, by name; the later ones use what the model stage put in held."""
+    from bench import gpu_bench as gb
+
+    threads = os.cpu_count() or 2
+    return {
+        "tests": lambda: run_tests(base / "cuda-tests.xml"),
+        "model": lambda: model_stage(args, base, device, batch, held),
+        "precision": lambda: gb.precision(held["base"], args.precision_n, args.big_batch, device),
+        "model_only": lambda: gb.model_only(held["loaded"], args.big_batch),
+        # the first decode_n of the engine's photos: drawing 2 MP photos takes 0.2 s each
+        "decode": lambda: gb.decode(gb.photos(base, args.n)[:args.decode_n], device, threads,
+                                    batch),
+        "forward": lambda: gb.forward_rates(held["loaded"], gb.photos(base, args.n), batch,
+                                            0.5 if args.dry_run else 3.0),
+        "engine": lambda: gb.engine(gb.photo_folder(base, args.n), held["loaded"],
+                                    ["cpu", "gpu"] if figures["cuda"] else ["cpu"],
+                                    gb.default_threads(), batch),
+        "system": lambda: gb.system(gb.photo_folder(base, args.n), args.n, base,
+                                    held["version"], args.batch),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
