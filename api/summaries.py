@@ -63,24 +63,7 @@ def openapi_paths() -> dict:
                  "failed": {"type": "integer"},
                  "labels": {"type": "object", "additionalProperties": cell}, **video_tally()},
                 ("images", "scored", "failed", "labels"))
-    sample_size = obj({
-        "per_group": {"type": ["integer", "null"], "description": "images (faces, with faces on) "
-                      "per group that would find the observed difference significant with this "
-                      "power: Fleiss' continuity-corrected two-proportion n; null: see reason"},
-        "alpha": {"type": "number", "description": "the level it is computed at: 0.05 over the "
-                  "label's number of pairs (Holm's first step)"},
-        "power": number, "reason": {"type": ["string", "null"], "description": "why per_group "
-                                    "is null: no difference observed, or over 100,000"}},
-        ("per_group", "alpha", "power", "reason"))
-    comparison = obj({"label": {"type": "string"}, "a": {"type": "string"},
-                      "b": {"type": "string"}, "share_a": number, "share_b": number,
-                      "difference": number, "p_value": number, "p_adjusted": number,
-                      "significant": {"type": "boolean"},
-                      "sample_size": {**sample_size, "type": ["object", "null"],
-                                      "description": "null when significant (or in a summary "
-                                      "written before it existed)"}},
-                     ("label", "a", "b", "share_a", "share_b", "difference", "p_value",
-                      "p_adjusted", "significant"))
+    comparison = comparison_schema()
     whole = obj({"classes": {"type": "array", "items": {"type": "string"}}, "overall": tally,
                  "groups": {"type": "object", "additionalProperties": tally},
                  "comparisons": {"type": "array", "items": comparison},
@@ -109,6 +92,32 @@ def openapi_paths() -> dict:
         paths[path]["get"]["responses"]["200"]["content"] = {
             "text/csv": {"schema": {"type": "string"}}}  # not JSON: it says what it is
     return paths
+
+
+def comparison_schema() -> dict:
+    """A summary's comparison between two groups for one label, with the sample size a
+    difference that is not significant would need."""
+    from api.openapi import obj
+
+    number = {"type": "number"}
+    sample_size = obj({
+        "per_group": {"type": ["integer", "null"], "description": "images (faces, with faces on) "
+                      "per group that would find the observed difference significant with this "
+                      "power: Fleiss' continuity-corrected two-proportion n; null: see reason"},
+        "alpha": {"type": "number", "description": "the level it is computed at: 0.05 over the "
+                  "label's number of pairs (Holm's first step)"},
+        "power": number, "reason": {"type": ["string", "null"], "description": "why per_group "
+                                    "is null: no difference observed, or over 100,000"}},
+        ("per_group", "alpha", "power", "reason"))
+    return obj({"label": {"type": "string"}, "a": {"type": "string"},
+                      "b": {"type": "string"}, "share_a": number, "share_b": number,
+                      "difference": number, "p_value": number, "p_adjusted": number,
+                      "significant": {"type": "boolean"},
+                      "sample_size": {**sample_size, "type": ["object", "null"],
+                                      "description": "null when significant (or in a summary "
+                                      "written before it existed)"}},
+                     ("label", "a", "b", "share_a", "share_b", "difference", "p_value",
+                      "p_adjusted", "significant"))
 
 
 def video_tally() -> dict:
