@@ -52,10 +52,10 @@ def training_worker(trainer_settings, worker):
     stop([proc])
 
 
-def train_until_first_epoch(client, faces, epochs: int) -> str:
+def train_until_first_epoch(client, faces, epochs: int, **params) -> str:
     """Queue a training job and return its id once its first epoch (and checkpoint) is done."""
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
-                                         "params": {**SMALL, "epochs": epochs}})
+                                         "params": {**SMALL, "epochs": epochs, **params}})
     job_id = resp.get_json()["id"]
     deadline = time.monotonic() + 180
     while (client.get(f"/v1/jobs/{job_id}").get_json().get("epoch") or 0) < 1:
@@ -325,12 +325,29 @@ def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, tra
                  "the scoring job to end")["status"] == "succeeded"
 
 
+@pytest.fixture(scope="module")
+def small_base(settings) -> str:
+    """A random 2-class mini_xception version: fine-tuned from, a run's checkpoints are a few MB
+    (AlexNet's, with AdamW's state, ~900 MB: a resume test would mostly time the store)."""
+    import torch
+
+    from facesense.registry import Registry
+    from runtime.architectures import GREY_64
+    from runtime.network import build, register_state
+
+    torch.manual_seed(2)
+    return register_state(Registry(store_from_settings(settings)),
+                          build("mini_xception", 2).state_dict(), ["happy", "sad"],
+                          arch="mini_xception", preprocess=GREY_64,
+                          source="tests: a small base")["version"]
+
+
 def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
-                                                              training_worker):
+                                                              training_worker, small_base):
     stop([training_worker])  # this test (the module's last) brings its own worker, to kill it
     trainer_settings = trainer_settings.replace(checkpoint_interval_s=0)  # every epoch's
     victim = start_trainer(trainer_settings)
-    job_id = train_until_first_epoch(client, faces, epochs=2)
+    job_id = train_until_first_epoch(client, faces, epochs=2, base=small_base)
     assert store_from_settings(trainer_settings).exists(checkpoint_key(job_id))  # epoch 1's
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
