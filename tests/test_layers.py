@@ -1,4 +1,5 @@
-"""The layers' arrows point one way: every import in every module, lazy ones included."""
+"""The layers' arrows point one way and never round a loop: every import in every module, lazy
+ones included, bench/ too."""
 
 from __future__ import annotations
 
