@@ -216,11 +216,14 @@ def workers_figures(base: Path, minutes: float, fps: float) -> dict:
 
 def run_stack(workers: int, folder: Path, base: Path, fps: float) -> dict:
     """Score a folder's videos at fps with this many pinned workers on a private Redis."""
+    import redis
+
     from api import create_app
     from bench.scaling import pinned_worker, wait
     from cli.launcher import start_redis, stop
     from facesense.queue import make_celery
     from facesense.settings import Settings
+    from facesense.state import leases, redis_keys
 
     redis_proc, url = start_redis(base / f"redis-{workers}-{folder.name}")
     settings = Settings.from_env(redis_url=url, store=str(base / "store"),
@@ -232,16 +235,21 @@ def run_stack(workers: int, folder: Path, base: Path, fps: float) -> dict:
         client = create_app(settings).test_client()
         for _ in range(workers):  # each worker loads the model before the timed job
             wait(client, submit(client, base / "warm-up"))
-        start = time.perf_counter()
+        r = redis.Redis.from_url(url)
+        start, holders = time.perf_counter(), set()
         job_id = submit(client, folder, fps)
-        wait(client, job_id)
+        while client.get(f"/v1/jobs/{job_id}").get_json()["status"] in ("queued", "running"):
+            for key in r.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
+                holders.add((r.get(key) or b"").decode().split(":")[1])
+            time.sleep(0.05)
         wall = time.perf_counter() - start
         record = client.get(f"/v1/jobs/{job_id}").get_json()
         assert record["status"] == "succeeded", record
         frames = record["progress"]["done"]
         return {"workers": workers, "frames": frames, "wall_s": round(wall, 1),
                 "frames_per_s": round(frames / wall, 1),
-                "peak_rss_mb": [peak_rss_mb(p.pid) for p in procs]}
+                "peak_rss_mb": [peak_rss_mb(p.pid) for p in procs],
+                "shard_holder_pids": sorted(holders - {""})}
     finally:
         stop(procs)
         stop([redis_proc])
@@ -257,16 +265,18 @@ def submit(client, folder: Path, fps: float = 5) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="the per-frame video's length")
-    parser.add_argument("--frames", type=int, default=240, help="sampled frames per rate")
+    parser.add_argument("--frames", type=int, default=120, help="sampled frames per rate (0: "
+                        "only the workers' runs)")
     parser.add_argument("--long-minutes", type=float, default=10)
     parser.add_argument("--long-fps", type=float, default=2, help="video_fps of the workers' runs")
     parser.add_argument("--out", default=str(OUT / "video.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        short = make_video(base / "webcam.mp4", args.seconds)
-        figures = {"machine": machine(), "video": f"{SIZE[0]}x{SIZE[1]} {RATE} fps H.264, one face",
-                   **per_frame_figures(short, args.frames)}
+        figures = {"machine": machine(), "video": f"{SIZE[0]}x{SIZE[1]} {RATE} fps H.264, one face"}
+        if args.frames:
+            figures.update(per_frame_figures(make_video(base / "webcam.mp4", args.seconds),
+                                             args.frames))
         if args.long_minutes:
             figures["workers"] = workers_figures(base, args.long_minutes, args.long_fps)
     print(json.dumps(figures, indent=2))
