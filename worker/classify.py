@@ -10,12 +10,13 @@ import logging
 from functools import partial
 
 from facesense.inputs.video.plan import is_video_plan
+from facesense.outputs.rows import error_row
 from facesense.outputs.thumbnails import writer_for
 from facesense.state.status import JobStatus
 from facesense.storage import read_limited
 from facesense.storage.layout import plan_key, shard_key
 from worker.context import Context
-from worker.inference import error_row, score
+from worker.inference import Scorer
 from worker.video import video_poison_row, video_rows
 
 log = logging.getLogger(__name__)
@@ -99,14 +100,13 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
         rows = list(video_rows(keys, loaded, source, batch_size=batch_size or ctx.batch_size,
                                faces=faces, should_stop=stop))
         return None if stop() else rows
-    rows = list(score(keys, loaded, partial(read_limited, source),
-                      batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,
-                      max_pixels=ctx.settings.max_image_pixels,
-                      max_bytes=ctx.settings.max_image_bytes,
-                      should_stop=lambda: ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED,
-                      decoder=ctx.decoder,
-                      thumbs=writer_for(ctx.store, job_id, ctx.settings.thumbnails),
-                      faces=faces))
+    scorer = Scorer(loaded, partial(read_limited, source),
+                    batch_size=batch_size or ctx.batch_size, threads=threads or ctx.threads,
+                    max_pixels=ctx.settings.max_image_pixels,
+                    max_bytes=ctx.settings.max_image_bytes, decoder=ctx.decoder, faces=faces)
+    rows = list(scorer.score(
+        keys, should_stop=lambda: ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED,
+        thumbs=writer_for(ctx.store, job_id, ctx.settings.thumbnails)))
     return rows if images_in(rows) == len(keys) else None
 
 
