@@ -24,7 +24,7 @@ from facesense.state.status import JobStatus
 from facesense.storage import store_from_settings
 from facesense.storage.layout import job_key
 from tests.servers import serving
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job
+from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job, wait_for_js
 from tests.videogen import BITS, BLOCK, read_stamp, steady, write_video
 
 pytestmark = pytest.mark.slow
@@ -152,6 +152,9 @@ def check_chart(chart: dict, summary: dict, label: str) -> None:
         assert peak["share"] == max(b["share"][label] for b in bins)
         assert any(abs(x - mark["cx"]) < 0.06 and abs(y - mark["cy"]) < 0.06 for x, y in line)
     (s_lo, y_lo), (s_hi, y_hi) = min(heights), max(heights)
+    if s_hi == s_lo:  # one share throughout (a real job's one face): one height
+        assert {round(y, 1) for _, y in heights} == {round(y_lo, 1)}
+        return
     assert y_hi < y_lo  # a larger share is drawn higher
     for share, y in heights:
         assert y == pytest.approx(y_lo + (share - s_lo) / (s_hi - s_lo) * (y_hi - y_lo), abs=0.1)
@@ -295,3 +298,44 @@ def test_a_video_frames_thumbnail_is_that_frame_decoded_from_the_jobs_video(clie
     faces = [Image.open(io.BytesIO(client.get(c["thumb"]).data)) for c in cards[1:]]
     assert [f.size for f in faces] == [(128, 128)] * 2
     assert [read_stamp(f.resize((x1, y1), Image.BILINEAR)) for f in faces] == [42, 60]
+
+
+def test_a_real_video_job_shows_its_curves_and_its_frames_in_the_gallery(page, server, worker,
+                                                                       base_dir):
+    # Given reaction videos scored by the real worker: two variants, two viewers each, 2 s
+    root = base_dir / "dashboard-videos"
+    for variant, seconds in (("variant_a", 2.0), ("variant_b", 1.6)):
+        for viewer in range(2):
+            write_video(root / variant / f"viewer_{viewer}.mp4", steady(seconds))
+    resp = requests.post(f"{server}/v1/jobs", json={"type": "classify", "source": str(root),
+                                                    "video_fps": FPS, "faces": True}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+
+    # When its page is open until the job has finished
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("svg[data-chart=timeline] circle.peak", timeout=240_000)
+
+    # Then the chart draws each variant's curve as summary.json has it
+    summary = requests.get(f"{server}/v1/jobs/{job_id}/summary", timeout=10).json()
+    assert set(summary["groups"]) == {"variant_a", "variant_b"}
+    check_chart(drawn(page), summary, page.eval_on_selector("#timeline-label", "s => s.value"))
+    assert drawn(page)["domain"][1] == 3.0  # 2 s and a frame: its last sample is at t = 2.0
+
+    # and the gallery's cards are the sampled frames, each with its t, and the thumbnail of
+    # its face decoded from the video
+    page.wait_for_selector("#gallery figure[data-t] img")
+    images = page.locator("#gallery figure img")
+    for i in range(images.count()):  # lazy images load once scrolled to
+        images.nth(i).scroll_into_view_if_needed()
+    wait_for_js(page, "[...document.querySelectorAll('#gallery figure')].every(f => "
+                      "f.querySelector('img') && f.querySelector('img').complete)")
+    shown = page.eval_on_selector_all("#gallery figure", """els => els.map(e => [
+        Number(e.dataset.frame), e.querySelector('.at').textContent,
+        e.querySelector('img').naturalWidth])""")
+    rows = requests.get(f"{server}/ui/api/jobs/{job_id}/gallery", timeout=10).json()["rows"]
+    assert len(shown) == len(rows) == 2 * 11 + 2 * 9  # every sample: 2 s and 1.6 s (+ a frame)
+    assert [s[:2] for s in shown] == [[r["frame"], f"t = {r['t']:.1f} s · frame {r['frame']}"]
+                                      for r in rows]
+    widths = {width for *_, width in shown}
+    assert 0 not in widths and max(widths) <= 128  # every face's square decoded and drawn

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from contextlib import closing
 
 from facesense.errors import NotFound, ObjectNotFound, SourceError
 from facesense.imaging import ImageRejected
@@ -141,7 +142,8 @@ class GalleryThumbs:
             try:
                 with open_video(self._source(source, record.get("scope")), image) as f:
                     info = probe(f, VideoLimits.from_settings(self.settings))
-                    got = next(sample(f, info, fps, row["frame"], row["frame"] + 1), None)
+                    with closing(sample(f, info, fps, row["frame"], row["frame"] + 1)) as one:
+                        got = next(one, None)  # closed here: its container before the file
             except (ObjectNotFound, SourceError, OSError):  # gone, moved, unreadable here
                 return None
             except VideoError as e:  # the worker scored it: it changed since
