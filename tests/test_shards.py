@@ -298,7 +298,7 @@ def test_a_clean_failure_while_scoring_alone_marks_no_image_as_poison(ctx, base_
     def outage(*args, **kwargs):
         raise ConnectionError("the store went away")
 
-    monkeypatch.setattr(classify, "score", outage)
+    monkeypatch.setattr(classify.Scorer, "score", outage)
     with pytest.raises(ConnectionError):
         run_shard(ctx, job_id, 0)
     assert ctx.shards.convict_in_flight(job_id, 0) == set()  # an error is not a death
