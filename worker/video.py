@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 
 import numpy as np
@@ -40,15 +41,16 @@ def video_rows(plan: dict, loaded: LoadedModel, source: Store, *, batch_size: in
     per_batch = max(1, batch_size // 4) if faces else batch_size  # frames are held whole with faces
     with open_video(source, key) as f, ThreadPoolExecutor(1, thread_name_prefix="frames") as pool:
         samples = sample(f, info, plan["fps"], plan["k0"], plan["k1"])
-        prepare = _for_faces if faces else _for_model
-        pending = pool.submit(_next_batch, samples, per_batch, prepare, loaded.spec)
+        # decoded (faces: and found) in the thread while the batch before runs forward
+        prepare = partial(_found, faces, loaded.spec) if faces else partial(_fitted, loaded.spec)
+        pending = pool.submit(_next_batch, samples, per_batch, prepare)
         try:
             while True:
                 batch, broke = pending.result()
-                if batch and not broke:  # decoded while this batch runs forward
-                    pending = pool.submit(_next_batch, samples, per_batch, prepare, loaded.spec)
+                if batch and not broke:
+                    pending = pool.submit(_next_batch, samples, per_batch, prepare)
                 if faces:
-                    yield from _face_rows(key, batch, loaded, faces, t0, batch_size)
+                    yield from _face_rows(key, batch, loaded, t0, batch_size)
                 else:
                     yield from _frame_rows(key, batch, loaded, t0)
                 if broke is not None:
@@ -62,23 +64,28 @@ def video_rows(plan: dict, loaded: LoadedModel, source: Store, *, batch_size: in
             samples.close()
 
 
-def _next_batch(samples: Iterator, n: int, prepare, spec: dict) -> tuple[list, VideoError | None]:
-    """Up to n prepared samples, and the VideoError that ended the video there (if one did)."""
+def _next_batch(samples: Iterator, n: int, prepare) -> tuple[list, VideoError | None]:
+    """Up to n samples prepared for the model, and the VideoError that ended the video there
+    (if one did)."""
     batch: list = []
     try:
         for s in islice(samples, n):
-            batch.append((s.t, s.frame, prepare(s.image, spec)))
+            batch.append((s.t, s.frame, s.image))
     except VideoError as e:
-        return batch, e
-    return batch, None
+        return prepare(batch), e
+    return prepare(batch), None
 
 
-def _for_model(image, spec: dict) -> np.ndarray:
-    return fit(image, spec)
+def _fitted(spec: dict, batch: list) -> list:
+    """Faces off: each frame fit to the model's input."""
+    return [(t, k, fit(image, spec)) for t, k, image in batch]
 
 
-def _for_faces(image, spec: dict):
-    return face_copy(image)  # (the copy faces are found on, the frame's own size)
+def _found(faces: CutFaces, spec: dict, batch: list) -> list:
+    """Faces on: each frame's copy and size, and its faces with their model inputs."""
+    held = [face_copy(image) for _, _, image in batch]  # (the copy faces are found on, size)
+    cuts = faces([copy for copy, _ in held], spec) if batch else []
+    return [(t, k, copy_size, cut) for (t, k, _), copy_size, cut in zip(batch, held, cuts, strict=True)]
 
 
 def _frame_rows(key: str, batch: list, loaded: LoadedModel, t0: float) -> Iterator[dict]:
@@ -91,17 +98,16 @@ def _frame_rows(key: str, batch: list, loaded: LoadedModel, t0: float) -> Iterat
         yield _row(key, {"t": round(t - t0, 3), "frame": k}, label_fields(p, loaded.classes))
 
 
-def _face_rows(key: str, batch: list, loaded: LoadedModel, faces: CutFaces, t0: float,
+def _face_rows(key: str, batch: list, loaded: LoadedModel, t0: float,
                batch_size: int) -> Iterator[dict]:
     """Faces on: a row per face (largest first), or one with face None for a frame without."""
     if not batch:
         return
-    found = faces([copy for _, _, (copy, _) in batch], loaded.spec)
-    inputs = [pixels for cut in found for _, pixels in cut]
+    inputs = [pixels for _, _, _, cut in batch for _, pixels in cut]
     probs = iter(np.concatenate([forward(loaded, np.stack(inputs[i:i + batch_size]))
                                  for i in range(0, len(inputs), batch_size)]) if inputs else ())
     metrics.record_batch(len(batch), 0)
-    for (t, k, (copy, size)), cut in zip(batch, found, strict=True):
+    for t, k, (copy, size), cut in batch:
         at = {"t": round(t - t0, 3), "frame": k}
         if not cut:
             yield _row(key, at, error_row(key, None, faces=True))
