@@ -179,6 +179,16 @@ def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server,
     assert shot.stat().st_size > 10_000  # a drawn card, not an empty one
     assert "null" not in page.text_content("#timeline") and page.query_selector("#baseline-note") is None
 
+    assert "mean over its viewers" in page.text_content("#viewers-note")
+    # and the comparisons say they are Welch's t-tests over viewers, not Fisher's over frames
+    page.wait_for_selector("#comparisons tbody tr")
+    assert {c["test"] for c in summary["comparisons"]} == {"welch_over_viewers"}
+    assert "Welch's t-test on each viewer's share" in page.text_content("#comparisons-note")
+    assert "Viewers per group to detect" in page.text_content("#comparisons thead")
+    if any(c["sample_size"] for c in summary["comparisons"]):
+        note = page.text_content("#needed-note")
+        assert "how many viewers per group" in note and "Welch's test" in note
+
     # and the text alternative names each variant's peak and viewers
     rows = page.eval_on_selector_all("#timeline-peaks tbody tr", "els => els.map(e => "
                                      "[e.dataset.group, ...[...e.children].map(c => c.textContent)])")
@@ -292,3 +302,5 @@ def test_a_photo_job_has_no_timeline_card(page, server, settings):
     assert page.query_selector("table.summary") is not None
     assert page.query_selector("#timeline") is None
     assert page.query_selector("#gallery .at") is None
+    assert page.query_selector("#viewers-note") is None
+    assert "Fisher's exact test" in page.text_content("#comparisons-note")

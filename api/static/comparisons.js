@@ -1,6 +1,7 @@
-// Each group's share with its Wilson 95 % interval, then every compared pair: Fisher's exact
-// test, Holm-adjusted per label; the significant rows are marked, the others say how many
-// images per group would settle them.
+// Each group's share with its 95 % interval, then every compared pair: Fisher's exact test on
+// images (faces), or for a video job Welch's t-test on viewers' shares; Holm-adjusted per label;
+// the significant rows are marked, the others say how many images (viewers) per group would
+// settle them.
 import {chartBox} from "./chartkit.js";
 import {intervalChart} from "./charts.js";
 import {h} from "./dom.js";
@@ -16,12 +17,13 @@ export function comparisonsCard({summary, groups, classes}) {
   const rows = groups.map(([g, t]) => ({name: groupName(g), cells: t.labels}));
   const comparisons = summary.comparisons || [];
   const left = summary.comparisons_left_out || [];
-  const unit = summary.overall.faces !== undefined ? "faces" : "images";
+  const video = summary.timeline_bin_s !== undefined; // the viewer is the unit, not the frame
+  const unit = video ? "viewers" : summary.overall.faces !== undefined ? "faces" : "images";
   return h("section", {class: "card", id: "statistics"},
     h("h2", {}, "Shares with 95% intervals, and differences between groups"),
     rows.length ? chartBox(intervalChart(rows, classes, {width: chartWidth()}), "shares-intervals")
       : null,
-    comparisons.length ? comparisonsTable(comparisons, unit)
+    comparisons.length ? comparisonsTable(comparisons, unit, video ? VIEWER_TESTS : COUNT_TESTS)
       : h("p", {class: "muted", id: "comparisons-note"}, summary.comparisons
         ? "No comparisons: fewer than two groups with scored images."
         : "This job's summary predates the statistics."),
@@ -30,10 +32,20 @@ export function comparisonsCard({summary, groups, classes}) {
                     "(beyond the largest groups, or nothing scored).") : null);
 }
 
-function comparisonsTable(comparisons, unit) {
+// What the summary's tests are, in words: photos' counts, or a video job's viewers.
+const COUNT_TESTS = {
+  test: "Fisher's exact test",
+  size: (alpha) => `Fisher's test at alpha ${alpha}, Holm's first step; Fleiss' ` +
+                   "continuity-corrected sample size for two proportions"};
+const VIEWER_TESTS = {
+  test: "Welch's t-test on each viewer's share over the ad",
+  size: (alpha) => `Welch's test at alpha ${alpha}, Holm's first step; from the viewers' ` +
+                   "observed spread, the normal approximation with Guenther's t correction"};
+
+function comparisonsTable(comparisons, unit, tests) {
   const significant = comparisons.filter((c) => c.significant).length;
   const open = comparisons.find((c) => c.sample_size);
-  const needHeader = `${unit === "faces" ? "Faces" : "Images"} per group to detect`;
+  const needHeader = `${unit[0].toUpperCase()}${unit.slice(1)} per group to detect`;
   const table = h("table", {class: "comparisons", id: "comparisons"},
     h("thead", {}, h("tr", {}, ["Label", "Group", "vs group", "Share", "vs share", "Difference",
                                 "p", "p (Holm)", "Significant", needHeader]
@@ -49,12 +61,11 @@ function comparisonsTable(comparisons, unit) {
       h("td", {}, c.significant ? "✱ yes" : "no"), h("td", {class: "needed"}, needed(c))))));
   return [
     h("p", {class: "muted", id: "comparisons-note"},
-      `${significant} of ${comparisons.length} comparisons significant (Fisher's exact ` +
-      "test, Holm-adjusted p < 0.05 across the pairs of each label)."),
+      `${significant} of ${comparisons.length} comparisons significant (${tests.test}, ` +
+      "Holm-adjusted p < 0.05 across the pairs of each label)."),
     table,
     open ? h("p", {class: "muted", id: "needed-note"},
              `For a difference not yet significant: how many ${unit} per group would find ` +
-             "it significant 80% of the time if it is real (Fisher's test at alpha " +
-             `${Number(open.sample_size.alpha.toPrecision(3))}, Holm's first step; ` +
-             "Fleiss' continuity-corrected sample size for two proportions).") : null];
+             "it significant 80% of the time if it is real " +
+             `(${tests.size(Number(open.sample_size.alpha.toPrecision(3)))}).`) : null];
 }

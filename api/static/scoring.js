@@ -35,6 +35,9 @@ function sharesCard({job, summary, classes, groups, withFaces}) {
   return h("section", {class: "card"}, h("h2", {}, "Label shares per group (ad variant)"),
     job.partial ? h("p", {class: "muted"}, "Partial: the job was cancelled; these are the images scored before.") : null,
     withFaces ? h("p", {class: "muted", id: "faces-note"}, "Each face found was scored: shares are over faces; images without a face are counted apart.") : null,
+    summary.timeline_bin_s !== undefined ? h("p", {class: "muted", id: "viewers-note"},
+      "Videos: each sampled frame counts as an image; a group's share is the mean over its " +
+      "viewers (videos) of each one's share, with its 95% interval over viewers, not frames.") : null,
     shareRows.length ? chartBox(shareBars(shareRows, classes, {width: chartWidth()}), `${job.id}-shares`)
       : h("p", {class: "muted"}, "No images."),
     summaryTable(summary, classes, groups, withFaces));
