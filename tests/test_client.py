@@ -12,7 +12,8 @@ import pytest
 
 from api import create_app
 from cli.main import main
-from facesense.client import ApiError, Client, _flat
+from facesense.client import ApiError, Client
+from facesense.client.results import _flat
 from tests.imagegen import encode, make_folder, make_image
 from tests.loopback import Loopback, respond
 from tests.servers import serving

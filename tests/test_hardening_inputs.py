@@ -217,7 +217,7 @@ def test_the_cli_uploads_a_folder_over_the_part_limit_as_one_zip(settings, model
                                                                  tmp_path):
     from api import create_app
     from cli.main import main
-    from facesense.client import ZIP_OVER
+    from facesense.client.submit import ZIP_OVER
 
     # Given a server allowing fewer parts than a folder holds files
     folder = tmp_path / "big"
