@@ -52,6 +52,23 @@ def training_worker(trainer_settings, worker):
     stop([proc])
 
 
+@pytest.fixture(scope="module")
+def small_base(settings) -> str:
+    """A random 2-class mini_xception version: fine-tuned from, a run's checkpoints are a few MB
+    (AlexNet's, with AdamW's state, ~900 MB: a resume test would mostly time the store)."""
+    import torch
+
+    from facesense.registry import Registry
+    from runtime.architectures import GREY_64
+    from runtime.network import build, register_state
+
+    torch.manual_seed(2)
+    return register_state(Registry(store_from_settings(settings)),
+                          build("mini_xception", 2).state_dict(), ["happy", "sad"],
+                          arch="mini_xception", preprocess=GREY_64,
+                          source="tests: a small base")["version"]
+
+
 def train_until_first_epoch(client, faces, epochs: int, **params) -> str:
     """Queue a training job and return its id once its first epoch (and checkpoint) is done."""
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
@@ -65,9 +82,12 @@ def train_until_first_epoch(client, faces, epochs: int, **params) -> str:
 
 
 def test_train_promote_and_score_with_the_new_version(client, training_worker, faces,
-                                                      model_version):
+                                                      model_version, small_base):
+    # fine-tuned from the small mini_xception: the pipeline is under test, not AlexNet (the
+    # default network's run through the worker: test_faces_jobs, test_cli's trainer)
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces),
-                                         "params": SMALL, "promote": "never"})
+                                         "params": {**SMALL, "base": small_base},
+                                         "promote": "never"})
     assert resp.status_code == 202, resp.get_json()
     record = wait_for_job(client, resp.get_json()["id"])
     assert record["status"] == "succeeded", record
@@ -79,7 +99,7 @@ def test_train_promote_and_score_with_the_new_version(client, training_worker, f
     version = record["model_version"]
     manifest = client.get(f"/v1/models/{version}").get_json()
     assert manifest["classes"] == ["happy", "sad"] and manifest["job_id"] == record["id"]
-    assert manifest["preprocess"]["input_size"] == 64
+    assert manifest["preprocess"]["input_size"] == 64 and manifest["arch"] == "mini_xception"
     metrics = manifest["metrics"]
     assert 0 <= metrics["accuracy"] <= 1 and len(metrics["confusion_matrix"]) == 2
     assert sum(map(sum, metrics["confusion_matrix"])) == manifest["dataset"]["counts"]["happy"][
@@ -104,12 +124,14 @@ def test_train_promote_and_score_with_the_new_version(client, training_worker, f
 
 
 def test_if_better_compares_with_the_alias_holder_on_an_s3_dataset(client, training_worker,
-                                                                    faces, s3, unique):
+                                                                    faces, s3, unique,
+                                                                    small_base):
     # The random-init production model (tests' fixture) sits near chance on these faces; a
     # version trained on them is promoted only if it does better on the same validation images.
     upload_folder(s3, BUCKET, f"datasets/{unique}", faces)
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": f"s3://{BUCKET}/datasets/"
-                                         f"{unique}", "params": {**SMALL, "epochs": 1},
+                                         f"{unique}", "params": {**SMALL, "epochs": 1,
+                                                                 "base": small_base},
                                          "promote": "if_better"})
     record = wait_for_job(client, resp.get_json()["id"])
     assert record["status"] == "succeeded", record
@@ -323,23 +345,6 @@ def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, tra
     assert api.post(f"/v1/jobs/{training}/cancel", headers=auth).status_code == 200
     assert until(lambda: (r := job(scoring))["status"] in ("succeeded", "failed") and r,
                  "the scoring job to end")["status"] == "succeeded"
-
-
-@pytest.fixture(scope="module")
-def small_base(settings) -> str:
-    """A random 2-class mini_xception version: fine-tuned from, a run's checkpoints are a few MB
-    (AlexNet's, with AdamW's state, ~900 MB: a resume test would mostly time the store)."""
-    import torch
-
-    from facesense.registry import Registry
-    from runtime.architectures import GREY_64
-    from runtime.network import build, register_state
-
-    torch.manual_seed(2)
-    return register_state(Registry(store_from_settings(settings)),
-                          build("mini_xception", 2).state_dict(), ["happy", "sad"],
-                          arch="mini_xception", preprocess=GREY_64,
-                          source="tests: a small base")["version"]
 
 
 def test_a_killed_training_worker_resumes_from_its_checkpoint(client, trainer_settings, faces,
