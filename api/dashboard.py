@@ -122,8 +122,8 @@ def model_history(version: str):
 
 
 def openapi_paths() -> dict:
-    """This blueprint's routes for /openapi.json (api/openapi.py merges them into its paths)."""
-    from api.openapi import obj, op, path_param, query_int
+    """This blueprint's routes for /openapi.json (api/openapi/ merges them into its paths)."""
+    from api.openapi.builders import obj, op, path_param, query_int
 
     job_id, version = path_param("job_id"), path_param("version")
     index = {"name": "index", "in": "path", "required": True, "schema": {"type": "integer",

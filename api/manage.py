@@ -69,7 +69,7 @@ def list_page(request: Request) -> dict:
 def openapi_paths() -> dict:
     """These routes in the OpenAPI document (the list's GET replaces the plain one)."""
     from api.auth import auth_enabled
-    from api.openapi import op, path_param, query_int, ref
+    from api.openapi.builders import op, path_param, query_int, ref
 
     auth = (403,) if auth_enabled() else ()
     text = [("name", "a prefix of the job's name, any case"), ("tag", "one of its tags"),

@@ -146,8 +146,8 @@ def serve() -> Response:
 
 
 def openapi_paths() -> dict:
-    """/metrics for /openapi.json (api/openapi.py merges it in when the route is served)."""
-    from api.openapi import op
+    """/metrics for /openapi.json (api/openapi/ merges it in when the route is served)."""
+    from api.openapi.builders import op
 
     open_ = services().settings.api_metrics == "public"
     operation = op("Prometheus metrics (text format): requests, latency, queue depth, jobs",

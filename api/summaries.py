@@ -49,8 +49,8 @@ def timeline_as_csv(job_id: str):
 
 
 def openapi_paths() -> dict:
-    """This blueprint's routes for /openapi.json (api/openapi.py merges them into its paths)."""
-    from api.openapi import obj, op, path_param
+    """This blueprint's routes for /openapi.json (api/openapi/ merges them into its paths)."""
+    from api.openapi.builders import obj, op, path_param
 
     number, interval = {"type": "number"}, {"type": ["array", "null"], "items": {"type": "number"},
                                             "minItems": 2, "maxItems": 2}
@@ -97,7 +97,7 @@ def openapi_paths() -> dict:
 def comparison_schema() -> dict:
     """A summary's comparison between two groups for one label, with the sample size a
     difference that is not significant would need."""
-    from api.openapi import obj
+    from api.openapi.builders import obj
 
     number = {"type": "number"}
     sample_size = obj({
@@ -122,7 +122,7 @@ def comparison_schema() -> dict:
 
 def video_tally() -> dict:
     """A video job's parts of a group's (and the overall) summary, for /openapi.json."""
-    from api.openapi import obj
+    from api.openapi.builders import obj
 
     per_label = {"type": "object", "additionalProperties": {"type": ["number", "null"]}}
     interval = {"type": ["array", "null"], "items": {"type": "number"}}

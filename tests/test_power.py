@@ -156,10 +156,10 @@ def test_the_cli_lists_the_images_needed_fewest_first():
 def test_the_documented_summary_schema_accepts_the_figure(monkeypatch):
     import jsonschema
 
-    import api.openapi
+    import api.openapi.builders
     from api.summaries import openapi_paths
 
-    monkeypatch.setattr(api.openapi, "auth_enabled", lambda: False)  # no app needed for this
+    monkeypatch.setattr(api.openapi.builders, "auth_enabled", lambda: False)  # no app needed
     schema = openapi_paths()["/v1/jobs/{job_id}/summary"]["get"]["responses"]["200"][
         "content"]["application/json"]["schema"]
     data = json.loads(json.dumps(summary_of({"a": (5, 5), "b": (9, 1), "c": (0, 10)})))

@@ -1,41 +1,17 @@
-"""GET /openapi.json: an OpenAPI 3.1 description of every route (tests check none is missing).
-A blueprint module may add its own routes with an `openapi_paths()` function."""
+"""The OpenAPI document's component schemas: jobs, rows, models, training params."""
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 
-from flask import Blueprint, current_app, jsonify
-
-from api.auth import auth_enabled, public
+from api.openapi.builders import obj, ref
 from facesense.state.joblist import NAME_MAX, TAG_MAX, TAGS_MAX
 from facesense.state.scheduler import PRIORITIES
 from facesense.state.status import COUNTERS, FINISHED, JobStatus
 from facesense.trainparams import PROMOTE_POLICIES, TrainParams
 
-bp = Blueprint("openapi", __name__)
-
-ERROR_TEXT = {400: "Malformed request: bad JSON, unknown fields or wrong types (named)",
-              401: "No API key, or an invalid one", 403: "The key may not do this",
-              404: "Unknown job, model version or alias", 409: "Conflicts with the job's state",
-              413: "Request body too large", 422: "Unusable source or model",
-              503: "Redis or storage unavailable"}
 NULLABLE_STR = {"type": ["string", "null"]}
 NUMBER_OR_NULL = {"type": ["number", "null"]}
-
-
-def ref(name: str) -> dict:
-    """A reference to a component schema."""
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def obj(props: dict, required: tuple = (), closed: bool = False) -> dict:
-    """A JSON object schema; closed ones refuse unknown fields (as the API does, with a 400)."""
-    out = {"type": "object", "properties": props, "required": list(required)}
-    if closed:
-        out["additionalProperties"] = False
-    return out
 
 
 def param_schema(f: dataclasses.Field) -> dict:
@@ -208,132 +184,3 @@ SCHEMAS = {
                   ("status", "redis", "store")),
 }
 
-
-def json_content(schema: dict) -> dict:
-    """A JSON media type entry."""
-    return {"application/json": {"schema": schema}}
-
-
-def op(summary: str, ok: int, schema: dict, errors: tuple = (), *, params: tuple = (),
-       body: dict | None = None, open_: bool = False, **extra) -> dict:
-    """One operation: its success response, its JSON errors, and (unless open) the 401."""
-    responses = {str(ok): {"description": summary, "content": json_content(schema)}}
-    statuses = set(errors) | (set() if open_ or not auth_enabled() else {401})
-    for status in sorted(statuses):
-        responses[str(status)] = {"description": ERROR_TEXT[status],
-                                  "content": json_content(ref("Error"))}
-    out = {"summary": summary, "parameters": list(params), "responses": responses, **extra}
-    if body:
-        out["requestBody"] = body
-    if open_:
-        out["security"] = []
-    return out
-
-
-def path_param(name: str) -> dict:
-    """A required string path parameter."""
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-def query_int(name: str, default: int, note: str) -> dict:
-    """An optional integer query parameter (out-of-range values are clamped)."""
-    return {"name": name, "in": "query", "required": False, "description": note,
-            "schema": {"type": "integer", "default": default}}
-
-
-def _job_paths() -> dict:
-    """The job routes: submit and list, one job, its results, retry and cancel."""
-    job_id = path_param("job_id")
-    page = (query_int("offset", 0, "first row"), query_int("limit", 100, "clamped to 1..1000"))
-    submit_body = {"required": True, "content": {
-        "application/json": {"schema": {"oneOf": [ref("ClassifyRequest"), ref("TrainRequest")],
-                                        "discriminator": {"propertyName": "type"}}},
-        "multipart/form-data": {"schema": ref("Upload")}}}
-    location = {"Location": {"schema": {"type": "string"}, "description": "the job's URL"}}
-    paths = {
-        "/v1/jobs": {
-            "post": op("Queue a scoring or training job (a training job that promotes its "
-                       "version needs an admin key)", 202, ref("Job"),
-                       (400, 404, 409, 413, 422, 503) + ((403,) if auth_enabled() else ()),
-                       body=submit_body),
-            "get": op("Recent jobs, newest first (the caller's own; every job for an admin key)",
-                      200, ref("JobList"), (400, 503), params=(
-                          query_int("limit", 20, "clamped to 1..200"),
-                          query_int("offset", 0, "jobs to skip")))},
-        "/v1/jobs/{job_id}": {"get": op("One job's record", 200, ref("Job"), (404, 503),
-                                        params=(job_id,))},
-        "/v1/jobs/{job_id}/results": {"get": op(
-            "Result rows, paginated JSON or the whole CSV", 200, ref("ResultPage"),
-            (400, 404, 409, 503), params=(job_id, *page, {
-                "name": "format", "in": "query", "required": False,
-                "schema": {"type": "string", "enum": ["json", "csv"], "default": "json"}}))},
-        "/v1/jobs/{job_id}/retry": {"post": op(
-            "Score a finished job's failed images again, as a new job", 202, ref("Job"),
-            (400, 404, 409, 422, 503) + ((403,) if auth_enabled() else ()), params=(job_id,),
-            body={"required": False, "content":
-                json_content(obj({"model": {"type": "string"}, "priority": PRIORITY},
-                                 closed=True))})},
-        "/v1/jobs/{job_id}/cancel": {"post": op("Cancel a queued or running job", 200,
-                                                ref("Job"), (404, 409, 503), params=(job_id,))},
-    }
-    paths["/v1/jobs"]["post"]["responses"]["202"]["headers"] = location
-    paths["/v1/jobs/{job_id}/retry"]["post"]["responses"]["202"]["headers"] = location
-    paths["/v1/jobs/{job_id}/results"]["get"]["responses"]["200"]["content"]["text/csv"] = {
-        "schema": {"type": "string"}}
-    return paths
-
-
-def _model_paths() -> dict:
-    """The model routes: every version and alias, one version, promote."""
-    version = path_param("version")
-    return {
-        "/v1/models": {"get": op("Every version (newest first) and every alias", 200, obj(
-            {"versions": {"type": "array", "items": ref("Manifest")},
-             "aliases": {"type": "object", "additionalProperties": ref("Alias")}},
-            ("versions", "aliases")), (503,))},
-        "/v1/models/{version}": {"get": op(
-            "One version's manifest and the aliases pointing at it", 200,
-            {"allOf": [ref("Manifest"), obj({"aliases": {"type": "array", "items":
-                                                         {"type": "string"}}}, ("aliases",))]},
-            (404, 503), params=(version,))},
-        "/v1/models/{version}/promote": {"post": op(
-            "Point an alias (default production) at this version" +
-            (" (admin keys only)" if auth_enabled() else ""), 200, ref("Alias"),
-            (400, 404, 409, 503) + ((403,) if auth_enabled() else ()), params=(version,),
-            body={"required": True, "content": json_content(
-                obj({"alias": {"type": "string"}, "force": {"type": "boolean"}}, closed=True))})},
-    }
-
-
-def document() -> dict:
-    """The OpenAPI document for this app (security reflects whether keys are configured)."""
-    paths = {**_job_paths(), **_model_paths(),
-             "/healthz": {"get": op("Redis and storage answer (503 names what failed)", 200,
-                                    ref("Health"), open_=True)},
-             "/openapi.json": {"get": op("This document", 200, {"type": "object"}, open_=True)}}
-    for blueprint in current_app.blueprints.values():  # e.g. the dashboard's own routes
-        extra = getattr(sys.modules.get(blueprint.import_name), "openapi_paths", None)
-        if extra and blueprint.import_name != __name__:  # merged: a path may gain a method
-            for path, operations in extra().items():
-                paths.setdefault(path, {}).update(operations)
-    paths["/healthz"]["get"]["responses"]["503"] = {
-        "description": "Redis or storage down", "content": json_content(ref("Health"))}
-    doc = {"openapi": "3.1.0",
-           "info": {"title": "FaceSense", "version": "1",
-                    "description": "Bulk image scoring and retraining jobs. Every error is "
-                                   '{"error": {"code", "message"}}.'},
-           "paths": paths, "components": {"schemas": SCHEMAS}}
-    if auth_enabled():
-        doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
-        doc["security"] = [{"apiKey": []}]
-    return doc
-
-
-@bp.get("/openapi.json")
-@public
-def openapi():
-    """The OpenAPI document, open like /healthz so tools can discover the API."""
-    doc = current_app.extensions.get("facesense_openapi")
-    if doc is None:
-        doc = current_app.extensions["facesense_openapi"] = document()
-    return jsonify(doc)
