@@ -111,6 +111,7 @@ def drawn(tab) -> dict:
         label: svg.dataset.label,
         domain: svg.dataset.xDomain.split(',').map(Number),
         range: svg.dataset.xRange.split(',').map(Number),
+        grid: [...svg.querySelectorAll('line.grid')].map(l => Number(l.getAttribute('y1'))),
         lines: Object.fromEntries([...svg.querySelectorAll('path.line')]
                                   .map(p => [p.dataset.group, p.getAttribute('d')])),
         bands: Object.fromEntries([...svg.querySelectorAll('path.band')]
@@ -145,6 +146,11 @@ def check_chart(chart: dict, summary: dict, label: str) -> None:
         assert mark["cx"] == pytest.approx(X((peak["t0"] + peak["t1"]) / 2), abs=1e-6)
         assert peak["share"] == max(b["share"][label] for b in bins)
         assert any(abs(x - mark["cx"]) < 0.06 and abs(y - mark["cy"]) < 0.06 for x, y in line)
+    top, bottom = min(chart["grid"]), max(chart["grid"])  # the y axis' first and last ticks
+    for group in groups:  # every line and band inside the axis: none drawn past its ticks
+        drawn_ys = [y for d in (chart["lines"][group], chart["bands"][group])
+                    for run in points(d) for _, y in run]
+        assert all(top - 0.06 <= y <= bottom + 0.06 for y in drawn_ys), group
     (s_lo, y_lo), (s_hi, y_hi) = min(heights), max(heights)
     if s_hi == s_lo:  # one share throughout (a real job's one face): one height
         assert {round(y, 1) for _, y in heights} == {round(y_lo, 1)}

@@ -74,8 +74,9 @@ export function timelineChart(series, label, opts = {}) {
   const m = {l: 52, r: 16, t: 26, b: 46 + legendRows * 18}, H = 280 + legendRows * 18;
   const values = series.flatMap((s) => s.bins.flatMap((b) => [b.share[label], ...(b.ci95[label] || [])]))
     .filter((v) => v !== null && v !== undefined);
-  const yt = niceTicks(opts.baseline ? Math.min(0, ...values) : 0,
-                       Math.max(0.1, ...values), 5);
+  const lo = opts.baseline ? Math.min(0, ...values) : 0, hi = Math.max(0.1, ...values);
+  const yt = niceTicks(lo, hi, 5), step = yt[1] - yt[0];
+  while (yt.at(-1) < hi - 1e-9) yt.push(yt.at(-1) + step); // the axis covers every band
   const y0 = yt[0], y1 = yt.at(-1);
   const x1 = Math.max(...series.flatMap((s) => s.bins.map((b) => b.t1)), 1e-9);
   const X = (t) => m.l + (t / x1) * (W - m.l - m.r);
