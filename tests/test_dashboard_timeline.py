@@ -204,6 +204,21 @@ def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server,
         assert at == f"{peak['t0']:g}{DASH}{peak['t1']:g} s"
         assert float(share.rstrip("%")) == pytest.approx(peak["share"] * 100, abs=0.051)
 
+    # and the curves as a table (built when opened): a row per bin, a column per variant
+    assert page.query_selector("#timeline-bins table") is None
+    page.click("#timeline-bins summary")
+    page.wait_for_selector("#timeline-bins tbody tr")
+    table = page.eval_on_selector_all("#timeline-bins tbody tr", "els => els.map(e => "
+                                      "[...e.children].map(c => c.textContent))")
+    heads = page.eval_on_selector_all("#timeline-bins thead th", "els => els.map(e => e.textContent)")
+    bins = {g: t["timeline"] for g, t in summary["groups"].items()}
+    assert len(table) == max(len(b) for b in bins.values()) == SECONDS
+    for i, row in enumerate(table):
+        for group, cell in zip(heads[1:], row[1:], strict=True):
+            b = bins[group][i]
+            lo, hi = b["ci95"]["happy"]
+            assert cell == f"{pct(b['share']['happy'])}, 95% CI {pct(lo)}{DASH}{pct(hi)} · {b['viewers']}"
+
     # When the label chooser picks the other label
     page.select_option("#timeline-label", "sad")
     page.wait_for_selector("svg[data-chart=timeline][data-label=sad]")

@@ -101,7 +101,7 @@ export function timelineChart(series, label, opts = {}) {
                            "text-anchor": "middle"}, "seconds from the ad's start"));
   const mid = (b) => X((b.t0 + b.t1) / 2);
   for (const s of series) drawSeries(root, s, label, mid, Y);
-  if (series[0].bins.length <= MOST_HIT_BINS) hitColumns(root, series, label, X, m, H);
+  if (longest(series).length <= MOST_HIT_BINS) hitColumns(root, series, label, X, m, H);
   for (const s of series) drawPeak(root, s, label, X, Y, m, H);
   series.forEach((s, i) => {
     const lx = m.l + (i % perRow) * LEGEND_ITEM, ly = H - 8 - (legendRows - 1 - Math.floor(i / perRow)) * 18;
@@ -157,9 +157,12 @@ function drawPeak(root, s, label, X, Y, m, H) {
   root.append(dot);
 }
 
+// The bins of the longest curve (variants may differ in length).
+const longest = (series) => series.reduce((a, s) => (s.bins.length > a.length ? s.bins : a), []);
+
 // Transparent columns over each bin whose tooltip lists every variant's share there.
 function hitColumns(root, series, label, X, m, H) {
-  series[0].bins.forEach((b, i) => {
+  longest(series).forEach((b, i) => {
     const rows = series.map((s) => s.bins[i]).map((c, k) => (c && c.share[label] !== null
       ? `${series[k].name} ${pct(c.share[label])}${interval(c.ci95[label])} (${c.viewers} viewers)`
       : `${series[k].name} —`));
@@ -186,17 +189,25 @@ function peakTable(series, label) {
     })));
 }
 
-// Every bin's share per variant, folded away (a minute at 1 s bins is 60 rows).
+// Every bin's share per variant, folded away and built when first opened (an hour at 1 s
+// bins is 3,600 rows a label).
 function binTable(series, label) {
-  const longest = series.reduce((a, s) => (s.bins.length > a.length ? s.bins : a), []);
-  return h("details", {id: "timeline-bins"}, h("summary", {}, `The curves of ${label} as a table`),
-    h("div", {class: "table-wrap"}, h("table", {class: "summary"},
-      h("thead", {}, h("tr", {}, h("th", {}, "Seconds"), series.map((s) => h("th", {}, s.name)))),
-      h("tbody", {}, longest.map((b, i) => h("tr", {},
-        h("td", {}, `${fmt(b.t0)}–${fmt(b.t1)}`),
-        series.map((s) => {
-          const c = s.bins[i];
-          return h("td", {}, c && c.share[label] !== null
-            ? `${pct(c.share[label])}${interval(c.ci95[label])} · ${c.viewers}` : "—");
-        })))))));
+  const box = h("details", {id: "timeline-bins"},
+    h("summary", {}, `The curves of ${label} as a table`));
+  box.addEventListener("toggle", () => {
+    if (box.open && !box.querySelector("table")) box.append(binRows(series, label));
+  });
+  return box;
+}
+
+function binRows(series, label) {
+  return h("div", {class: "table-wrap"}, h("table", {class: "summary"},
+    h("thead", {}, h("tr", {}, h("th", {}, "Seconds"), series.map((s) => h("th", {}, s.name)))),
+    h("tbody", {}, longest(series).map((b, i) => h("tr", {},
+      h("td", {}, `${fmt(b.t0)}–${fmt(b.t1)}`),
+      series.map((s) => {
+        const c = s.bins[i];
+        return h("td", {}, c && c.share[label] !== null
+          ? `${pct(c.share[label])}${interval(c.ci95[label])} · ${c.viewers}` : "—");
+      }))))));
 }
