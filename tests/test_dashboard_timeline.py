@@ -1,7 +1,8 @@
 """A video job's page in headless Chromium: the timeline card draws, per ad variant, the chosen
 label's share over the ad as a line with its 95% band and its peak where the summary puts it; a
-label chooser redraws it; it fits a phone; a photo job has no such card; the gallery shows each
-frame's t. (Frames' thumbnails and a real job: test_dashboard_video.py.)"""
+label chooser redraws it; the shares and comparisons count viewers; a photo job has no such card;
+the gallery shows each frame's t. (Baseline, phones, frames' thumbnails and a real job:
+test_dashboard_video.py.)"""
 
 from __future__ import annotations
 
@@ -80,15 +81,16 @@ def video_rows(seed: int = 11) -> list[dict]:
     return rows
 
 
-def finished_video_job(settings, rows: list[dict], bin_s: float = 1.0) -> str:
+def finished_video_job(settings, rows: list[dict], bin_s: float = 1.0,
+                       baseline: bool = False) -> str:
     """A succeeded faces job with video rows, its results written as the finaliser writes them
     (summary.json with the curves; the record keeps the bounded summary, without them)."""
     store = store_from_settings(settings)
     jobs = JobRecords(redis.Redis.from_url(settings.redis_url), store)
     record = jobs.create("classify", source="tests", model_version="v", classes=CLASSES,
-                         faces=True, videos=True, timeline_bin_s=bin_s)
+                         faces=True, videos=True, timeline_bin_s=bin_s, baseline=baseline)
     summary = write_results(store, record["id"], rows, CLASSES, faces=True, videos=True,
-                            timeline_bin_s=bin_s)
+                            timeline_bin_s=bin_s, baseline=baseline)
     jobs.update(record["id"], total=len(rows), done=len(rows))
     jobs.set_status(record["id"], JobStatus.SUCCEEDED, summary=bounded(summary, 20),
                     results={"results.jsonl": job_key(record["id"], "results.jsonl")})
@@ -160,17 +162,27 @@ def check_chart(chart: dict, summary: dict, label: str) -> None:
         assert y == pytest.approx(y_lo + (share - s_lo) / (s_hi - s_lo) * (y_hi - y_lo), abs=0.1)
 
 
-def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server, settings,
+@pytest.fixture(scope="module")
+def video_job(settings) -> str:
+    """A finished video job: two ad variants of four viewers each, 1 s bins over 8 s."""
+    return finished_video_job(settings, video_rows())
+
+
+def opened(page, server: str, job_id: str) -> dict:
+    """The job's page, opened until its curve is drawn; its summary.json."""
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("svg[data-chart=timeline] circle.peak")
+    return requests.get(f"{server}/v1/jobs/{job_id}/summary", timeout=10).json()
+
+
+def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server, video_job,
                                                                    tmp_path):
-    # Given a finished video job: two ad variants of four viewers each, 1 s bins over 8 s
-    job_id = finished_video_job(settings, video_rows())
-    summary = requests.get(f"{server}/v1/jobs/{job_id}/summary", timeout=10).json()
-    assert "timeline" not in requests.get(f"{server}/v1/jobs/{job_id}",
+    # Given a finished video job whose record keeps no curve (summary.json has them)
+    assert "timeline" not in requests.get(f"{server}/v1/jobs/{video_job}",
                                           timeout=10).json()["summary"]["groups"]["ad_a"]
 
     # When its page opens
-    page.goto(f"{server}/#/jobs/{job_id}")
-    page.wait_for_selector("svg[data-chart=timeline] circle.peak")
+    summary = opened(page, server, video_job)
 
     # Then it draws the first label's curves as summary.json has them, peaks where it says
     chart = drawn(page)
@@ -179,21 +191,10 @@ def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server,
     # and a bin with one viewer less (viewer 3 of ad_b looked away) is still drawn, from 3
     late = [b for b in summary["groups"]["ad_b"]["timeline"] if b["t0"] >= 5]
     assert late and all(b["viewers"] == 3 for b in late)
-
     shot = tmp_path / "dashboard-timeline.png"
     page.locator("#timeline").screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000  # a drawn card, not an empty one
     assert "null" not in page.text_content("#timeline") and page.query_selector("#baseline-note") is None
-
-    assert "mean over its viewers" in page.text_content("#viewers-note")
-    # and the comparisons say they are Welch's t-tests over viewers, not Fisher's over frames
-    page.wait_for_selector("#comparisons tbody tr")
-    assert {c["test"] for c in summary["comparisons"]} == {"welch_over_viewers"}
-    assert "Welch's t-test on each viewer's share" in page.text_content("#comparisons-note")
-    assert "Viewers per group to detect" in page.text_content("#comparisons thead")
-    if any(c["sample_size"] for c in summary["comparisons"]):
-        note = page.text_content("#needed-note")
-        assert "how many viewers per group" in note and "Welch's test" in note
 
     # and the text alternative names each variant's peak and viewers
     rows = page.eval_on_selector_all("#timeline-peaks tbody tr", "els => els.map(e => "
@@ -201,23 +202,7 @@ def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server,
     for group, name, viewers, at, share, _ in rows:
         peak = summary["groups"][group]["peak"]["happy"]
         assert name == group and int(viewers) == summary["groups"][group]["viewers"] == 4
-        assert at == f"{peak['t0']:g}{DASH}{peak['t1']:g} s"
-        assert float(share.rstrip("%")) == pytest.approx(peak["share"] * 100, abs=0.051)
-
-    # and the curves as a table (built when opened): a row per bin, a column per variant
-    assert page.query_selector("#timeline-bins table") is None
-    page.click("#timeline-bins summary")
-    page.wait_for_selector("#timeline-bins tbody tr")
-    table = page.eval_on_selector_all("#timeline-bins tbody tr", "els => els.map(e => "
-                                      "[...e.children].map(c => c.textContent))")
-    heads = page.eval_on_selector_all("#timeline-bins thead th", "els => els.map(e => e.textContent)")
-    bins = {g: t["timeline"] for g, t in summary["groups"].items()}
-    assert len(table) == max(len(b) for b in bins.values()) == SECONDS
-    for i, row in enumerate(table):
-        for group, cell in zip(heads[1:], row[1:], strict=True):
-            b = bins[group][i]
-            lo, hi = b["ci95"]["happy"]
-            assert cell == f"{pct(b['share']['happy'])}, 95% CI {pct(lo)}{DASH}{pct(hi)} · {b['viewers']}"
+        assert at == f"{peak['t0']:g}{DASH}{peak['t1']:g} s" and share == pct(peak["share"])
 
     # When the label chooser picks the other label
     page.select_option("#timeline-label", "sad")
@@ -229,81 +214,56 @@ def test_a_video_jobs_page_draws_each_variants_curve_band_and_peak(page, server,
     assert all(switched["lines"][g] != chart["lines"][g] for g in summary["groups"])
     assert page.text_content("#timeline-peaks thead").count("Peak of sad") == 1
 
-    # and the gallery's cards say which frame and when
+
+def test_the_curves_table_and_the_statistics_count_viewers(page, server, video_job):
+    # Given the video job's page
+    summary = opened(page, server, video_job)
+
+    # When the curves' table is opened (it is built then)
+    assert page.query_selector("#timeline-bins table") is None
+    page.click("#timeline-bins summary")
+    page.wait_for_selector("#timeline-bins tbody tr")
+
+    # Then it has a row per bin and a column per variant, each cell the summary's bin
+    table = page.eval_on_selector_all("#timeline-bins tbody tr", "els => els.map(e => "
+                                      "[...e.children].map(c => c.textContent))")
+    heads = page.eval_on_selector_all("#timeline-bins thead th", "els => els.map(e => e.textContent)")
+    bins = {g: t["timeline"] for g, t in summary["groups"].items()}
+    assert len(table) == max(len(b) for b in bins.values()) == SECONDS
+    for i, row in enumerate(table):
+        for group, cell in zip(heads[1:], row[1:], strict=True):
+            b = bins[group][i]
+            lo, hi = b["ci95"]["happy"]
+            assert cell == f"{pct(b['share']['happy'])}, 95% CI {pct(lo)}{DASH}{pct(hi)} · {b['viewers']}"
+
+    # and the shares and comparisons say they are over viewers (Welch's t-tests), not frames
+    assert "mean over its viewers" in page.text_content("#viewers-note")
+    page.wait_for_selector("#comparisons tbody tr")
+    assert {c["test"] for c in summary["comparisons"]} == {"welch_over_viewers"}
+    assert "Welch's t-test on each viewer's share" in page.text_content("#comparisons-note")
+    assert "Viewers per group to detect" in page.text_content("#comparisons thead")
+    if any(c["sample_size"] for c in summary["comparisons"]):
+        note = page.text_content("#needed-note")
+        assert "how many viewers per group" in note and "Welch's test" in note
+
+
+def test_the_gallery_says_which_frame_and_when(page, server, video_job):
+    # Given the video job's page
+    opened(page, server, video_job)
+    # Then each gallery card says its row's t and frame
     page.wait_for_selector("#gallery figure[data-t]")
     shown = page.eval_on_selector_all("#gallery figure", "els => els.map(e => [e.dataset.index, "
                                       "e.querySelector('.at')?.textContent])")
-    api = requests.get(f"{server}/ui/api/jobs/{job_id}/gallery", timeout=10).json()["rows"]
+    api = requests.get(f"{server}/ui/api/jobs/{video_job}/gallery", timeout=10).json()["rows"]
     assert [int(i) for i, _ in shown] == [r["index"] for r in api]
     assert [text for _, text in shown] == [f"t = {r['t']:.1f} s · frame {r['frame']}" for r in api]
     assert shown[1][1] == "t = 0.2 s · frame 1"
-
-
-def test_on_a_phone_the_curve_fits_and_a_bins_tooltip_gives_each_variants_share(page, server,
-                                                                                  settings):
-    # Given a finished video job, on a 390 px phone
-    job_id = finished_video_job(settings, video_rows(seed=5))
-    summary = requests.get(f"{server}/v1/jobs/{job_id}/summary", timeout=10).json()
-    page.set_viewport_size({"width": 390, "height": 844})
-
-    # When its page opens
-    page.goto(f"{server}/#/jobs/{job_id}")
-    page.wait_for_selector("svg[data-chart=timeline] circle.peak")
-
-    # Then nothing is wider than the screen, the curve's chart included
-    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
-    assert page.eval_on_selector("svg[data-chart=timeline]",
-                                 "e => e.getBoundingClientRect().right") <= 390
-
-    # and touching the bin from 3 s to 4 s shows both variants' shares there with their intervals
-    page.locator("svg[data-chart=timeline] rect.hit").nth(3).dispatch_event("pointerdown")
-    tip = page.locator("#timeline .chart-tip")
-    tip.wait_for(state="visible")
-    text = tip.text_content()
-    assert text.startswith(f"3{DASH}4 s: ")
-    for group, tally in summary["groups"].items():
-        b = tally["timeline"][3]
-        share, (lo, hi) = b["share"]["happy"], b["ci95"]["happy"]
-        assert f"{group} {pct(share)}, 95% CI {pct(lo)}{DASH}{pct(hi)} ({b['viewers']} viewers)" in text
 
 
 def pct(x: float) -> str:
     """A share as the page writes it (format.js's pct: toFixed rounds an exact tie up)."""
     places = Decimal(1) if x >= 0.995 or x == 0 else Decimal("0.1")
     return f"{Decimal(x * 100).quantize(places, ROUND_HALF_UP)}%"
-
-
-def test_baseline_shares_below_zero_are_drawn_and_explained(page, server, settings):
-    # Given viewers with a resting face before the ad (t < 0) and baseline on: shares may be < 0
-    store = store_from_settings(settings)
-    jobs = JobRecords(redis.Redis.from_url(settings.redis_url), store)
-    rows = []
-    for viewer in range(3):
-        for k in range(-10, 20):  # 2 s at rest (happy), then 4 s of the ad (happy only at 1-2 s)
-            t = round(k / FPS, 3)
-            happy = t < 0 or 1 <= t < 2 or (viewer == 0 and t >= 3)
-            rows.append({"image": f"ad/v{viewer}.mp4", "group": "ad", "t": t, "frame": k + 10,
-                         "face": 0, "box": [0, 0, 9, 9], "face_score": 0.9,
-                         "label": "happy" if happy else "sad", "confidence": 0.7,
-                         "probs": {"happy": 0.7, "sad": 0.3}, "error": None})
-    record = jobs.create("classify", source="tests", model_version="v", classes=CLASSES,
-                         faces=True, videos=True, baseline=True)
-    summary = write_results(store, record["id"], rows, CLASSES, faces=True, videos=True,
-                            baseline=True)
-    jobs.set_status(record["id"], JobStatus.SUCCEEDED, summary=bounded(summary, 20),
-                    results={"results.jsonl": job_key(record["id"], "results.jsonl")})
-    assert min(b["share"]["happy"] for b in summary["groups"]["ad"]["timeline"]) < 0
-
-    # When its page opens
-    page.goto(f"{server}/#/jobs/{record['id']}")
-    page.wait_for_selector("svg[data-chart=timeline] circle.peak")
-
-    # Then the curve is drawn to scale below zero, and the note says what baseline did
-    check_chart(drawn(page), summary, "happy")
-    ticks = page.eval_on_selector_all("svg[data-chart=timeline] text.tick",
-                                      "els => els.map(e => e.textContent)")
-    assert any(t.startswith("-") and t.endswith("%") for t in ticks)
-    assert "resting face" in page.text_content("#baseline-note")
 
 
 def test_a_photo_job_has_no_timeline_card(page, server, settings):

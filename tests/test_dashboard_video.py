@@ -1,6 +1,7 @@
-"""Reaction videos in the dashboard's gallery: a sampled frame's thumbnail is that frame decoded
-from the job's video (a face row's: its face's square), and a real job scored by the worker
-shows its curves and every frame, with its t, in the browser."""
+"""Reaction videos in the dashboard: a sampled frame's thumbnail is that frame decoded from the
+job's video (a face row's: its face's square); a real job scored by the worker shows its curves
+and every frame, with its t, in the browser; on a phone the curve fits and a touched bin's
+tooltip gives each variant's share; a baseline curve is drawn below zero and explained."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from facesense.imaging import face_square
 from facesense.outputs.thumbnails import FACE_MARGIN
 from tests.servers import serving
 from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job, wait_for_js
-from tests.test_dashboard_timeline import FPS, check_chart, drawn
+from tests.test_dashboard_timeline import (
+    DASH,
+    FPS,
+    check_chart,
+    drawn,
+    finished_video_job,
+    pct,
+    video_rows,
+)
 from tests.videogen import BITS, BLOCK, read_stamp, steady, write_video
 
 pytestmark = pytest.mark.slow
@@ -125,3 +134,59 @@ def test_a_real_video_job_shows_its_curves_and_its_frames_in_the_gallery(page, s
                                       for r in rows]
     widths = {width for *_, width in shown}
     assert 0 not in widths and max(widths) <= 128  # every face's square decoded and drawn
+
+
+def test_on_a_phone_the_curve_fits_and_a_bins_tooltip_gives_each_variants_share(page, server,
+                                                                                  settings):
+    # Given a finished video job, on a 390 px phone
+    job_id = finished_video_job(settings, video_rows(seed=5))
+    summary = requests.get(f"{server}/v1/jobs/{job_id}/summary", timeout=10).json()
+    page.set_viewport_size({"width": 390, "height": 844})
+
+    # When its page opens
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("svg[data-chart=timeline] circle.peak")
+
+    # Then nothing is wider than the screen, the curve's chart included
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    assert page.eval_on_selector("svg[data-chart=timeline]",
+                                 "e => e.getBoundingClientRect().right") <= 390
+
+    # and touching the bin from 3 s to 4 s shows both variants' shares there with their intervals
+    page.locator("svg[data-chart=timeline] rect.hit").nth(3).dispatch_event("pointerdown")
+    tip = page.locator("#timeline .chart-tip")
+    tip.wait_for(state="visible")
+    text = tip.text_content()
+    assert text.startswith(f"3{DASH}4 s: ")
+    for group, tally in summary["groups"].items():
+        b = tally["timeline"][3]
+        share, (lo, hi) = b["share"]["happy"], b["ci95"]["happy"]
+        assert f"{group} {pct(share)}, 95% CI {pct(lo)}{DASH}{pct(hi)} ({b['viewers']} viewers)" in text
+
+
+def test_baseline_shares_below_zero_are_drawn_and_explained(page, server, settings):
+    # Given viewers with a resting face before the ad (t < 0) and baseline on: shares may be < 0
+    rows = []
+    for viewer in range(3):
+        for k in range(-10, 20):  # 2 s at rest (happy), then 4 s of the ad (happy only at 1-2 s)
+            t = round(k / FPS, 3)
+            happy = t < 0 or 1 <= t < 2 or (viewer == 0 and t >= 3)
+            rows.append({"image": f"ad/v{viewer}.mp4", "group": "ad", "t": t, "frame": k + 10,
+                         "face": 0, "box": [0, 0, 9, 9], "face_score": 0.9,
+                         "label": "happy" if happy else "sad", "confidence": 0.7,
+                         "probs": {"happy": 0.7, "sad": 0.3}, "error": None})
+    job_id = finished_video_job(settings, rows, baseline=True)
+    summary = requests.get(f"{server}/v1/jobs/{job_id}/summary", timeout=10).json()
+    assert summary["baseline"] and min(b["share"]["happy"]
+                                       for b in summary["groups"]["ad"]["timeline"]) < 0
+
+    # When its page opens
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("svg[data-chart=timeline] circle.peak")
+
+    # Then the curve is drawn to scale below zero, and the note says what baseline did
+    check_chart(drawn(page), summary, "happy")
+    ticks = page.eval_on_selector_all("svg[data-chart=timeline] text.tick",
+                                      "els => els.map(e => e.textContent)")
+    assert any(t.startswith("-") and t.endswith("%") for t in ticks)
+    assert "resting face" in page.text_content("#baseline-note")
