@@ -274,8 +274,10 @@ def test_a_redelivered_copy_waits_while_a_live_worker_holds_the_lease(client, tr
 
 
 def test_a_worker_that_loses_its_lease_stops_and_publishes_nothing(client, training_worker,
-                                                                   faces, trainer_settings):
-    job_id = train_until_first_epoch(client, faces, epochs=40)
+                                                                   faces, trainer_settings,
+                                                                   small_base):
+    # (the small base: 1000 of its epochs outlast the test, which ends the run)
+    job_id = train_until_first_epoch(client, faces, epochs=1000, base=small_base)
     # When another worker holds the lease (this one stalled past it and a copy took over)
     r = redis.Redis.from_url(trainer_settings.redis_url)
     r.set(redis_keys.lease(job_id, leases.TRAINING), "other-host:2:2", ex=60)
@@ -288,7 +290,7 @@ def test_a_worker_that_loses_its_lease_stops_and_publishes_nothing(client, train
     try:
         # and publishes nothing: no version, no final status, the other worker's lease kept
         assert record["status"] == "running" and "model_version" not in record, record
-        assert record["epoch"] < 40
+        assert record["epoch"] < 1000
         assert job_id not in [v.get("job_id") for v in client.get("/v1/models").get_json()[
             "versions"]]
         assert r.get(redis_keys.lease(job_id, leases.TRAINING)) == b"other-host:2:2"
@@ -298,7 +300,8 @@ def test_a_worker_that_loses_its_lease_stops_and_publishes_nothing(client, train
 
 
 def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, training_worker,
-                                                                  faces, model_version):
+                                                                  faces, model_version,
+                                                                  small_base):
     # Given a key allowed one running job, whose training run is under way
     from api import create_app
     from facesense.keys import hash_key, new_key
@@ -328,7 +331,8 @@ def test_a_training_run_counts_against_its_keys_running_jobs_quota(settings, tra
     make_folder(big, 1000, groups=("a",), max_side=64, corrupt=False)
     scoring = submit(type="classify", source=str(big))
     until(lambda: job(scoring)["status"] == "running", "the scoring job to start")
-    training = submit(type="train", dataset=str(faces), params={**SMALL, "epochs": 40})
+    training = submit(type="train", dataset=str(faces),  # the small base: outlasts the test
+                      params={**SMALL, "epochs": 1000, "base": small_base})
     assert "FACESENSE_KEY_MAX_RUNNING_JOBS" in until(lambda: job(training).get("held"),
                                                      "the training run to be held")
     assert job(training)["status"] == "queued"
