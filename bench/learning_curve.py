@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="learning-curve-"))
     settings = Settings.from_env().replace(data_dir=str(work / "var"))
     registry = Registry(store_from_settings(settings))
-    from cli.local import cmd_models_starter
+    from cli.local.models import cmd_models_starter
 
     cmd_models_starter(argparse.Namespace(classes="happy,sad", version=None, promote=None,
                                           sample=None, sample_images=16), settings)

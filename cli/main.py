@@ -19,7 +19,9 @@ from cli.commands import (
     cmd_up,
     cmd_worker,
 )
-from cli.local import add_model_parsers, cmd_classify, cmd_keys_hash, cmd_keys_new
+from cli.local.classify import cmd_classify
+from cli.local.keys import cmd_keys_hash, cmd_keys_new
+from cli.local.models import add_model_parsers
 from cli.options import EXIT_FAILED, EXIT_USAGE
 from cli.results import cmd_results
 from cli.video import add_video_options

@@ -23,7 +23,7 @@ TINY = {"epochs": 2, "batch_size": 8, "min_steps": 0, "val_split": 0.5, "faces":
 @pytest.fixture(scope="module")
 def trainer(settings, worker):
     """A training worker beside the session's scoring worker."""
-    from cli.local import cmd_models_starter
+    from cli.local.models import cmd_models_starter
 
     cmd_models_starter(argparse.Namespace(classes="happy,sad", version=None, promote=None,
                                           sample=None, sample_images=8), settings)

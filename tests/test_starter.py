@@ -72,7 +72,7 @@ def test_a_class_subset_renormalises_fers_probabilities_over_the_kept_classes(fa
 @pytest.fixture(scope="module")
 def starter(settings):
     """`facesense models starter --classes happy,sad` run against the tests' S3 store."""
-    from cli.local import cmd_models_starter
+    from cli.local.models import cmd_models_starter
 
     args = argparse.Namespace(classes="happy,sad", version=None, promote=None, sample=None,
                               sample_images=8)
@@ -89,7 +89,7 @@ def test_the_starter_is_an_ordinary_self_describing_version(starter, settings):
     assert set(starter["precision"]["variants"]) == {"bf16", "bf16-full", "fp16", "int8"}
     again = argparse.Namespace(classes="happy,sad", version=None, promote=None, sample=None,
                                sample_images=8)
-    from cli.local import cmd_models_starter
+    from cli.local.models import cmd_models_starter
 
     assert cmd_models_starter(again, settings) == 0  # the same weights, the same name: kept
     registry = Registry(store_from_settings(settings))
