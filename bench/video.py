@@ -240,7 +240,7 @@ def run_stack(workers: int, folder: Path, base: Path, fps: float) -> dict:
         job_id = submit(client, folder, fps)
         while client.get(f"/v1/jobs/{job_id}").get_json()["status"] in ("queued", "running"):
             for key in r.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
-                holders.add((r.get(key) or b"").decode().split(":")[1])
+                holders.update((r.get(key) or b"").decode().split(":")[1:2])  # released: none
             time.sleep(0.05)
         wall = time.perf_counter() - start
         record = client.get(f"/v1/jobs/{job_id}").get_json()
