@@ -185,8 +185,8 @@ def engine(root: Path, loaded: LoadedModel, decoders: list[str], threads: int, b
 
 
 def system(root: Path, n: int, base: Path, version: str, batch: int) -> dict:
-    """(d) API -> Redis -> one worker on this machine's device -> local store (bench.throughput)."""
-    from bench.throughput import bench_d
+    """(d) API -> Redis -> one worker on this machine's device -> local store (bench.system)."""
+    from bench.system import bench_d
     return bench_d(root, n, base, {"store": str(base / "store"), "precision": "auto",
                                    "default_model": version, "device": "auto", "decoder": "auto",
                                    "decode_threads": os.cpu_count() or 2, "batch_size": batch})
