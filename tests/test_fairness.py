@@ -204,8 +204,14 @@ def test_a_control_worker_that_dies_alone_is_restarted(stack):
 
 def test_a_job_waiting_behind_training_on_a_shared_worker_says_so(stack):
     # Given the stack's only worker serving both queues, busy with a long training run
+    import torch
+
     from cli.launcher import start_workers, stop
+    from facesense.registry import Registry
+    from facesense.storage import store_from_settings
     from facesense.synthetic import make_dataset
+    from runtime.architectures import GREY_64
+    from runtime.network import build, register_state
     from tests.conftest import wait_for_workers
     from tests.stack import ONE_THREAD
 
@@ -213,10 +219,16 @@ def test_a_job_waiting_behind_training_on_a_shared_worker_says_so(stack):
     stack.workers = start_workers(stack.settings, 1, env=ONE_THREAD, queues="inference,training")
     wait_for_workers(stack.settings, stack.workers)
     make_dataset(stack.root / "shared-faces", per_class=16, seed=2)  # 6 held out: beats chance
+    # fine-tuning the small mini_xception: the wait is under test, not AlexNet's epochs (its
+    # 1000 outlast the test, which cancels the run)
+    torch.manual_seed(2)
+    base = register_state(Registry(store_from_settings(stack.settings)),
+                          build("mini_xception", 2).state_dict(), ["happy", "sad"],
+                          arch="mini_xception", preprocess=GREY_64)["version"]
     resp = stack.api.post("/v1/jobs", json={"type": "train", "dataset": str(stack.root / "shared-faces"),
-                                            "params": {"epochs": 200, "image_size": 64,
+                                            "params": {"epochs": 1000, "image_size": 64,
                                                        "batch_size": 8, "patience": 0,
-                                                       "min_steps": 0}})
+                                                       "min_steps": 0, "base": base}})
     assert resp.status_code == 202, resp.get_json()
     training = resp.get_json()["id"]
     try:  # whatever happens, the run is cancelled and the worker stopped: the next tests share
