@@ -87,8 +87,8 @@ def install(images_per_s: float | None) -> None:
 
 
 def _stand_in(images_per_s: float) -> None:
-    from worker import classify, model_cache
     from facesense.outputs.rows import error_row
+    from worker import classify, model_cache
 
     def score(keys, loaded, fetch, *, batch_size, should_stop=lambda: False, thumbs=None, **_):
         keys = list(keys)
