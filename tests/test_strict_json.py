@@ -20,7 +20,7 @@ from facesense.storage import store_from_settings
 from runtime.preprocess import spec_for
 from tests.conftest import wait_for_job
 from tests.test_hardening_round3 import jpeg
-from tests.test_training import SMALL, faces, trainer_settings, training_worker  # noqa: F401
+from tests.test_training import SMALL, faces, small_base, trainer_settings, training_worker  # noqa: F401
 from trainer.engine import train_one_epoch
 
 NAN, INF = float("nan"), float("inf")
@@ -138,9 +138,11 @@ def test_weights_made_nan_by_an_epochs_last_step_stop_the_run_too():
 
 
 @pytest.mark.slow
-def test_a_diverged_training_job_fails_with_a_plain_reason(client, training_worker, faces):  # noqa: F811
+def test_a_diverged_training_job_fails_with_a_plain_reason(client, training_worker, faces,  # noqa: F811
+                                                           small_base):  # noqa: F811
     # Given the probe's parameters: all accepted, and far too high a learning rate for SGD
-    params = {**SMALL, "lr": 10, "optimizer": "sgd"}
+    # (fine-tuning the small mini_xception, which diverges by its 3rd or 4th epoch at lr 10)
+    params = {**SMALL, "lr": 10, "optimizer": "sgd", "epochs": 20, "base": small_base}
     resp = client.post("/v1/jobs", json={"type": "train", "dataset": str(faces), "params": params})
     assert resp.status_code == 202, resp.get_json()
     record = wait_for_job(client, resp.get_json()["id"])
