@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from facesense.errors import BadRequest
 
@@ -28,7 +29,10 @@ class VideoLimits:
 
 
 def is_video(name: str) -> bool:
-    """True for a file name with a video extension (any case)."""
+    """True for a file name (or a URL's path) with a video extension (any case)."""
+    _, sep, rest = name.partition("://")
+    if sep:  # a URL (or a group's `<group>/<URL>`): its query and fragment name no file
+        name = urlsplit("x://" + rest).path
     return name.lower().endswith(VIDEO_EXTENSIONS)
 
 
