@@ -12,7 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 
 from facesense.errors import SourceError
-from facesense.inputs.video.plan import is_video_plan, listed, shard_plans, size_of
+from facesense.inputs.video.plan import (
+    is_video_plan,
+    listed,
+    retried,
+    shard_plans,
+    size_of,
+)
 from facesense.state.status import JobStatus
 from facesense.storage.layout import RETRY_KEYS, job_key, plan_key
 from worker.context import Context
@@ -47,7 +53,7 @@ def plan(ctx: Context, job_id: str) -> Generator[None, None, int]:
     ctx.jobs.update(job_id, planned=record.get("planned") or 0)
     source = ctx.sources.get(record["source"], record.get("scope"))
     if record.get("retry_of"):  # only the images that failed in the earlier job
-        items = ((key, None) for key in json.loads(ctx.store.get(job_key(job_id, RETRY_KEYS))))
+        items = retried(source, json.loads(ctx.store.get(job_key(job_id, RETRY_KEYS))))
     else:
         items = listed(source)  # (key, a manifest's t0 or None)
     # photos in groups of shard_size, each video probed and cut into time ranges

@@ -38,6 +38,22 @@ def listed(source: Store) -> Iterator[tuple[str, object]]:
     return ((key, None) for key in list_images(source))
 
 
+def retried(source: Store, keys: list[str]) -> Iterator[tuple[str, object]]:
+    """(key, t0) per item a retry scores again: a video once however many of its time ranges
+    failed (it is scored again whole), with the t0 its manifest line gave it."""
+    from facesense.inputs.manifest_source import ManifestSource
+
+    videos = {key for key in keys if is_video(key)}
+    seen: set[str] = set()  # a photo listed twice stays twice: two manifest lines, two rows
+    keys = [k for k in keys if k not in videos or not (k in seen or seen.add(k))]
+    t0: dict[str, object] = {}
+    if videos and isinstance(source, ManifestSource):  # only a manifest's lines carry t0
+        for key, at in listed(source):
+            if key in videos:
+                t0.setdefault(key, at)
+    return ((key, t0.get(key)) for key in keys)
+
+
 def shard_plans(items: Iterable[tuple[str, object]], source: Store, settings: Settings,
                 fps: float | None = None) -> Iterator[list[str] | dict]:
     """The plans of a listing's shards in order (photos batched, videos cut by time); raises
