@@ -167,7 +167,11 @@ SCHEMAS = {
                      "number in its photo, largest first (null: no face, or the photo failed)"},
             "box": {"type": ["array", "null"], "items": {"type": "integer"},
                     "description": "the face's [x0, y0, x1, y1] in the photo's pixels"},
-            "face_score": NUMBER_OR_NULL},
+            "face_score": NUMBER_OR_NULL,
+            "t": {**NUMBER_OR_NULL, "description": "a job with videos: a video frame's seconds "
+                  "from its t0 (3 decimals); null for a photo. A photo-only job has no t"},
+            "frame": {"type": ["integer", "null"], "description": "a job with videos: the "
+                      "sampled frame's index in its video; null for a photo"}},
             ("image", "label", "error"))}},
         ("job_id", "total", "offset", "limit", "next_offset", "rows")),
     "Manifest": obj({"version": {"type": "string"},

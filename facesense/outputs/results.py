@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from facesense.inputs.manifest_source import with_meta
 from facesense.outputs.jsonl import iter_jsonl
 from facesense.outputs.pages import PageIndex, read_rows
+from facesense.outputs.rows import with_time
 from facesense.outputs.stats import ci95, compare
 from facesense.outputs.timeline import BIN_S, CSV_HEADER, Timeline, compact, timeline_rows
 from facesense.state.records import dumps
@@ -210,6 +211,7 @@ def write_results(store: Store, job_id: str, rows: Iterable[dict], classes: list
         writer.writerow(csv_header(classes, meta, faces, videos))
         pages = PageIndex()
         for index, row in enumerate(rows):
+            row = with_time(row) if videos else row  # every row of a video job: t and frame
             pages.add(index, jf.tell(), row)
             jf.write(dumps(row, separators=(",", ":")).encode() + b"\n")  # a NaN model's: null
             writer.writerow(csv_row(row, classes, faces, videos))

@@ -1,8 +1,11 @@
 """The result row schema: what one scored image (or face) becomes in results.jsonl, the CSV
 and the API, and the row of one that could not be scored.
 
-A row is image, group, (face, box, face_score with faces on), label, confidence, probs, error,
-in that order. Probabilities come as a NumPy array from the model; the core imports no NumPy,
+A row is image, group, (t, frame in a job with videos), (face, box, face_score with faces on),
+label, confidence, probs, error, in that order. In a job with videos every row has t and frame,
+a photo's null, so all its rows have the same fields; a photo-only job's rows have neither, as
+they always had (results.jsonl of such a job is unchanged).
+Probabilities come as a NumPy array from the model; the core imports no NumPy,
 so they are read through argmax and indexing only.
 """
 
@@ -31,3 +34,11 @@ def error_row(key: str, reason: str | None, faces: bool = False) -> dict:
     where = dict.fromkeys(FACE_FIELDS) if faces else {}
     return {"image": key, "group": group_of(key), **where, "label": None, "confidence": None,
             "probs": None, "error": reason}
+
+
+def with_time(row: dict) -> dict:
+    """A row of a job with videos: a photo's gets t and frame null after its group."""
+    if "t" in row:
+        return row
+    return {"image": row["image"], "group": row["group"], "t": None, "frame": None,
+            **{k: v for k, v in row.items() if k not in ("image", "group")}}
