@@ -96,14 +96,22 @@ class FaceDetector:
             least = max(MTCNN_MIN_SIDE, int(options.min_size * min(scales[i] for i in indexes)))
             if least > min(copies[indexes[0]].size):
                 continue  # no face that big fits in these photos (MTCNN would have no scale)
-            batch = torch.from_numpy(np.stack([np.asarray(copies[i]) for i in indexes]))
+            batch = _planar([np.asarray(copies[i]) for i in indexes], self.device)
             with self._lock, torch.inference_mode():
-                boxes, _ = detect_face(batch.to(self.device), least, *self.nets, stages, 0.709,
-                                       self.device)
+                boxes, _ = detect_face(batch, least, *self.nets, stages, 0.709, self.device)
             for i, rows in zip(indexes, boxes, strict=True):
                 found[i] = _faces(np.asarray(rows, dtype=np.float64).reshape(-1, 5),
                                   copies[i].size, images[i].size, options)
         return found
+
+
+def _planar(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Same-size HxWx3 images as the N x H x W x 3 float view of a contiguous N x 3 x H x W batch:
+    detect_face permutes it to that batch, so its per-box crops are cut from planar memory (a
+    crop of the interleaved uint8 batch cost several times as much to resample, more the larger
+    the batch); the values are the same floats detect_face would make."""
+    planar = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2)
+    return planar.to(torch.float32, memory_format=torch.contiguous_format).permute(0, 2, 3, 1)
 
 
 HOLD_SIDE = 2048  # photos are held (and faces cut) at most this long: 12 MB a photo, however big

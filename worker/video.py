@@ -15,6 +15,7 @@ from functools import partial
 from itertools import islice
 
 import numpy as np
+import torch
 
 from facesense.inputs.keys import group_of
 from facesense.inputs.video.frames import sample
@@ -84,7 +85,16 @@ def _fitted(spec: dict, batch: list) -> list:
 def _found(faces: CutFaces, spec: dict, batch: list) -> list:
     """Faces on: each frame's copy and size, and its faces with their model inputs."""
     held = [face_copy(image) for _, _, image in batch]  # (the copy faces are found on, size)
-    cuts = faces([copy for copy, _ in held], spec) if batch else []
+    # The whole batch in one detection call (same-size frames share MTCNN's batches), on half
+    # the intra-op threads: the model's forward runs on the caller's threads meanwhile, and
+    # MTCNN's many small per-box resamples slowed several-fold when the two oversubscribed the
+    # cores (bench.video). set_num_threads holds for this thread only (OpenMP's per-thread count).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // 2))
+    try:
+        cuts = faces([copy for copy, _ in held], spec) if batch else []
+    finally:
+        torch.set_num_threads(threads)
     return [(t, k, copy_size, cut) for (t, k, _), copy_size, cut in zip(batch, held, cuts, strict=True)]
 
 
