@@ -161,8 +161,10 @@ def stack(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("faults")
     redis_proc, url = start_redis(root / "redis")
+    # fp32, as test_cli's and test_sentinel's stacks: "auto" would time AlexNet at 224 px in
+    # every worker (and prefork child) these tests start and kill (the choice: test_precision)
     settings = Settings(redis_url=url, store=str(root / "store"), allowed_roots=(str(root),),
-                        data_dir=str(root / "var"), **FAST)
+                        data_dir=str(root / "var"), precision="fp32", **FAST)
     register_small_model(settings)
     s = Stack(root, settings, redis_proc)
     yield s
