@@ -1,11 +1,10 @@
 """Faces in video frames: a batch of a shard's frames detected in one call finds what each frame
-detected alone finds, and the frames thread's detection leaves its thread count as it was."""
+detected alone finds, and the frames thread detects a whole batch in one call."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from bench.face_photos import group_photo
 from facesense.inputs.video.frames import sample
@@ -40,16 +39,15 @@ def test_a_batch_of_frames_finds_the_faces_each_frame_finds_alone(frames):
             assert abs(a.score - b.score) <= 1e-3
 
 
-def test_the_frames_thread_detects_a_whole_batch_and_keeps_its_thread_count(frames):
-    calls, threads = [], torch.get_num_threads()
+def test_the_frames_thread_detects_a_whole_batch_in_one_call(frames):
+    calls = []
 
     def faces(images, spec):
-        calls.append((len(images), torch.get_num_threads()))
+        calls.append(len(images))
         return cut_faces(images, spec, detector=FaceDetector("cpu"), options=FaceOptions())
 
     batch = [(k / 5, k, frame) for k, frame in enumerate(frames)]
     found = _found(faces, spec_for(64), batch)
-    assert calls == [(len(frames), max(1, threads // 2))]
-    assert torch.get_num_threads() == threads
+    assert calls == [len(frames)]
     assert [k for _, k, _, _ in found] == list(range(len(frames)))
     assert all(cut for _, _, _, cut in found[:8]), "the astronaut found in every frame"
