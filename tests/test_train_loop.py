@@ -89,16 +89,19 @@ def test_pretrained_weights_start_the_backbone_with_a_new_head():
 
 
 def test_fine_tuning_from_a_base_replaces_the_head_when_classes_differ(tmp_path):
+    # (the small mini_xception: the head is replaced by the rule of the loop, any network's)
     registry = Registry(LocalStore(tmp_path))
     torch.manual_seed(3)
-    base = register_state(registry, build_alexnet(3).state_dict(), ["a", "b", "c"])
+    base = register_state(registry, build("mini_xception", 3).state_dict(), ["a", "b", "c"],
+                          arch="mini_xception", preprocess=GREY_64)
+    first, head = "stem.0.weight", f"{architecture('mini_xception').head}.weight"
     start = initial_state(params(base=base["version"]), ["happy", "sad"], base, registry)
-    assert start.parent == base["version"]
-    assert start.state[f"{HEAD}.weight"].shape[0] == 2
+    assert start.parent == base["version"] and start.arch == "mini_xception"
+    assert start.state[head].shape[0] == 2
     base_state = load(registry.weights(base))
-    assert torch.equal(start.state["features.0.weight"], base_state["features.0.weight"])
+    assert torch.equal(start.state[first], base_state[first])
     same = initial_state(params(base=base["version"]), ["a", "b", "c"], base, registry)
-    assert torch.equal(same.state[f"{HEAD}.weight"], base_state[f"{HEAD}.weight"])
+    assert torch.equal(same.state[head], base_state[head])
 
 
 def test_fine_tuning_trains_the_backbone_slower_than_the_head(data, tmp_path):
