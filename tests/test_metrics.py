@@ -61,8 +61,9 @@ def run(settings, model_version, base_dir, redis_url):
     own, so that only it takes this module's jobs; one job of GOOD + CORRUPT images through the
     API, with the API's and the worker's metrics scraped before and after."""
     base_port = free_port()
+    # fp32: "auto" would first time AlexNet at 224 px, twice (the choice: test_precision)
     own = settings.replace(redis_url=re.sub(r"/\d+$", "/5", redis_url), log_format="json",
-                           worker_metrics_port=base_port)
+                           worker_metrics_port=base_port, precision="fp32")
     log_path = base_dir / "metrics-worker.log"
     with log_path.open("wb") as log_file:
         # first=1: `facesense up` numbers its workers, and worker i listens on base + i
