@@ -19,6 +19,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 from cli.launcher import start_redis, start_workers, stop
 from facesense.settings import Settings
+from tests.browser import browser, page, server  # noqa: F401 (the dashboard tests' fixtures)
 from tests.servers import s3_client, start_seaweed
 
 BUCKET = "facesense-test"
@@ -170,3 +171,17 @@ def stack(tmp_path_factory):
     yield s
     s.stop_workers()
     stop([s.redis_proc])
+
+
+def private_context(settings, db: int, sent: list):
+    """A scoring worker's context on its own Redis database (the session worker, on database 0,
+    never sees its jobs) whose queue is the `sent` list instead of a broker."""
+    from facesense.state import redis_keys
+    from worker.context import build_context
+    from worker.model_cache import add_models
+
+    private = settings.redis_url.rsplit("/", 1)[0] + f"/{db}"
+    ctx = add_models(build_context(settings.replace(shard_size=10, redis_url=private),
+                                   lambda name, args: sent.append((name, args))))
+    ctx.sched.redis.delete(*redis_keys.SCHED_RINGS)  # no turns for earlier tests' jobs
+    return ctx

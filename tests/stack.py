@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -134,6 +135,15 @@ class Stack:
             if len(owner) > 1 and owner[1] in pids:  # (a lease released meanwhile reads empty)
                 return int(key.decode().split(":")[-2])
         return None
+
+    def kill_holding(self, job_id: str, worker: subprocess.Popen, done: int) -> int:
+        """SIGKILL the worker once the job has `done` images counted and the worker holds one of
+        its shards; returns that shard's index."""
+        index = wait_until(lambda: self.job(job_id)["progress"]["done"] >= done
+                           and self.shard_held_by(job_id, worker), 120, "the worker to hold a shard")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        return index
 
     def attempts(self, job_id: str) -> dict[int, int]:
         raw = self.redis.hgetall(redis_keys.attempts(job_id))

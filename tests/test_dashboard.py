@@ -8,7 +8,6 @@ import os
 import random
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -28,58 +27,17 @@ from facesense.storage import store_from_settings
 from facesense.storage.layout import job_key, url_list
 from facesense.synthetic import draw_face, jpeg, make_dataset
 from facesense.trainparams import TrainParams
+from tests.browser import wait_for_js
 from tests.imagegen import encode, make_image
 from tests.servers import serving
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package: `apt-get install -y chromium` (make test does)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 UPDATE_DOCS = os.environ.get("UPDATE_SCREENSHOTS") == "1"
 # Each epoch costs seconds (AdamW over AlexNet's 57M weights, a ~650 MB checkpoint): 2 epochs
 # on 16 faces draw the curves; the committed screenshot gets a run that learns something.
 EPOCHS, FACES, SIDE, BATCH = (12, 120, 112, 32) if UPDATE_DOCS else (2, 8, 64, 12)
-
-
-def wait_for_js(page, expression: str, timeout: float = 60) -> None:
-    """Poll a page state from the test side (Playwright's wait_for_function evaluates strings
-    inside the page, which the dashboard's Content-Security-Policy rightly forbids)."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def server(settings, model_version):
-    """The real Flask app, on the tests' Redis and S3 store, as the worker sees them."""
-    with serving(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium; never downloaded by Playwright (`playwright install` is not used)."""
-    if not shutil.which("chromium") and not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `apt-get install -y chromium` (make test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh tab (its own localStorage), 1280 px wide like a laptop screen."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
 
 
 @pytest.fixture(scope="module")

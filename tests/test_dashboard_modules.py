@@ -6,15 +6,14 @@ headless Chromium, the labels it shows follow the document the API serves."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from api import create_app
 from api.openapi import document
+from tests.browser import wait_for_js
 from tests.servers import serving
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, wait_for_js
 
 STATIC = Path(__file__).resolve().parent.parent / "api" / "static"
 STRING = re.compile(r"""(["'`])((?:\\.|(?!\1).)*)\1""")  # a JS string literal, on one line
@@ -114,19 +113,6 @@ def test_the_scripts_are_es_modules_served_as_javascript_under_a_strict_csp(app)
             reached.add(name)
             todo += [t[2:] for t in IMPORT.findall(scripts()[name])]
     assert reached == set(scripts())
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (Debian's; Playwright never downloads one)."""
-    if not shutil.which("chromium") and not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `apt-get install -y chromium` (make test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_the_labels_shown_follow_the_document_the_api_serves(app, browser):

@@ -14,48 +14,18 @@ import pytest
 import redis
 import requests
 
-from api import create_app
 from facesense.outputs.results import bounded, write_results
 from facesense.state.records import JobRecords
 from facesense.state.status import JobStatus
 from facesense.storage import store_from_settings
 from facesense.storage.layout import job_key
-from tests.servers import serving
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job
+from tests.test_dashboard import finished_job
 
 pytestmark = pytest.mark.slow
 
 CLASSES = ["happy", "sad"]
 FPS, SECONDS = 5, 8  # frames sampled a second; the ad's length
 DASH = "\u2013"  # the en dash the page writes between a bin's start and end
-
-
-@pytest.fixture(scope="module")
-def server(settings, model_version):
-    """The real Flask app on the tests' Redis and S3 store."""
-    with serving(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (Debian's; Playwright never downloads one)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh tab, 1280 px wide."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
 
 
 def video_rows(seed: int = 11) -> list[dict]:

@@ -12,11 +12,10 @@ import pytest
 import requests
 from PIL import Image
 
-from api import create_app
 from facesense.imaging import face_square
 from facesense.outputs.thumbnails import FACE_MARGIN
-from tests.servers import serving
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job, wait_for_js
+from tests.browser import wait_for_js
+from tests.test_dashboard import finished_job
 from tests.test_dashboard_timeline import (
     DASH,
     FPS,
@@ -31,34 +30,6 @@ from tests.videogen import BITS, BLOCK, read_stamp, steady, write_video
 pytestmark = pytest.mark.slow
 
 BOX = [10, 20, 130, 140]  # a face's box in the 320 x 240 test video's frames
-
-
-@pytest.fixture(scope="module")
-def server(settings, model_version):
-    """The real Flask app on the tests' Redis and S3 store."""
-    with serving(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (Debian's; Playwright never downloads one)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh tab, 1280 px wide."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    yield tab
-    context.close()
 
 
 def test_a_video_frames_thumbnail_is_that_frame_decoded_from_the_jobs_video(client, settings,

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 
-from api import create_app
 from facesense.registry import Registry
 from facesense.state.records import JobRecords
 from facesense.state.status import JobStatus
 from facesense.storage import store_from_settings
-from tests.servers import serving
-from tests.test_dashboard import CHROMIUM, CHROMIUM_ARGS, finished_job, screenshot, wait_for_js
+from tests.browser import wait_for_js
+from tests.test_dashboard import finished_job, screenshot
 
 pytestmark = pytest.mark.slow
 OVERFLOW = "document.documentElement.scrollWidth - window.innerWidth"
@@ -32,24 +31,6 @@ def rows(groups: dict[str, tuple[int, int]]) -> list[dict]:
                  "probs": {"happy": 0.9, "sad": 0.1} if i < happy else {"happy": 0.1, "sad": 0.9},
                  "error": None} for i in range(happy + sad)]
     return out
-
-
-@pytest.fixture(scope="module")
-def server(settings, model_version):
-    """The real Flask app, on the tests' Redis and S3 store."""
-    with serving(create_app(settings)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Chromium (Debian's; Playwright never downloads one)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

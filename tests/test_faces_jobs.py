@@ -15,14 +15,9 @@ from bench.face_photos import astronaut, face_free, group_photo, group_set
 from cli.launcher import start_workers, stop
 from facesense.imaging import face_square
 from facesense.outputs.thumbnails import FACE_MARGIN
+from tests.browser import wait_for_js
 from tests.conftest import wait_for_job, wait_for_workers
-from tests.test_dashboard import (  # noqa: F401  browser, page and server are fixtures
-    browser,
-    finished_job,
-    page,
-    server,
-    wait_for_js,
-)
+from tests.test_dashboard import finished_job
 
 pytestmark = pytest.mark.slow
 
@@ -151,7 +146,7 @@ def test_a_version_trained_on_faces_crops_them_when_scoring(client, trainer, lab
     assert wait_for_job(client, off.get_json()["id"])["faces"] is False
 
 
-def test_the_gallery_shows_each_face_and_the_faceless_apart(page, server, settings,  # noqa: F811
+def test_the_gallery_shows_each_face_and_the_faceless_apart(page, server, settings,
                                                              base_dir):
     # Given a finished faces job on real photos: a group of three faces and a face-free scene
     root = base_dir / "faces-gallery"

@@ -28,10 +28,7 @@ def test_sigkill_one_of_two_workers_mid_job(stack):
     (b,) = [w for w in stack.ensure_workers(2) if w is not a][-1:]  # a worker alive already counts
     job_id = stack.submit(stack.root / "kill")
     # Kill worker a while it holds a shard, once the job is well under way.
-    index = wait_until(lambda: stack.job(job_id)["progress"]["done"] >= 200
-                       and stack.shard_held_by(job_id, a), 120, "worker a to hold a shard")
-    a.send_signal(signal.SIGKILL)
-    a.wait()
+    index = stack.kill_holding(job_id, a, done=200)
     record = stack.wait(job_id, 180)
     assert record["status"] == "succeeded", record
     assert record["progress"]["done"] == 2000 and record["progress"]["failed"] == 0

@@ -48,6 +48,19 @@ def test_every_route_is_in_the_document(client):
             assert any(s.startswith("2") for s in operation["responses"]), (method, rule.rule)
 
 
+def test_a_changed_document_leaves_the_next_one_as_it_was(client):
+    # the dashboard's test serves an edited document: the edit must not leak into the next app's
+    from api.openapi import document
+
+    with client.application.app_context():
+        first = document()
+        del first["components"]["schemas"]["FinishedStatus"]
+        first["components"]["schemas"]["Job"]["properties"]["status"]["enum"].append("paused")
+        second = document()
+    assert "FinishedStatus" in second["components"]["schemas"]
+    assert "paused" not in second["components"]["schemas"]["Job"]["properties"]["status"]["enum"]
+
+
 def test_every_error_response_uses_the_error_schema(client):
     doc = client.get("/openapi.json").get_json()
     for path, operations in doc["paths"].items():

@@ -15,10 +15,9 @@ from facesense.state import redis_keys
 from facesense.state.leases import LeaseBusy
 from facesense.state.status import JobStatus
 from facesense.storage import layout
+from tests.conftest import private_context
 from tests.imagegen import make_folder
 from worker import runner, steps
-from worker.context import build_context
-from worker.model_cache import add_models
 
 TOKEN = (CLASSIFY_SHARD, [])
 PLAN, SHARD, FINALIZE = (steps.of("classify", n) for n in ("plan", "shard", "finalize"))
@@ -32,12 +31,8 @@ def sent() -> list[tuple[str, list]]:
 
 @pytest.fixture
 def ctx(settings, model_version, sent):
-    """A worker context on its own Redis database whose queue is the `sent` list."""
-    private = settings.redis_url.rsplit("/", 1)[0] + "/4"
-    ctx = add_models(build_context(settings.replace(shard_size=10, redis_url=private),
-                                   lambda name, args: sent.append((name, args))))
-    ctx.sched.redis.delete(*redis_keys.SCHED_RINGS)  # no turns for earlier tests' jobs
-    return ctx
+    """A worker context on Redis database 4, queueing into `sent`."""
+    return private_context(settings, 4, sent)
 
 
 def new_job(ctx, base_dir, model_version, name: str, n: int, **fields) -> str:

@@ -15,11 +15,9 @@ from facesense.queue import CLASSIFY_SHARD, FINALIZE_CLASSIFY
 from facesense.state import leases, redis_keys
 from facesense.state.status import JobStatus
 from facesense.storage import layout, store_from_settings
-from tests.conftest import wait_for_job
+from tests.conftest import private_context, wait_for_job
 from tests.imagegen import make_folder
 from worker import classify, runner, steps
-from worker.context import build_context
-from worker.model_cache import add_models
 from worker.steps import plan as planning
 
 
@@ -31,13 +29,8 @@ def sent() -> list[tuple[str, list]]:
 
 @pytest.fixture
 def ctx(settings, model_version, sent):
-    """A worker context whose queue is the `sent` list, instead of a broker."""
-    # Redis database 3: the session worker (database 0) never sees these jobs or their queue.
-    private = settings.redis_url.rsplit("/", 1)[0] + "/3"
-    ctx = add_models(build_context(settings.replace(shard_size=10, redis_url=private),
-                                   lambda name, args: sent.append((name, args))))
-    ctx.sched.redis.delete(*redis_keys.SCHED_RINGS)  # no turns for earlier tests' jobs
-    return ctx
+    """A worker context on Redis database 3, queueing into `sent`."""
+    return private_context(settings, 3, sent)
 
 
 TOKEN = (CLASSIFY_SHARD, [])  # a shard token: the scheduler picks the shard when it is taken

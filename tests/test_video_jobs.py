@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import signal
 import zipfile
 
 import pytest
@@ -16,7 +15,6 @@ from facesense.inputs.video.limits import VideoLimits
 from facesense.inputs.video.probe import probe
 from tests import videogen as gen
 from tests.conftest import wait_for_job
-from tests.stack import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -162,10 +160,7 @@ def test_a_worker_killed_mid_video_loses_no_frame_and_duplicates_none(stack):
     env = {"FACESENSE_VIDEO_SHARD_SECONDS": "2", "FACESENSE_VIDEO_FPS": "10"}
     victim, survivor = stack.start_workers(2, env=env)
     job_id = stack.submit(folder)
-    index = wait_until(lambda: stack.job(job_id)["progress"]["done"] >= 40
-                       and stack.shard_held_by(job_id, victim), 120, "the victim to hold a shard")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    index = stack.kill_holding(job_id, victim, done=40)
     record = stack.wait(job_id, 240)
     assert record["status"] == "succeeded", record
     rows = stack.rows(job_id)

@@ -128,14 +128,7 @@ def truncated(path: Path, source: Path, keep: float = 0.45) -> Path:
 
 def huge_frame(path: Path) -> Path:
     """An AVI of raw 16x16 frames whose headers declare 16000 x 16000 (a decompression bomb)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("rawvideo", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 16, 16, "bgr24"
-        for i in range(3):
-            frame = av.VideoFrame.from_ndarray(np.full((16, 16, 3), i * 50, np.uint8), format="bgr24")
-            frame.pts = i
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    raw_avi(path, [np.full((16, 16, 3), i * 50, np.uint8) for i in range(3)])
     data = bytearray(path.read_bytes())
     at = data.index(b"strf") + 12  # past the chunk's size and the header's own size
     data[at:at + 8] = struct.pack("<ii", 16000, -16000)  # width, height (negative: top-down rows)
@@ -145,11 +138,17 @@ def huge_frame(path: Path) -> Path:
 
 def tiny(path: Path) -> Path:
     """A video of 1 x 1 frames (raw frames in AVI: the codecs want even sizes)."""
+    return raw_avi(path, [np.zeros((1, 1, 3), np.uint8)] * 5)
+
+
+def raw_avi(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """An AVI of raw BGR frames (any size: no codec's constraints)."""
     with av.open(str(path), "w") as out:
-        stream = out.add_stream("rawvideo", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 1, 1, "bgr24"
-        for i in range(5):
-            frame = av.VideoFrame.from_ndarray(np.zeros((1, 1, 3), np.uint8), format="bgr24")
+        stream = out.add_stream("rawvideo", rate=fps)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "bgr24"
+        for i, pixels in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode())

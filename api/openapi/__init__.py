@@ -4,6 +4,7 @@ A blueprint module may add its own routes with an `openapi_paths()` function, bu
 
 from __future__ import annotations
 
+import copy
 import sys
 
 from flask import Blueprint, current_app, jsonify
@@ -33,7 +34,8 @@ def document() -> dict:
            "info": {"title": "FaceSense", "version": "1",
                     "description": "Bulk image scoring and retraining jobs. Every error is "
                                    '{"error": {"code", "message"}}.'},
-           "paths": paths, "components": {"schemas": SCHEMAS}}
+           "paths": paths,  # a copy: a caller may change its document, never the next one
+           "components": {"schemas": copy.deepcopy(SCHEMAS)}}
     if auth_enabled():
         doc["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"apiKey": []}]
