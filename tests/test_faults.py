@@ -58,12 +58,15 @@ def test_sigterm_mid_shard_finishes_the_shard(stack):
 
 def test_redis_restart_with_queued_and_running_jobs(stack):
     folders = []
-    for i in range(6):
-        folders.append((stack.root / f"restart{i}", tiny_folder(stack.root / f"restart{i}", 150)))
+    for i in range(6):  # the normal jobs' 5 shards each keep the low jobs queued a while
+        folders.append((stack.root / f"restart{i}",
+                        tiny_folder(stack.root / f"restart{i}", 300 if i < 2 else 150)))
     stack.ensure_workers(1)
-    # low priority: these four wait while anything else does, so some jobs are still queued
-    ids = [stack.submit(folder, "normal" if i < 2 else "low") for i, (folder, _) in enumerate(folders)]
+    ids = [stack.submit(folder, "normal") for folder, _ in folders[:2]]
     wait_until(lambda: stack.job(ids[0])["status"] == "running", 60, "the first job to run")
+    # low priority, queued once the normal jobs' shards wait: they wait while anything else does
+    # (submitted together, a low job could take a turn while a normal job was still listing)
+    ids += [stack.submit(folder, "low") for folder, _ in folders[2:]]
     workers = stack.alive()
     assert [stack.job(i)["status"] for i in ids[2:]] == ["queued"] * 4
     port = int(stack.settings.redis_url.rsplit(":", 1)[1].split("/")[0])
