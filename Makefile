@@ -48,9 +48,14 @@ demo: install
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
+# The test files run on TEST_PROCS processes (pytest-xdist), each with its own Redis, S3 and
+# workers; a file stays on one process, so its module fixtures start once. About half of a
+# one-process run is waiting on workers and servers, so 2 processes fit 2 cores.
+TEST_PROCS ?= 2
+
 test: install browser
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_PROCS) --dist loadfile
 
 lint: install
 	$(PY) -m ruff check .
