@@ -82,9 +82,10 @@ def test_no_key_or_a_wrong_key_is_401_json_with_a_challenge(api):
     assert api.get("/v1/models", headers=bearer(BOB)).status_code == 200
 
 
+# Stable ids: the key is random, and every test process must collect the same names.
 @pytest.mark.parametrize("query", [f"api_key={ALICE}", f"limit=5&x={ALICE}", "token=abc",
                                    "access_token=abc"],
-                         ids=["api_key", "other_param", "token", "access_token"])  # stable ids: the key is random
+                         ids=["api_key", "other_param", "token", "access_token"])
 def test_a_key_in_the_url_is_refused_even_with_a_good_header(api, query):
     resp = api.get(f"/v1/jobs?{query}", headers=bearer(ALICE))
     assert resp.status_code == 401 and "Authorization: Bearer" in resp.get_json()["error"][
