@@ -10,7 +10,10 @@ encoded here with PyAV (H.264). Measured in one run, on the same machine and mod
              the kept frames), fit and, with faces, detected in batches, decoding in a thread
              while the model runs
   naive      a PyAV loop decoding every frame, keeping every Nth, converting it, and calling the
-             model (and with faces the detector) one frame at a time
+             model one frame at a time; with faces, facenet-pytorch's MTCNN class on each kept
+             frame (the engine's face settings) and the model on each face's crop
+  naive_own  (faces) the same loop with the engine's own detector, one frame a call: how much
+             of the engine's lead is batching and pipelining alone
   stages     the engine's stages timed apart on the same frames: decode + sample, fit, detect,
              forward (their shares of the stages' sum; pipelined, the engine overlaps them)
   decoders   decode + sample alone: PyAV (the engine's sampler, and an every-Nth loop) and
@@ -29,7 +32,6 @@ import argparse
 import json
 import tempfile
 import time
-from fractions import Fraction
 from functools import partial
 from pathlib import Path
 
@@ -38,34 +40,25 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import OUT, machine, peak_rss_mb
-from bench.face_photos import astronaut
+from bench.common import OUT, machine
+from bench.video_workers import workers_figures
+from bench.webcam import RATE, SIZE, make_video
 from facesense.inputs.video.frames import sample
 from facesense.inputs.video.limits import VideoLimits
 from facesense.inputs.video.probe import probe
-from runtime.faces import FaceDetector, FaceOptions, cut_faces, face_copy
+from runtime.faces import (
+    MTCNN_STAGE_THRESHOLDS,
+    Face,
+    FaceDetector,
+    FaceOptions,
+    crop_face,
+    cut_faces,
+    face_copy,
+)
 from runtime.network import build_alexnet
 from runtime.preprocess import fit, spec_for
 from runtime.serving import LoadedModel, forward
 from worker.video import video_rows
-
-SIZE, RATE = (640, 480), 30
-
-
-def make_video(path: Path, seconds: float) -> Path:
-    """A webcam-like H.264 MP4: the astronaut drifting a few pixels, 30 frames a second."""
-    face = astronaut().resize((360, 360))
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=RATE, options={"preset": "veryfast"})
-        stream.width, stream.height, stream.pix_fmt = *SIZE, "yuv420p"
-        for i in range(round(seconds * RATE)):
-            canvas = Image.new("RGB", SIZE, (90, 100, 110))
-            canvas.paste(face, (140 + round(10 * np.sin(i / 15)), 60 + round(5 * np.cos(i / 20))))
-            frame = av.VideoFrame.from_image(canvas)
-            frame.pts, frame.time_base = i, Fraction(1, RATE)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
 
 
 def engine(path: Path, loaded: LoadedModel, fps: float, frames: int, faces) -> float:
@@ -90,8 +83,9 @@ class _Folder:
         return f
 
 
-def naive(path: Path, loaded: LoadedModel, fps: float, frames: int, detector, options) -> float:
-    """Sampled frames/s of the every-Nth-frame loop, one model (and detector) call per frame."""
+def naive(path: Path, loaded: LoadedModel, fps: float, frames: int, cut=None) -> float:
+    """Sampled frames/s of the every-Nth-frame loop, one model (and detector) call per frame;
+    cut(image) gives a frame's face inputs."""
     every, kept = round(RATE / fps), 0
     start = time.perf_counter()
     with av.open(str(path)) as container:
@@ -99,15 +93,25 @@ def naive(path: Path, loaded: LoadedModel, fps: float, frames: int, detector, op
             if i % every:
                 continue
             image = frame.to_image()
-            if detector:
-                for _, pixels in cut_faces([image], loaded.spec, detector=detector, options=options)[0]:
-                    forward(loaded, pixels[None])
-            else:
-                forward(loaded, fit(image, loaded.spec)[None])
+            for pixels in cut(image) if cut else [fit(image, loaded.spec)]:
+                forward(loaded, pixels[None])
             kept += 1
             if kept == frames:
                 break
     return round(kept / (time.perf_counter() - start), 1)
+
+
+def library_cut(spec: dict, options: FaceOptions):
+    """What a Python user would write for faces: facenet-pytorch's MTCNN, one frame a call."""
+    from facenet_pytorch import MTCNN
+    found = MTCNN(keep_all=True, min_face_size=options.min_size, device="cpu",
+                  thresholds=[*MTCNN_STAGE_THRESHOLDS[:2], options.threshold])
+
+    def cut(image: Image.Image) -> list[np.ndarray]:
+        boxes, _ = found.detect(image)
+        return [fit(crop_face(image, Face(tuple(int(v) for v in box), 1.0), options.margin), spec)
+                for box in ([] if boxes is None else boxes)]
+    return cut
 
 
 def stages(path: Path, loaded: LoadedModel, fps: float, frames: int, cut) -> dict:
@@ -172,6 +176,7 @@ def per_frame_figures(path: Path, frames: int) -> dict:
                          torch.device("cpu"), "fp32")
     detector, options = FaceDetector("cpu"), FaceOptions()
     cut = partial(cut_faces, detector=detector, options=options)
+    library = library_cut(loaded.spec, options)
     forward(loaded, np.zeros((8, 224, 224, 3), np.uint8))  # warm-up
     out = {}
     for fps in (5, 30):
@@ -179,8 +184,12 @@ def per_frame_figures(path: Path, frames: int) -> dict:
             name = f"fps{fps}_{'faces' if faces else 'frames'}"
             n = frames if not faces else max(8, frames // 5)  # the detector is the slow part
             got = {"frames": n, "engine": engine(path, loaded, fps, n, cut if faces else None),
-                   "naive": naive(path, loaded, fps, n, detector if faces else None, options),
-                   "stages": stages(path, loaded, fps, n, cut if faces else None)}
+                   "naive": naive(path, loaded, fps, n, library if faces else None)}
+            if faces:
+                got["naive_own"] = naive(path, loaded, fps, n, lambda img: [
+                    pixels for _, pixels in cut([img], loaded.spec)[0]])
+                got["ratio_own"] = round(got["engine"] / got["naive_own"], 2)
+            got["stages"] = stages(path, loaded, fps, n, cut if faces else None)
             got["ratio"] = round(got["engine"] / got["naive"], 2)
             out[name] = got
             print(name, json.dumps(got), flush=True)
@@ -189,86 +198,13 @@ def per_frame_figures(path: Path, frames: int) -> dict:
     return out
 
 
-def workers_figures(base: Path, minutes: float, fps: float) -> dict:
-    """A long video scored through the API by 1 and by 2 pinned workers (wall time), and one
-    worker's peak RSS for it and for a 1-minute video."""
-    from facesense.registry import Registry
-    from facesense.settings import Settings
-    from facesense.storage import store_from_settings
-    from runtime.network import register_state
-
-    for folder in ("long", "short", "warm-up"):
-        (base / folder).mkdir()
-    long = make_video(base / "long" / "viewer.mp4", 60 * minutes)
-    make_video(base / "short" / "viewer.mp4", 60)
-    astronaut().save(base / "warm-up" / "one.jpg")
-    torch.manual_seed(0)
-    registry = Registry(store_from_settings(Settings(store=str(base / "store"))))
-    version = register_state(registry, build_alexnet(2).state_dict(), ["happy", "sad"])
-    registry.promote(version["version"], "production", by="bench")
-    one, two = run_stack(1, base / "long", base, fps), run_stack(2, base / "long", base, fps)
-    short = run_stack(1, base / "short", base, fps)
-    return {"long_video_s": round(probe(long, VideoLimits(max_seconds=1e9)).duration, 1),
-            "video_fps": fps, "one_worker": one, "two_workers": two, "short_one_worker": short,
-            "time_ratio_2_vs_1": round(two["wall_s"] / one["wall_s"], 2),
-            "rss_ratio_long_vs_short": round(one["peak_rss_mb"][0] / short["peak_rss_mb"][0], 2)}
-
-
-def run_stack(workers: int, folder: Path, base: Path, fps: float) -> dict:
-    """Score a folder's videos at fps with this many pinned workers on a private Redis."""
-    import redis
-
-    from api import create_app
-    from bench.scaling import pinned_worker, wait
-    from cli.launcher import start_redis, stop
-    from facesense.queue import make_celery
-    from facesense.settings import Settings
-    from facesense.state import leases, redis_keys
-
-    redis_proc, url = start_redis(base / f"redis-{workers}-{folder.name}")
-    settings = Settings.from_env(redis_url=url, store=str(base / "store"),
-                                 allowed_roots=(str(base),), decode_threads=1)
-    procs = [pinned_worker(settings, core) for core in range(workers)]
-    try:
-        while len(make_celery(settings).control.ping(timeout=1)) < workers:
-            time.sleep(0.2)
-        client = create_app(settings).test_client()
-        for _ in range(workers):  # each worker loads the model before the timed job
-            wait(client, submit(client, base / "warm-up"))
-        r = redis.Redis.from_url(url)
-        start, holders = time.perf_counter(), set()
-        job_id = submit(client, folder, fps)
-        while client.get(f"/v1/jobs/{job_id}").get_json()["status"] in ("queued", "running"):
-            for key in r.scan_iter(redis_keys.lease(job_id, leases.shard("*"))):
-                holders.update((r.get(key) or b"").decode().split(":")[1:2])  # released: none
-            time.sleep(0.05)
-        wall = time.perf_counter() - start
-        record = client.get(f"/v1/jobs/{job_id}").get_json()
-        assert record["status"] == "succeeded", record
-        frames = record["progress"]["done"]
-        return {"workers": workers, "frames": frames, "wall_s": round(wall, 1),
-                "frames_per_s": round(frames / wall, 1),
-                "peak_rss_mb": [peak_rss_mb(p.pid) for p in procs],
-                "shard_holder_pids": sorted(holders - {""})}
-    finally:
-        stop(procs)
-        stop([redis_proc])
-
-
-def submit(client, folder: Path, fps: float = 5) -> str:
-    resp = client.post("/v1/jobs", json={"type": "classify", "source": str(folder),
-                                         "video_fps": fps, "faces": False})
-    assert resp.status_code == 202, resp.get_json()
-    return resp.get_json()["id"]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="the per-frame video's length")
     parser.add_argument("--frames", type=int, default=120, help="sampled frames per rate (0: "
                         "only the workers' runs)")
     parser.add_argument("--long-minutes", type=float, default=10)
-    parser.add_argument("--long-fps", type=float, default=2, help="video_fps of the workers' runs")
+    parser.add_argument("--long-fps", type=float, default=5, help="video_fps of the workers' runs")
     parser.add_argument("--out", default=str(OUT / "video.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
