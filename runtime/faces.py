@@ -19,7 +19,6 @@ from PIL import Image
 from facesense.errors import FacesenseError
 from facesense.imaging import face_square
 from facesense.settings import Settings
-from runtime import mtcnn
 
 DETECTOR = "mtcnn"  # recorded in a version's manifest: the detector its faces were cut with
 MTCNN_STAGE_THRESHOLDS = (0.6, 0.7, 0.7)  # facenet-pytorch's defaults for its three stages
@@ -78,13 +77,18 @@ class FaceDetector:
     def __init__(self, device: torch.device | str = "cpu"):
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # loads the wheel's weights
         self.device = torch.device(device)
-        # channels-last: P-net ran 2x and R-net / O-net 3-4x as fast on a CPU (runtime.mtcnn)
+        # channels-last: P-net ran 2x and R-net / O-net 3-4x as fast on a 2-core CPU
         self.nets = [net.to(self.device, memory_format=torch.channels_last).eval()
                      for net in (PNet(), RNet(), ONet())]
+        # On a CPU, 4 frames a call: 24-25 ms a frame against 31-33 at 16 (whose pyramid and
+        # candidates outgrow the cache) and 28-37 one at a time (bench/webcam.py's 640x480
+        # frames, 2-core AMD EPYC); a GPU takes whatever same-size frames there are at once.
+        self.chunk = 4 if self.device.type == "cpu" else 1 << 30
         self._lock = threading.Lock()  # one detection at a time: its batches already fill the cores
 
     def detect(self, images: list[Image.Image], options: FaceOptions) -> list[list[Face]]:
         """Faces per image, largest first; images of one size after downscaling share a batch."""
+        from facenet_pytorch.models.utils.detect_face import detect_face
         scales = [min(1.0, options.detect_side / max(img.size)) for img in images]
         copies = [_downscaled(img, s) for img, s in zip(images, scales, strict=True)]
         found: list[list[Face]] = [[] for _ in images]
@@ -98,13 +102,24 @@ class FaceDetector:
             least = max(MTCNN_MIN_SIDE, int(options.min_size * min(scales[i] for i in indexes)))
             if least > min(copies[indexes[0]].size):
                 continue  # no face that big fits in these photos (MTCNN would have no scale)
-            frames = np.stack([np.asarray(copies[i]) for i in indexes])
-            with self._lock, torch.inference_mode():
-                boxes = mtcnn.detect(frames, least, self.nets, stages, 0.709, self.device)
-            for i, rows in zip(indexes, boxes, strict=True):
-                found[i] = _faces(np.asarray(rows, dtype=np.float64).reshape(-1, 5),
-                                  copies[i].size, images[i].size, options)
+            for at in range(0, len(indexes), self.chunk):
+                chunk = indexes[at:at + self.chunk]
+                batch = _planar([np.asarray(copies[i]) for i in chunk], self.device)
+                with self._lock, torch.inference_mode():
+                    boxes, _ = detect_face(batch, least, *self.nets, stages, 0.709, self.device)
+                for i, rows in zip(chunk, boxes, strict=True):
+                    found[i] = _faces(np.asarray(rows, dtype=np.float64).reshape(-1, 5),
+                                      copies[i].size, images[i].size, options)
         return found
+
+
+def _planar(arrays: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """Same-size HxWx3 images as the N x H x W x 3 float view of a contiguous N x 3 x H x W batch:
+    detect_face permutes it to that batch, so its per-box crops are cut from planar memory (a
+    crop of the interleaved uint8 batch cost several times as much to resample, more the larger
+    the batch); the values are the same floats detect_face would make."""
+    planar = torch.from_numpy(np.stack(arrays)).to(device).permute(0, 3, 1, 2)
+    return planar.to(torch.float32, memory_format=torch.contiguous_format).permute(0, 2, 3, 1)
 
 
 HOLD_SIDE = 2048  # photos are held (and faces cut) at most this long: 12 MB a photo, however big
