@@ -15,7 +15,6 @@ from functools import partial
 from itertools import islice
 
 import numpy as np
-import torch
 
 from facesense.inputs.keys import group_of
 from facesense.inputs.video.frames import sample
@@ -85,16 +84,10 @@ def _fitted(spec: dict, batch: list) -> list:
 def _found(faces: CutFaces, spec: dict, batch: list) -> list:
     """Faces on: each frame's copy and size, and its faces with their model inputs."""
     held = [face_copy(image) for _, _, image in batch]  # (the copy faces are found on, size)
-    # The whole batch in one detection call (same-size frames share MTCNN's batches), on half
-    # the intra-op threads: the model's forward runs on the caller's threads meanwhile, and
-    # MTCNN's many small per-box resamples slowed several-fold when the two oversubscribed the
-    # cores (bench.video). set_num_threads holds for this thread only (OpenMP's per-thread count).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // 2))
-    try:
-        cuts = faces([copy for copy, _ in held], spec) if batch else []
-    finally:
-        torch.set_num_threads(threads)
+    # The whole batch in one detection call (the detector takes same-size frames a few at a
+    # time), on all the intra-op threads though the model's forward runs meanwhile: detection
+    # is most of the time, and halving its threads cost 7-14 % of the frames/s (bench.video).
+    cuts = faces([copy for copy, _ in held], spec) if batch else []
     return [(t, k, copy_size, cut) for (t, k, _), copy_size, cut in zip(batch, held, cuts, strict=True)]
 
 
