@@ -28,6 +28,7 @@ from facesense.storage.layout import job_key, url_list
 from facesense.synthetic import draw_face, jpeg, make_dataset
 from facesense.trainparams import TrainParams
 from tests.browser import wait_for_js
+from tests.conftest import wait_for_job
 from tests.imagegen import encode, make_image
 from tests.servers import serving
 
@@ -162,6 +163,37 @@ def test_submit_a_folder_watch_it_finish_and_filter_the_gallery(page, server, wo
     row.locator("[data-status=succeeded]").wait_for()
     assert row.locator(".progress").get_attribute("data-done") == "13"
     screenshot(page, artifacts, "jobs.png", docs=False)
+
+
+def test_a_slow_answer_to_an_older_filter_never_replaces_the_newer_one(page, server, worker,
+                                                                      campaign, client):
+    # Given a finished job's page
+    resp = client.post("/v1/jobs", json={"type": "classify", "source": str(campaign)})
+    job_id = resp.get_json()["id"]
+    assert wait_for_job(client, job_id)["status"] == "succeeded"
+    page.goto(f"{server}/#/jobs/{job_id}")
+    page.wait_for_selector("#gallery-range[data-shown='13']", state="attached")
+    summary = client.get(f"/v1/jobs/{job_id}").get_json()["summary"]
+    # a label variant_b has, and that the other group has too (so the two answers differ)
+    label = max(("happy", "sad"), key=lambda c: summary["groups"]["variant_b"]["labels"][c]["count"])
+    count = summary["groups"]["variant_b"]["labels"][label]["count"]
+    assert 0 < count < summary["overall"]["labels"][label]["count"]
+
+    # When the answer for "<label>, all groups" comes after the one for "<label>, variant_b"
+    held = []
+    page.route("**/ui/api/jobs/*/gallery?*", lambda route: held.append(route)
+               if "group=" not in route.request.url else route.continue_())
+    page.select_option("#filter-label", label)
+    page.select_option("#filter-group", "variant_b")
+    newer = f"#gallery-range[data-label={label}][data-group=variant_b][data-shown='{count}']"
+    page.wait_for_selector(newer, state="attached")
+    assert len(held) == 1
+    with page.expect_response(lambda r: "/gallery?" in r.url and "group=" not in r.url):
+        held[0].continue_()
+    page.wait_for_load_state("networkidle")  # the late answer and its thumbnails are in
+    # Then the gallery still shows what the filters say, not the late answer's cards
+    page.wait_for_selector(newer, state="attached")
+    assert [(c["label"], c["group"]) for c in cards(page)] == [(label, "variant_b")] * count
 
 
 def test_a_folder_uploaded_from_the_browser_keeps_its_sub_folders_as_groups(page, server, worker,

@@ -31,9 +31,12 @@ export function galleryCard({job, summary, classes, groups}, query) {
   groupSel.value = state.group ?? "*";
   const grid = h("div", {class: "gallery", id: "gallery"});
   const pager = h("div", {class: "pager", id: "pager"});
+  let loads = 0; // only the newest load draws: two quick filter changes race their responses
   const load = () => {
+    const mine = ++loads;
     keepInUrl(job.id, state);
-    return loadPage(job, state, grid, pager).catch((e) => notice(e.message));
+    return loadPage(job, {...state}, grid, pager, () => mine === loads)
+      .catch((e) => notice(e.message));
   };
   const refilter = (change) => () => { change(); state.offset = 0; load(); };
   labelSel.onchange = refilter(() => { state.label = labelSel.value; });
@@ -60,11 +63,13 @@ function keepInUrl(id, state) {
   if (location.hash !== hash) history.replaceState(null, "", hash);
 }
 
-async function loadPage(job, state, grid, pager) {
+// state: the filters as they were when this load began; newest(): no later load has begun.
+async function loadPage(job, state, grid, pager, newest) {
   const q = new URLSearchParams({offset: state.offset, limit: state.limit, label: state.label});
   if (state.group !== null) q.set("group", state.group);
   const page = await getJSON(`/ui/api/jobs/${job.id}/gallery?${q}`);
   const cards = await Promise.all(page.rows.map((row) => imageCard(job, row)));
+  if (!newest()) return; // a later filter's answer draws (or has drawn) instead
   grid.replaceChildren(...(cards.length ? cards : [h("p", {class: "muted"}, "No images match.")]));
   const end = page.offset + page.rows.length;
   pager.replaceChildren(
