@@ -169,3 +169,26 @@ def test_a_running_job_shows_its_rate_and_time_left(tab, server, settings):
     pace = tab.text_content("#job-pace")
     assert pace.startswith("2.5 images/s") and pace.endswith("left") and "5m" in pace
     jobs.set_status(job_id, JobStatus.CANCELLED)
+
+
+def test_a_late_answer_to_an_older_job_filter_never_replaces_the_newer(tab, server, settings,
+                                                                       campaign_job):
+    late = finished_job(settings, rows({"a": (1, 1)}), name="late answer", tags=["late"])
+    tab.goto(f"{server}/#/")
+    tab.wait_for_selector(f"tr[data-job='{late}']")
+    # the answer for the tag filter is held back until the name filter's answer has drawn
+    held = []
+    tab.route("**/v1/jobs?*", lambda route: held.append(route)
+              if "tag=late" in route.request.url else route.continue_())
+    tab.fill("#filter-tag", "late")
+    tab.click("#job-filters button[type=submit]")
+    tab.fill("#filter-tag", "")
+    tab.fill("#filter-name", "spring tv")
+    tab.click("#job-filters button[type=submit]")
+    shown = "[...document.querySelectorAll('#jobs-table tr[data-job]')].map(r => r.dataset.job).join()"
+    wait_for_js(tab, f"{shown} === '{campaign_job}'")
+    assert len(held) == 1
+    with tab.expect_response(lambda r: "tag=late" in r.url):
+        held[0].continue_()
+    tab.wait_for_load_state("networkidle")
+    assert tab.evaluate(shown) == campaign_job  # the older filter's late answer drew nothing

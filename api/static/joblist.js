@@ -15,13 +15,16 @@ export function jobList() {
   const cursors = [""]; // the cursor of each page shown so far: [0] is the newest page
   const newer = h("button", {type: "button", class: "prev", disabled: true}, "‹ Newer");
   const older = h("button", {type: "button", class: "next", disabled: true}, "Older ›");
+  let loads = 0; // only the newest load draws: a filter change races the one before it
   const load = async () => {
+    const mine = ++loads;
     const q = new URLSearchParams({limit: 50});
     for (const [k, el] of [["name", name], ["tag", tag], ["status", status], ["since", since]]) {
       if (el.value.trim()) q.set(k, el.value.trim());
     }
     if (cursors.at(-1)) q.set("cursor", cursors.at(-1));
     const page = await getJSON(`/v1/jobs?${q}`);
+    if (mine !== loads) return;
     tbody.replaceChildren(...(page.jobs.length ? page.jobs.map(jobRow)
       : [h("tr", {}, h("td", {colspan: 8, class: "muted"},
                        q.size > 1 ? "No jobs match." : "No jobs yet."))]));
