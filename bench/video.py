@@ -2,9 +2,10 @@
 
 `python -m bench.video [--seconds 60] [--long-minutes 10] [--out bench/out/video.json]`
 
-A 640x480, 30 fps webcam-like video of one face (scikit-image's astronaut, moving a little) is
-encoded here with PyAV (H.264). Measured in one run, on the same machine and model (AlexNet at
-224 px, fp32, random weights: the speed does not depend on them):
+A 640x480, 30 fps webcam-like video of one face (scikit-image's astronaut, moving a little over
+its `coffee` scene: bench/webcam.py) is encoded here with PyAV (H.264). Measured in one run, on
+the same machine and model (AlexNet at 224 px, fp32, random weights: the speed does not depend
+on them):
 
   engine     worker.video.video_rows: frames sampled by time (seek, decode forward, convert only
              the kept frames), fit and, with faces, detected in batches, decoding in a thread
