@@ -5,7 +5,7 @@ import {api, apiKey, getJSON} from "./api.js";
 import {h, notice} from "./dom.js";
 import {enums} from "./enums.js";
 import {groupName, pct} from "./format.js";
-import {keepObjectUrl} from "./view.js";
+import {keepObjectUrl, newestLoads} from "./view.js";
 
 const PAGE_SIZES = [24, 48, 96, 192]; // cards per page offered (the API's default is added)
 const ERRORS_SHOWN = 100;
@@ -31,12 +31,10 @@ export function galleryCard({job, summary, classes, groups}, query) {
   groupSel.value = state.group ?? "*";
   const grid = h("div", {class: "gallery", id: "gallery"});
   const pager = h("div", {class: "pager", id: "pager"});
-  let loads = 0; // only the newest load draws: two quick filter changes race their responses
+  const begin = newestLoads();
   const load = () => {
-    const mine = ++loads;
     keepInUrl(job.id, state);
-    return loadPage(job, {...state}, grid, pager, () => mine === loads)
-      .catch((e) => notice(e.message));
+    return loadPage(job, {...state}, grid, pager, begin()).catch((e) => notice(e.message));
   };
   const refilter = (change) => () => { change(); state.offset = 0; load(); };
   labelSel.onchange = refilter(() => { state.label = labelSel.value; });

@@ -4,6 +4,7 @@ import {getJSON} from "./api.js";
 import {h, notice, progressBar, statusBadge} from "./dom.js";
 import {enums} from "./enums.js";
 import {pace, when} from "./format.js";
+import {newestLoads} from "./view.js";
 
 export function jobList() {
   const tbody = h("tbody");
@@ -15,16 +16,16 @@ export function jobList() {
   const cursors = [""]; // the cursor of each page shown so far: [0] is the newest page
   const newer = h("button", {type: "button", class: "prev", disabled: true}, "‹ Newer");
   const older = h("button", {type: "button", class: "next", disabled: true}, "Older ›");
-  let loads = 0; // only the newest load draws: a filter change races the one before it
+  const begin = newestLoads();
   const load = async () => {
-    const mine = ++loads;
+    const isNewest = begin();
     const q = new URLSearchParams({limit: 50});
     for (const [k, el] of [["name", name], ["tag", tag], ["status", status], ["since", since]]) {
       if (el.value.trim()) q.set(k, el.value.trim());
     }
     if (cursors.at(-1)) q.set("cursor", cursors.at(-1));
     const page = await getJSON(`/v1/jobs?${q}`);
-    if (mine !== loads) return;
+    if (!isNewest()) return; // a later filter's answer draws instead
     tbody.replaceChildren(...(page.jobs.length ? page.jobs.map(jobRow)
       : [h("tr", {}, h("td", {colspan: 8, class: "muted"},
                        q.size > 1 ? "No jobs match." : "No jobs yet."))]));

@@ -36,3 +36,11 @@ export function freeView() {
 export function redraw() {
   window.dispatchEvent(new HashChangeEvent("hashchange"));
 }
+
+// For a view whose loads can overlap (a filter changed before the last answer came): each call
+// begins a load and returns isNewest(), true until a later load begins, so a late answer to an
+// older load draws nothing over a newer one.
+export function newestLoads() {
+  let begun = 0;
+  return () => { const mine = ++begun; return () => mine === begun; };
+}
