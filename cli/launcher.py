@@ -53,8 +53,19 @@ def redis_server_binary() -> str:
 def start_redis(data_dir: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
     """A redis-server on loopback with append-only persistence in data_dir, behind the password
     kept there; returns (proc, url), the url carrying the password."""
+    if port:
+        return _start_redis_on(data_dir, port)
+    for _ in range(2):
+        try:
+            return _start_redis_on(data_dir, free_port())
+        except ConfigError:
+            pass  # a port found free can be taken by another process before Redis binds it
+    return _start_redis_on(data_dir, free_port())
+
+
+def _start_redis_on(data_dir: Path, port: int) -> tuple[subprocess.Popen, str]:
+    """start_redis on one given port."""
     password = private_folder(data_dir)
-    port = port or free_port()
     # The password goes in a 0600 config file, not on the command line (any local user reads
     # argv in ps); umask 077 makes the AOF and the log 0600 as Redis creates them.
     conf = data_dir / "redis.conf"

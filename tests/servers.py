@@ -42,40 +42,61 @@ def weed_binary() -> str:
 
 
 def _ports(n: int) -> list[int]:
-    """Free ports below 55000, since weed also listens on each port + 10000 for gRPC."""
+    """n distinct free loopback ports."""
     out: list[int] = []
     while len(out) < n:
         p = free_port()
-        if p < 55000 and p not in out:
+        if p not in out:
             out.append(p)
     return out
 
 
-def start_seaweed(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    """`weed server -s3` on loopback; returns (process, endpoint URL) once S3 answers."""
+def start_seaweed(data_dir: Path, attempts: int = 3) -> tuple[subprocess.Popen, str]:
+    """`weed server -s3` on loopback; returns (process, endpoint URL) once S3 answers.
+
+    A port picked free can be taken by another test process before weed binds it, so a weed
+    that exits while starting is started again on fresh ports.
+    """
+    for attempt in range(1, attempts + 1):
+        proc, endpoint, log = _try_seaweed(data_dir / f"try{attempt}")
+        if proc is not None:
+            return proc, endpoint
+    tail = log.read_text(errors="replace")[-2000:]
+    raise RuntimeError(f"weed did not start in {attempts} tries; {log} ends:\n{tail}")
+
+
+def _try_seaweed(data_dir: Path) -> tuple[subprocess.Popen | None, str, Path]:
+    """One start of weed on fresh ports: (process or None if it died or hung, endpoint, log)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    s3, master, volume, filer, metrics = _ports(5)
-    log = (data_dir / "weed.log").open("wb")
-    proc = subprocess.Popen(
-        [weed_binary(), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-         f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-         "-s3", f"-s3.port={s3}", f"-metricsPort={metrics}", "-volume.max=0",
-         "-master.volumeSizeLimitMB=256",
-         # Iceberg and Lance listen on fixed ports by default: off, so two runs can coexist.
-         "-s3.port.iceberg=0", "-s3.port.lance=0",
-         "-volume.preStopSeconds=0"],  # its default 10 s wait makes every run's teardown slow
-        stdout=log, stderr=subprocess.STDOUT)
+    # Every port is named: weed's defaults (gRPC at port + 10000, Iceberg 8181, Lance 9101)
+    # would collide between test processes running side by side.
+    (s3, master, volume, filer, metrics,
+     s3_grpc, master_grpc, volume_grpc, filer_grpc) = _ports(9)
+    log_path = data_dir / "weed.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [weed_binary(), "server", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+             f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+             f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+             "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-metricsPort={metrics}",
+             "-s3.port.iceberg=0", "-s3.port.lance=0",
+             "-master.telemetry=false",  # tests send traffic to loopback only
+             "-volume.max=0", "-master.volumeSizeLimitMB=256",
+             "-volume.preStopSeconds=0"],  # its default 10 s wait makes every run's teardown slow
+            stdout=log, stderr=subprocess.STDOUT)
     endpoint = f"http://127.0.0.1:{s3}"
     client = s3_client(endpoint)
     deadline = time.monotonic() + 60
     while True:
         try:
             client.list_buckets()
-            return proc, endpoint
+            return proc, endpoint, log_path
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"weed did not start; see {data_dir / 'weed.log'}") from None
+                proc.wait()
+                return None, endpoint, log_path
             time.sleep(0.3)
 
 
