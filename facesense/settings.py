@@ -69,6 +69,7 @@ class Settings:
     video_max_side: int = _setting(4096, "Largest video frame side in pixels (as declared, checked before decoding); larger: error row")
     video_max_frames: int = _setting(1_000_000, "Most video frames one job may sample (all its videos' lengths times video_fps); more: the job fails, naming this limit")
     video_shard_seconds: float = _setting(30.0, "Seconds of video per shard: a longer video is cut into time ranges that workers score at once, each seeking to its own range")
+    video_face_detect_seconds: float = _setting(1.0, "With faces on, seconds of video between full face detections: in between, each face is followed from the frame before at a fraction of the cost, so a face coming into the picture is found at most this late; 0: full detection on every frame")
     url_max_per_job: int = _setting(10_000, "Most image URLs one scoring job may list; more: 413")
     url_connect_timeout_s: int = _setting(5, "Seconds to connect to an image or callback URL's server")
     url_timeout_s: int = _setting(30, "Seconds one URL fetch may take in all (connect, redirects, body); longer: error row")

@@ -115,6 +115,7 @@ RULES: dict[str, Range | OneOf | Form] = {
     "video_max_side": Range(16),
     "video_max_frames": AT_LEAST_1,
     "video_shard_seconds": Range(0.1),
+    "video_face_detect_seconds": Range(0, 3600),
     "url_max_per_job": AT_LEAST_1,
     "url_connect_timeout_s": AT_LEAST_1,
     "url_timeout_s": AT_LEAST_1,

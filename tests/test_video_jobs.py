@@ -11,8 +11,10 @@ import zipfile
 import pytest
 
 from bench.face_photos import astronaut
+from facesense.inputs.video.frames import sample
 from facesense.inputs.video.limits import VideoLimits
 from facesense.inputs.video.probe import probe
+from runtime.faces import FaceDetector, FaceOptions, face_copy
 from tests import videogen as gen
 from tests.conftest import wait_for_job
 
@@ -103,6 +105,15 @@ def test_with_faces_a_video_gives_a_row_per_face_per_frame(client, worker, base_
         x0, y0, x1, y1 = r["box"]
         assert 0 <= x0 < x1 <= 320 and 0 <= y0 < y1 <= 240 and r["label"] in ("happy", "sad")
         assert r["t"] == round(r["frame"] / 4, 3)
+    # Frames 1-3 were followed from frame 0 (a full detection a second): the faces a full
+    # detection of each frame finds, where it finds them.
+    path = root / "viewer" / "face.mp4"
+    detected = FaceDetector("cpu").detect(
+        [face_copy(s.image)[0] for s in sample(path, probe(path, VideoLimits()), 4)], FaceOptions())
+    for k, faces in enumerate(detected):
+        got = [r["box"] for r in with_face if r["frame"] == k]
+        assert len(got) == len(faces) and all(
+            gen.iou(box, face.box) >= 0.7 for box, face in zip(got, faces, strict=True))
 
 
 def test_a_manifest_t0_shifts_each_viewers_time_to_the_ads_start(client, worker, base_dir):

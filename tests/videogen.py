@@ -153,3 +153,10 @@ def raw_avi(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return path
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two boxes [x0, y0, x1, y1]."""
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0, x1 - x0) * max(0, y1 - y0)
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

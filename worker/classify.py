@@ -96,6 +96,7 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
     source = ctx.sources.get(record["source"], record.get("scope"))
     faces = ctx.faces.cutter(loaded) if record.get("faces") else None
     if is_video_plan(keys):  # a time range of one video (worker.video)
+        faces = ctx.faces.follower(loaded, keys["fps"]) if faces else None
         stop = lambda: ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED  # noqa: E731
         rows = list(video_rows(keys, loaded, source, batch_size=batch_size or ctx.batch_size,
                                faces=faces, should_stop=stop))

@@ -13,6 +13,7 @@ from facesense.errors import ConfigError
 from facesense.registry import Registry
 from facesense.settings import Settings
 from runtime.device import default_batch_size, default_threads, resolve_device, resolve_precision
+from runtime.facefollow import FaceFollower
 from runtime.faces import CutFaces, FaceDetector, FaceOptions, cut_faces
 from runtime.gpu_decode import DECODERS, resolve_decoder
 from runtime.network import load_model
@@ -59,18 +60,31 @@ class ModelCache:
 class FaceCache:
     """The face detector, loaded by the first job that asks for faces, shared by the rest."""
 
-    def __init__(self, device: torch.device, options: FaceOptions):
-        self.device, self.options = device, options
+    def __init__(self, device: torch.device, options: FaceOptions, detect_seconds: float = 0.0):
+        self.device, self.options, self.detect_seconds = device, options, detect_seconds
         self._detector: FaceDetector | None = None
         self._lock = threading.Lock()
 
     def cutter(self, loaded: LoadedModel) -> CutFaces:
         """cut_faces for a version: its training margin where it was trained on faces."""
+        return partial(cut_faces, detector=self._loaded(), options=self._options(loaded))
+
+    def follower(self, loaded: LoadedModel, fps: float) -> FaceFollower:
+        """A video shard's cutter: full detection every FACESENSE_VIDEO_FACE_DETECT_SECONDS of
+        its frames, each face followed in between (runtime.facefollow)."""
+        every = round(self.detect_seconds * fps)  # 0 or 1: full detection on every frame
+        return FaceFollower(self._loaded(), self._options(loaded), every)
+
+    def _loaded(self) -> FaceDetector:
+        """The detector, loaded on first use."""
         with self._lock:
             if self._detector is None:
                 self._detector = FaceDetector(self.device)
-        options = self.options.for_version({"faces": loaded.faces, "version": loaded.version})
-        return partial(cut_faces, detector=self._detector, options=options)
+            return self._detector
+
+    def _options(self, loaded: LoadedModel) -> FaceOptions:
+        """The settings' face options, with how the version was trained on faces, if it was."""
+        return self.options.for_version({"faces": loaded.faces, "version": loaded.version})
 
 
 def check_device(settings: Settings) -> None:
@@ -87,7 +101,8 @@ def add_models(ctx: Context) -> Context:
     """Give a context the device, precision, batch size, decoder and a model cache."""
     settings = ctx.settings
     device = resolve_device(settings.device)
-    ctx.faces = FaceCache(device, FaceOptions.from_settings(settings))
+    ctx.faces = FaceCache(device, FaceOptions.from_settings(settings),
+                          settings.video_face_detect_seconds)
     ctx.batch_size = settings.batch_size or default_batch_size(device)
     ctx.models = ModelCache(ctx.registry, device, resolve_precision(settings.precision, device),
                             setting=settings.precision, batch_size=ctx.batch_size)

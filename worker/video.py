@@ -84,9 +84,10 @@ def _fitted(spec: dict, batch: list) -> list:
 def _found(faces: CutFaces, spec: dict, batch: list) -> list:
     """Faces on: each frame's copy and size, and its faces with their model inputs."""
     held = [face_copy(image) for _, _, image in batch]  # (the copy faces are found on, size)
-    # The whole batch in one detection call (the detector takes same-size frames a few at a
-    # time), on all the intra-op threads though the model's forward runs meanwhile: detection
-    # is most of the time, and halving its threads cost 7-14 % of the frames/s (bench.video).
+    # The whole batch in one call (a worker's is the shard's runtime.facefollow.FaceFollower:
+    # its scheduled full detections together, faces followed through the rest), on all the
+    # intra-op threads though the model's forward runs meanwhile: finding faces is most of the
+    # time, and halving its threads cost 7-14 % of the frames/s (bench.video).
     cuts = faces([copy for copy, _ in held], spec) if batch else []
     return [(t, k, copy_size, cut) for (t, k, _), copy_size, cut in zip(batch, held, cuts, strict=True)]
 
