@@ -1,30 +1,35 @@
 """Reaction videos' speed: the engine's video path against the loop a Python user would write.
 
-`python -m bench.video [--seconds 60] [--long-minutes 10] [--out bench/out/video.json]`
+`python -m bench.video [--seconds 60] [--long-minutes 10] [--dir D] [--out bench/out/video.json]`
 
 A 640x480, 30 fps webcam-like video of one face (scikit-image's astronaut, moving a little over
-its `coffee` scene: bench/webcam.py) is encoded here with PyAV (H.264). Measured in one run, on
-the same machine and model (AlexNet at 224 px, fp32, random weights: the speed does not depend
-on them):
+its `coffee` scene: bench/webcam.py) is encoded here with PyAV (H.264). The model is
+bench.throughput's: AlexNet trained at 224 px and registered as a worker registers a version
+(its reduced precisions' agreement with fp32 measured; trained once into --dir). Measured in one
+run, on the same machine and model:
 
-  engine     worker.video.video_rows: frames sampled by time (seek, decode forward, convert only
-             the kept frames), fit and, with faces, detected in batches, decoding in a thread
-             while the model runs
-  naive      a PyAV loop decoding every frame, keeping every Nth, converting it, and calling the
-             model one frame at a time; with faces, facenet-pytorch's MTCNN class on each kept
-             frame (the engine's face settings) and the model on each face's crop
-  naive_own  (faces) the same loop with the engine's own detector, one frame a call: how much
-             of the engine's lead is batching and pipelining alone
-  stages     the engine's stages timed apart on the same frames: decode + sample, fit, detect,
-             forward (their shares of the stages' sum; pipelined, the engine overlaps them)
+  engine     worker.video.video_rows as a worker runs it: the version loaded by the worker's
+             model cache (precision auto: a reduced precision only where the version's record
+             says it agrees and it measures faster here), frames sampled by time (seek, decode
+             forward, convert only the kept frames), fit and, with faces, found by the worker's
+             face follower (full detection every FACESENSE_VIDEO_FACE_DETECT_SECONDS, each face
+             followed in between) in batches, decoding in a thread while the model runs
+  engine_fp32  the same at fp32: how much of the lead is the precision
+  naive      a PyAV loop decoding every frame, keeping every Nth, and calling the fp32 model one
+             frame at a time on torchvision's evaluation transform (bench.throughput's (a));
+             with faces, facenet-pytorch's MTCNN class on each kept frame (the engine's face
+             settings) and the model on each face's crop
+  naive_fit  the naive loop with the engine's own fit instead of torchvision's transform
+  naive_own  (faces) the naive loop with the engine's own detector, a full detection a frame
+  stages     the engine's stages timed apart on the same frames: decode + sample, fit or
+             detect (+ cut and fit), forward (their shares of the stages' sum)
   decoders   decode + sample alone: PyAV (the engine's sampler, and an every-Nth loop) and
              torchcodec (get_frames_played_at) when it is importable
   workers    a long video (--long-minutes, at --long-fps) scored through the API by 1 and by 2 worker
              processes (each pinned to a core, as bench.scaling does), and each worker's peak RSS
              for that video and for a 1-minute one
 
-at video_fps 5 and 30, faces on and off (each rate on --frames sampled frames, a fifth of them
-with faces: the detector is slow on a CPU).
+at video_fps 5 and 30, faces on and off (each rate on --frames sampled frames).
 """
 
 from __future__ import annotations
@@ -42,32 +47,30 @@ import torch
 from PIL import Image
 
 from bench.common import OUT, machine
+from bench.photos import make_photos
+from bench.throughput import bench_model, reference_transform
 from bench.video_workers import workers_figures
 from bench.webcam import RATE, SIZE, make_video
 from facesense.inputs.video.frames import sample
 from facesense.inputs.video.limits import VideoLimits
 from facesense.inputs.video.probe import probe
-from runtime.faces import (
-    MTCNN_STAGE_THRESHOLDS,
-    Face,
-    FaceDetector,
-    FaceOptions,
-    crop_face,
-    cut_faces,
-    face_copy,
-)
-from runtime.network import build_alexnet
-from runtime.preprocess import fit, spec_for
+from facesense.settings import Settings
+from runtime.faces import MTCNN_STAGE_THRESHOLDS, Face, FaceDetector, FaceOptions, crop_face, face_copy
+from runtime.network import build_alexnet, load_model
+from runtime.preprocess import fit
 from runtime.serving import LoadedModel, forward
+from worker.model_cache import FaceCache, ModelCache
 from worker.video import video_rows
 
 
-def engine(path: Path, loaded: LoadedModel, fps: float, frames: int, faces) -> float:
-    """Sampled frames/s of the engine's video path on the first `frames` samples."""
+def engine(path: Path, loaded: LoadedModel, fps: float, frames: int, faces=None) -> float:
+    """Sampled frames/s of the engine's video path on the first `frames` samples; faces() gives
+    a fresh face follower (a shard's own)."""
     info = probe(path, VideoLimits())
     plan = {"video": path.name, "info": info.__dict__, "fps": fps, "k0": 0, "k1": frames, "t0": 0}
     start = time.perf_counter()
-    rows = list(video_rows(plan, loaded, _Folder(path.parent), batch_size=64, faces=faces))
+    rows = list(video_rows(plan, loaded, _Folder(path.parent), batch_size=64,
+                           faces=faces() if faces else None))
     assert {r["frame"] for r in rows} == set(range(frames)), "every sample scored"
     return round(frames / (time.perf_counter() - start), 1)
 
@@ -84,46 +87,52 @@ class _Folder:
         return f
 
 
-def naive(path: Path, loaded: LoadedModel, fps: float, frames: int, cut=None) -> float:
-    """Sampled frames/s of the every-Nth-frame loop, one model (and detector) call per frame;
-    cut(image) gives a frame's face inputs."""
+def naive(path: Path, model: torch.nn.Module, fps: float, frames: int, prepare, cut=None) -> float:
+    """Sampled frames/s of the every-Nth-frame loop, one model (and detector) call per frame:
+    prepare(image) gives the model's input tensor, cut(image) a frame's face crops."""
     every, kept = round(RATE / fps), 0
     start = time.perf_counter()
-    with av.open(str(path)) as container:
+    with av.open(str(path)) as container, torch.no_grad():
         for i, frame in enumerate(container.decode(video=0)):
             if i % every:
                 continue
             image = frame.to_image()
-            for pixels in cut(image) if cut else [fit(image, loaded.spec)]:
-                forward(loaded, pixels[None])
+            for crop in cut(image) if cut else [image]:
+                model(prepare(crop)[None])
             kept += 1
             if kept == frames:
                 break
     return round(kept / (time.perf_counter() - start), 1)
 
 
-def library_cut(spec: dict, options: FaceOptions):
+def library_cut(options: FaceOptions):
     """What a Python user would write for faces: facenet-pytorch's MTCNN, one frame a call."""
     from facenet_pytorch import MTCNN
     found = MTCNN(keep_all=True, min_face_size=options.min_size, device="cpu",
                   thresholds=[*MTCNN_STAGE_THRESHOLDS[:2], options.threshold])
 
-    def cut(image: Image.Image) -> list[np.ndarray]:
+    def cut(image: Image.Image) -> list[Image.Image]:
         boxes, _ = found.detect(image)
-        return [fit(crop_face(image, Face(tuple(int(v) for v in box), 1.0), options.margin), spec)
+        return [crop_face(image, Face(tuple(int(v) for v in box), 1.0), options.margin)
                 for box in ([] if boxes is None else boxes)]
     return cut
 
 
-def stages(path: Path, loaded: LoadedModel, fps: float, frames: int, cut) -> dict:
+def own_cut(detector: FaceDetector, options: FaceOptions):
+    """The engine's detector in the naive loop: a full detection a frame."""
+    return lambda image: [crop_face(image, face, options.margin)
+                          for face in detector.detect([image], options)[0]]
+
+
+def stages(path: Path, loaded: LoadedModel, fps: float, frames: int, faces=None) -> dict:
     """Seconds per sampled frame of each stage, timed apart, and each one's share of their sum."""
     info, spent = probe(path, VideoLimits()), {}
     start = time.perf_counter()
     images = [s.image for s in sample(path, info, fps, 0, frames)]
     spent["decode"] = time.perf_counter() - start
     start = time.perf_counter()
-    if cut:
-        copies = [face_copy(img)[0] for img in images]
+    if faces:
+        cut, copies = faces(), [face_copy(img)[0] for img in images]
         found = [f for i in range(0, len(copies), 16) for f in cut(copies[i:i + 16], loaded.spec)]
         inputs = [pixels for faces in found for _, pixels in faces]
         spent["detect"] = time.perf_counter() - start
@@ -170,28 +179,44 @@ def decoders(path: Path, fps: float, frames: int) -> dict:
     return out
 
 
-def per_frame_figures(path: Path, frames: int) -> dict:
+def per_frame_figures(path: Path, frames: int, base: Path) -> dict:
     """Engine vs naive loop, stage shares and decoders, at 5 and 30 fps, faces off and on."""
-    torch.manual_seed(0)
-    loaded = LoadedModel("bench", ["happy", "sad"], spec_for(224), build_alexnet(2).eval(),
-                         torch.device("cpu"), "fp32")
-    detector, options = FaceDetector("cpu"), FaceOptions()
-    cut = partial(cut_faces, detector=detector, options=options)
-    library = library_cut(loaded.spec, options)
-    forward(loaded, np.zeros((8, 224, 224, 3), np.uint8))  # warm-up
-    out = {}
+    agreement = make_photos(base / "agreement-640x480", 128, (640, 480), unique=128, seed=2)
+    registry, manifest = bench_model(base, None, agreement)
+    device, spec = torch.device("cpu"), manifest["preprocess"]
+    served = {p: ModelCache(registry, device, "fp32", setting=p, batch_size=64).get(
+        manifest["version"]) for p in ("auto", "fp32")}
+    loaded = served["auto"]
+    plain = build_alexnet(len(manifest["classes"])).eval()  # as a Python user loads it
+    plain.load_state_dict(load_model(manifest, registry.weights(manifest), device).state_dict())
+    faces = FaceCache(device, FaceOptions(), Settings.video_face_detect_seconds)
+    options = FaceOptions()
+    transform = reference_transform(spec)
+    engine_fit = lambda image: torch.from_numpy(  # noqa: E731
+        (fit(image, spec) / 255.0 - np.float32(spec["mean"])) / np.float32(spec["std"])
+    ).permute(2, 0, 1).float()
+    cuts = {"naive": library_cut(options), "naive_own": own_cut(FaceDetector("cpu"), options)}
+    out = {"model": manifest["version"], "precision": loaded.precision,
+           "precision_reason": loaded.reason}
     for fps in (5, 30):
-        for faces in (False, True):
-            name = f"fps{fps}_{'faces' if faces else 'frames'}"
-            n = frames if not faces else max(8, frames // 5)  # the detector is the slow part
-            got = {"frames": n, "engine": engine(path, loaded, fps, n, cut if faces else None),
-                   "naive": naive(path, loaded, fps, n, library if faces else None)}
-            if faces:
-                got["naive_own"] = naive(path, loaded, fps, n, lambda img: [
-                    pixels for _, pixels in cut([img], loaded.spec)[0]])
-                got["ratio_own"] = round(got["engine"] / got["naive_own"], 2)
-            got["stages"] = stages(path, loaded, fps, n, cut if faces else None)
+        for with_faces in (False, True):
+            name = f"fps{fps}_{'faces' if with_faces else 'frames'}"
+            follow = partial(faces.follower, loaded, fps) if with_faces else None
+            got = {"frames": frames,
+                   "engine": engine(path, loaded, fps, frames, follow),
+                   "engine_fp32": engine(path, served["fp32"], fps, frames, follow and partial(
+                       faces.follower, served["fp32"], fps)),
+                   "naive": naive(path, plain, fps, frames, transform,
+                                  cuts["naive"] if with_faces else None),
+                   "naive_fit": naive(path, plain, fps, frames, engine_fit,
+                                      cuts["naive"] if with_faces else None)}
+            if with_faces:
+                got["naive_own"] = naive(path, plain, fps, frames, transform, cuts["naive_own"])
+            got["stages"] = stages(path, loaded, fps, frames, follow)
             got["ratio"] = round(got["engine"] / got["naive"], 2)
+            got["ratios_other"] = {f"{a}/{b}": round(got[a] / got[b], 2) for a, b in (
+                ("engine_fp32", "naive"), ("engine", "naive_fit"), ("engine", "naive_own"))
+                if b in got}
             out[name] = got
             print(name, json.dumps(got), flush=True)
         out[f"decoders_fps{fps}"] = decoders(path, fps, frames)
@@ -202,18 +227,22 @@ def per_frame_figures(path: Path, frames: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60, help="the per-frame video's length")
-    parser.add_argument("--frames", type=int, default=120, help="sampled frames per rate (0: "
-                        "only the workers' runs)")
+    parser.add_argument("--frames", type=int, default=120, help="sampled frames per rate and "
+                        "faces on or off (0: only the workers' runs)")
     parser.add_argument("--long-minutes", type=float, default=10)
     parser.add_argument("--long-fps", type=float, default=5, help="video_fps of the workers' runs")
+    parser.add_argument("--dir", help="working folder: the model trained there is kept for the "
+                        "next run (default: a temporary folder)")
     parser.add_argument("--out", default=str(OUT / "video.json"))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         figures = {"machine": machine(), "video": f"{SIZE[0]}x{SIZE[1]} {RATE} fps H.264, one face"}
         if args.frames:
+            work = Path(args.dir) if args.dir else base
+            work.mkdir(parents=True, exist_ok=True)
             figures.update(per_frame_figures(make_video(base / "webcam.mp4", args.seconds),
-                                             args.frames))
+                                             args.frames, work))
         if args.long_minutes:
             figures["workers"] = workers_figures(base, args.long_minutes, args.long_fps)
     print(json.dumps(figures, indent=2))
