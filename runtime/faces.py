@@ -156,7 +156,7 @@ def _last_stages(image: torch.Tensor, boxes: torch.Tensor, nets, thresholds) -> 
         score = out[-1][:, 1]
         keep = score > threshold
         boxes = torch.cat([boxes[keep, :4], score[keep, None]], dim=1)
-        moves, one = out[0][keep], torch.zeros(int(keep.sum()), dtype=torch.long)
+        moves, one = out[0][keep], torch.zeros(int(keep.sum()), dtype=torch.long, device=boxes.device)
         if side == 24:
             pick = batched_nms(boxes[:, :4], boxes[:, 4], one, 0.7)
             boxes = bbreg(boxes[pick], moves[pick])
