@@ -113,8 +113,8 @@ class FaceDetector:
         return found
 
     def refine(self, image: Image.Image, faces: list[Face], options: FaceOptions) -> list[Face]:
-        """The faces near `faces` in an image (same-size frame that had them): MTCNN's last two
-        stages alone, on each face's box and a wider one around it, score and regress them as
+        """The faces near `faces` in an image (a frame of the size of the one that had them):
+        MTCNN's last two stages alone score and regress six boxes around each (see _around) as
         they do the first stage's proposals (no image pyramid: a fraction of detect's time)."""
         if not faces:
             return []

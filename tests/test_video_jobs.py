@@ -92,12 +92,17 @@ def test_a_job_scores_each_sampled_frame_and_hostile_videos_become_error_rows(cl
 
 def test_with_faces_a_video_gives_a_row_per_face_per_frame(client, worker, base_dir):
     root = base_dir / "video-faces"
-    gen.write_video(root / "viewer" / "face.mp4", gen.steady(1.0), size=(320, 240))
+    # The face moves 15 px between samples, a third of its side; a video that is not one beside.
+    gen.write_video(root / "viewer" / "face.mp4", gen.steady(1.0), size=(320, 240), move=2)
+    (root / "viewer" / "notes.mp4").write_text("not a video")
     resp = client.post("/v1/jobs", json={"type": "classify", "source": str(root),
                                          "video_fps": 4, "faces": True})
     record = wait_for_job(client, resp.get_json()["id"])
     assert record["status"] == "succeeded", record
     rows = rows_of(client, record["id"])
+    errors = [r["error"] for r in rows if r["image"].endswith("notes.mp4")]
+    assert len(errors) == 1 and errors[0].startswith("not a readable video")
+    rows = [r for r in rows if r["image"].endswith("face.mp4")]
     assert sorted({r["frame"] for r in rows}) == [0, 1, 2, 3, 4]  # 1.0003 s at 4 a second
     with_face = [r for r in rows if r["face"] is not None]
     assert len(with_face) >= 4  # the astronaut's face, frame after frame
@@ -110,6 +115,7 @@ def test_with_faces_a_video_gives_a_row_per_face_per_frame(client, worker, base_
     path = root / "viewer" / "face.mp4"
     detected = FaceDetector("cpu").detect(
         [face_copy(s.image)[0] for s in sample(path, probe(path, VideoLimits()), 4)], FaceOptions())
+    assert detected[4][0].box[0] - detected[0][0].box[0] >= 40  # the face did move
     for k, faces in enumerate(detected):
         got = [r["box"] for r in with_face if r["frame"] == k]
         assert len(got) == len(faces) and all(

@@ -52,11 +52,12 @@ def read_stamp(image: Image.Image | np.ndarray) -> int:
 
 def write_video(path: Path, times: list[float], size: tuple[int, int] = (320, 240),
                 rotation: int = 0, audio: bool = False, faststart: bool = False,
-                base: np.ndarray | None = None) -> Path:
+                base: np.ndarray | None = None, move: int = 0) -> Path:
     """Encode frames shown at the given presentation times (seconds), frame i stamped with i.
 
     The container follows the file's extension; times need not be evenly spaced (variable
-    frame rate); rotation sets the display matrix (counter-clockwise degrees, as phones do)."""
+    frame rate); rotation sets the display matrix (counter-clockwise degrees, as phones do);
+    move shifts the picture right that many pixels a frame (wrapping round): a moving face."""
     codec, options = CODECS[path.suffix.lower()]
     base = face_photo(size) if base is None else base
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,8 @@ def write_video(path: Path, times: list[float], size: tuple[int, int] = (320, 24
             stream.set_display_rotation(rotation)
         sound = _sound_stream(out) if audio else None  # every stream exists before the first packet
         for i, t in enumerate(times):
-            frame = av.VideoFrame.from_ndarray(stamp(base, i), format="rgb24")
+            picture = np.roll(base, move * i, axis=1) if move else base
+            frame = av.VideoFrame.from_ndarray(stamp(picture, i), format="rgb24")
             frame.pts, frame.time_base = round(t * 1000), MS
             out.mux(stream.encode(frame))
         out.mux(stream.encode())

@@ -94,9 +94,11 @@ def _score_shard(ctx: Context, job_id: str, record: dict, keys: list[str],
     """The shard's rows, or None if the job was cancelled before they were all scored."""
     loaded = ctx.models.get(record["model_version"])
     source = ctx.sources.get(record["source"], record.get("scope"))
-    faces = ctx.faces.cutter(loaded) if record.get("faces") else None
+    faces = None
+    if record.get("faces"):  # a video's time range has its own follower (unopened: no fps)
+        faces = (ctx.faces.follower(loaded, keys["fps"]) if is_video_plan(keys) and "fps" in keys
+                 else ctx.faces.cutter(loaded))
     if is_video_plan(keys):  # a time range of one video (worker.video)
-        faces = ctx.faces.follower(loaded, keys["fps"]) if faces else None
         stop = lambda: ctx.jobs.get_field(job_id, "status") == JobStatus.CANCELLED  # noqa: E731
         rows = list(video_rows(keys, loaded, source, batch_size=batch_size or ctx.batch_size,
                                faces=faces, should_stop=stop))

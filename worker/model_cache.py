@@ -60,7 +60,8 @@ class ModelCache:
 class FaceCache:
     """The face detector, loaded by the first job that asks for faces, shared by the rest."""
 
-    def __init__(self, device: torch.device, options: FaceOptions, detect_seconds: float = 0.0):
+    def __init__(self, device: torch.device, options: FaceOptions,
+                 detect_seconds: float = Settings.video_face_detect_seconds):
         self.device, self.options, self.detect_seconds = device, options, detect_seconds
         self._detector: FaceDetector | None = None
         self._lock = threading.Lock()
@@ -72,7 +73,9 @@ class FaceCache:
     def follower(self, loaded: LoadedModel, fps: float) -> FaceFollower:
         """A video shard's cutter: full detection every FACESENSE_VIDEO_FACE_DETECT_SECONDS of
         its frames, each face followed in between (runtime.facefollow)."""
-        every = round(self.detect_seconds * fps)  # 0 or 1: full detection on every frame
+        # Rounded down, so a face coming into the picture is found at most that late (0 or 1:
+        # full detection on every frame).
+        every = int(self.detect_seconds * fps + 1e-9)
         return FaceFollower(self._loaded(), self._options(loaded), every)
 
     def _loaded(self) -> FaceDetector:
