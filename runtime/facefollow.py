@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from runtime.faces import Face, FaceDetector, FaceOptions, crop_face
+from runtime.faces import Face, FaceDetector, FaceOptions, with_inputs
 
 
 class FaceFollower:
@@ -31,7 +31,6 @@ class FaceFollower:
         self._size: tuple[int, int] | None = None  # the last frame's size
 
     def __call__(self, images: list[Image.Image], spec: dict) -> list[list[tuple[Face, np.ndarray]]]:
-        from runtime.preprocess import fit
         due = [i for i in range(len(images)) if (self.seen + i) % self.every == 0]
         scheduled = dict(zip(due, self._detect([images[i] for i in due]), strict=True))
         found: list[list[Face]] = []
@@ -48,8 +47,7 @@ class FaceFollower:
                 found += self._detect(images[i:end])
             self._last, self._size = found[-1], images[len(found) - 1].size
         self.seen += len(images)
-        return [[(face, fit(crop_face(image, face, self.options.margin), spec)) for face in faces]
-                for image, faces in zip(images, found, strict=True)]
+        return with_inputs(images, found, spec, self.options.margin)
 
     def _detect(self, images: list[Image.Image]) -> list[list[Face]]:
         """Full detection, counted."""
@@ -79,6 +77,7 @@ def _one_to_one(before: list[Face], after: list[Face]) -> bool:
 
 
 def _sides(face: Face) -> tuple[int, int]:
+    """The box's width and height."""
     return face.box[2] - face.box[0], face.box[3] - face.box[1]
 
 

@@ -241,9 +241,14 @@ CutFaces = Callable[[list[Image.Image], dict], list[list[tuple[Face, np.ndarray]
 def cut_faces(images: list[Image.Image], spec: dict, *, detector: FaceDetector,
               options: FaceOptions) -> list[list[tuple[Face, np.ndarray]]]:
     """Each image's faces, each with its model input (its square, fit as the version's spec says)."""
+    return with_inputs(images, detector.detect(images, options), spec, options.margin)
+
+
+def with_inputs(images: list[Image.Image], found: list[list[Face]], spec: dict,
+                margin: float) -> list[list[tuple[Face, np.ndarray]]]:
+    """Each image's faces found, each with its square cut and fit as the version's spec says."""
     from runtime.preprocess import fit
-    found = detector.detect(images, options)
-    return [[(face, fit(crop_face(img, face, options.margin), spec)) for face in faces]
+    return [[(face, fit(crop_face(img, face, margin), spec)) for face in faces]
             for img, faces in zip(images, found, strict=True)]
 
 
