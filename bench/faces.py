@@ -49,7 +49,7 @@ class Haar:
     def detect(self, images: list[Image.Image], options: FaceOptions) -> list[list[tuple]]:
         out = []
         for img in images:
-            scale = min(1.0, options.detect_side / max(img.size))
+            scale = options.detect_scale(img)
             grey = np.asarray(_downscaled(img, scale).convert("L"))
             least = max(24, int(options.min_size * scale))
             found = self.cascade.detectMultiScale(grey, 1.1, 5, minSize=(least, least))

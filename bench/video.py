@@ -55,7 +55,7 @@ from facesense.inputs.video.frames import sample
 from facesense.inputs.video.limits import VideoLimits
 from facesense.inputs.video.probe import probe
 from facesense.settings import Settings
-from runtime.faces import MTCNN_STAGE_THRESHOLDS, Face, FaceDetector, FaceOptions, crop_face, face_copy
+from runtime.faces import Face, FaceDetector, FaceOptions, crop_face, face_copy
 from runtime.network import build_alexnet, load_model
 from runtime.preprocess import fit
 from runtime.serving import LoadedModel, forward
@@ -109,7 +109,7 @@ def library_cut(options: FaceOptions):
     """What a Python user would write for faces: facenet-pytorch's MTCNN, one frame a call."""
     from facenet_pytorch import MTCNN
     found = MTCNN(keep_all=True, min_face_size=options.min_size, device="cpu",
-                  thresholds=[*MTCNN_STAGE_THRESHOLDS[:2], options.threshold])
+                  thresholds=options.stage_thresholds())
 
     def cut(image: Image.Image) -> list[Image.Image]:
         boxes, _ = found.detect(image)

@@ -83,6 +83,7 @@ def run_stack(workers: int, folder: Path, base: Path, fps: float) -> dict:
 
 
 def submit(client, folder: Path, fps: float = 5) -> str:
+    """A faces-off scoring job of the folder at fps; its id."""
     resp = client.post("/v1/jobs", json={"type": "classify", "source": str(folder),
                                          "video_fps": fps, "faces": False})
     assert resp.status_code == 202, resp.get_json()

@@ -49,6 +49,14 @@ class FaceOptions:
                                  f"0..2, min_size >= 1, threshold 0..1, max_per_image >= 1, "
                                  f"detect_side >= {2 * MTCNN_MIN_SIDE})")
 
+    def detect_scale(self, img: Image.Image) -> float:
+        """How much an image is shrunk for detection (at most detect_side long)."""
+        return min(1.0, self.detect_side / max(img.size))
+
+    def stage_thresholds(self) -> list[float]:
+        """MTCNN's three stage bars: a threshold under the last stage's own bar lowers it too."""
+        return [*MTCNN_STAGE_THRESHOLDS[:2], min(MTCNN_STAGE_THRESHOLDS[2], self.threshold)]
+
     def for_version(self, manifest: dict) -> FaceOptions:
         """These options, with how a version trained on faces found and cut them (train/serve
         consistency: every worker cuts its faces the same way, whatever its own settings)."""
@@ -89,14 +97,13 @@ class FaceDetector:
     def detect(self, images: list[Image.Image], options: FaceOptions) -> list[list[Face]]:
         """Faces per image, largest first; images of one size after downscaling share a batch."""
         from facenet_pytorch.models.utils.detect_face import detect_face
-        scales = [min(1.0, options.detect_side / max(img.size)) for img in images]
+        scales = [options.detect_scale(img) for img in images]
         copies = [_downscaled(img, s) for img, s in zip(images, scales, strict=True)]
         found: list[list[Face]] = [[] for _ in images]
         by_size: dict[tuple[int, int], list[int]] = {}
         for i, copy in enumerate(copies):
             by_size.setdefault(copy.size, []).append(i)
-        # A threshold under the last stage's own bar lowers that bar too.
-        stages = [*MTCNN_STAGE_THRESHOLDS[:2], min(MTCNN_STAGE_THRESHOLDS[2], options.threshold)]
+        stages = options.stage_thresholds()
         for indexes in by_size.values():
             # No smaller than the least face kept: fewer pyramid levels, same faces kept.
             least = max(MTCNN_MIN_SIDE, int(options.min_size * min(scales[i] for i in indexes)))
@@ -118,13 +125,12 @@ class FaceDetector:
         they do the first stage's proposals (no image pyramid: a fraction of detect's time)."""
         if not faces:
             return []
-        scale = min(1.0, options.detect_side / max(image.size))
-        copy = _downscaled(image, scale)
+        copy = _downscaled(image, options.detect_scale(image))
         sx, sy = copy.width / image.width, copy.height / image.height
         boxes = torch.tensor([[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, 1.0]
                               for face in faces for cx, cy, w, h in _around(face.box, sx, sy)],
                              device=self.device)
-        stages = [*MTCNN_STAGE_THRESHOLDS[:2], min(MTCNN_STAGE_THRESHOLDS[2], options.threshold)]
+        stages = options.stage_thresholds()
         planar = _planar([np.asarray(copy)], self.device).permute(0, 3, 1, 2)
         with self._lock, torch.inference_mode():
             rows = _last_stages(planar, boxes, self.nets[1:], stages[1:])
